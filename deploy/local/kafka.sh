@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Local single-node Kafka (KRaft, combined broker+controller) assembled from Maven Central jars.
+#   deploy/local/kafka.sh up|down|status|bootstrap
+# Jars, data and logs live under $KAFKA_LOCAL_HOME (default: <repo>/.local/kafka, git-ignored).
+# When KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: that cluster is used as it is.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+home=${KAFKA_LOCAL_HOME:-$repo/.local/kafka}
+port=${KAFKA_LOCAL_PORT:-9092}
+controller_port=${KAFKA_LOCAL_CONTROLLER_PORT:-9093}
+python=${PYTHON:-$repo/.venv/bin/python}
+libs=$home/libs
+data=$home/data
+logs=$home/logs
+pidfile=$home/kafka.pid
+props=$home/server.properties
+bootstrap=127.0.0.1:$port
+
+log() { echo "[kafka-local] $*" >&2; }
+
+running() {
+  [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null
+}
+
+fetch_jars() {
+  if [[ -f $libs/.complete ]]; then return; fi
+  command -v mvn >/dev/null || { log "mvn not found: install Maven (apt-get install maven)"; exit 1; }
+  log "fetching Kafka jars from Maven Central into $libs"
+  mkdir -p "$libs"
+  mvn -q -B -f "$here/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$libs"
+  touch "$libs/.complete"
+}
+
+write_config() {
+  mkdir -p "$data" "$logs"
+  cat > "$props" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$controller_port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+PROPS
+  cat > "$home/log4j2.properties" <<'LOG4J'
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+LOG4J
+}
+
+java_cmd() {
+  java -Xms256m -Xmx1g -Dkafka.logs.dir="$logs" \
+    -Dlog4j2.configurationFile="$home/log4j2.properties" \
+    -cp "$libs/*" "$@"
+}
+
+wait_ready() {
+  # A listening port is not enough: wait until a metadata request succeeds.
+  local deadline=$((SECONDS + ${KAFKA_LOCAL_START_TIMEOUT:-90}))
+  until "$python" - "$1" <<'PY' 2>/dev/null
+import sys
+from kafka.admin import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=3000)
+admin.list_topics()
+admin.close()
+PY
+  do
+    if (( SECONDS > deadline )); then
+      log "broker at $1 did not answer a metadata request in time; see $logs/server.log"
+      return 1
+    fi
+    if [[ -n ${2:-} ]] && ! kill -0 "$2" 2>/dev/null; then
+      log "broker process exited; last lines of $logs/server.log:"
+      tail -20 "$logs/server.log" >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+up() {
+  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+    log "KAFKA_BOOTSTRAP_SERVERS is set: using $KAFKA_BOOTSTRAP_SERVERS, starting nothing"
+    wait_ready "$KAFKA_BOOTSTRAP_SERVERS"
+    echo "$KAFKA_BOOTSTRAP_SERVERS"
+    return
+  fi
+  if running; then
+    wait_ready "$bootstrap" "$(cat "$pidfile")"
+    log "already running (pid $(cat "$pidfile"))"
+    echo "$bootstrap"
+    return
+  fi
+  fetch_jars
+  write_config
+  if [[ ! -f $data/meta.properties ]]; then
+    local cluster_id
+    cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
+    log "formatting storage in $data (cluster $cluster_id)"
+    java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >"$logs/format.log" 2>&1
+  fi
+  log "starting broker on $bootstrap"
+  # setsid: the broker outlives the shell (and make) that started it.
+  setsid nohup java -Xms256m -Xmx1g -Dkafka.logs.dir="$logs" \
+    -Dlog4j2.configurationFile="$home/log4j2.properties" \
+    -cp "$libs/*" kafka.Kafka "$props" >"$logs/stdout.log" 2>&1 </dev/null &
+  echo $! > "$pidfile"
+  wait_ready "$bootstrap" "$(cat "$pidfile")"
+  log "ready"
+  echo "$bootstrap"
+}
+
+down() {
+  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
+    log "KAFKA_BOOTSTRAP_SERVERS is set: not stopping an external cluster"
+    return
+  fi
+  if ! running; then
+    log "not running"
+    rm -f "$pidfile"
+    return
+  fi
+  local pid deadline
+  pid=$(cat "$pidfile")
+  log "stopping broker (pid $pid)"
+  kill -TERM "$pid"
+  deadline=$((SECONDS + 60))
+  while kill -0 "$pid" 2>/dev/null; do
+    if (( SECONDS > deadline )); then log "still running after 60 s: SIGKILL"; kill -KILL "$pid"; fi
+    sleep 0.2
+  done
+  rm -f "$pidfile"
+  log "stopped"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  status) if running; then echo "running (pid $(cat "$pidfile")) on $bootstrap"; else echo "not running"; exit 1; fi ;;
+  bootstrap) echo "${KAFKA_BOOTSTRAP_SERVERS:-$bootstrap}" ;;
+  *) echo "usage: $0 up|down|status|bootstrap" >&2; exit 2 ;;
+esac

@@ -1,0 +1,80 @@
+"""JSON Schema validators for the wire contracts in schemas/ (DESIGN §3). No Kafka here."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+from processors.timeutil import is_rfc3339
+
+# Contract name -> schema file. Names double as the envelope "kinds" of the offline check.
+SCHEMA_FILES: Mapping[str, str] = {
+    "outbound_message": "outbound-message.schema.json",
+    "accepted_message": "accepted-message.schema.json",
+    "rejection": "rejection.schema.json",
+    "dead_letter": "dead-letter.schema.json",
+    "enrichment": "enrichment.schema.json",
+    "template_entry": "template-catalog-entry.schema.json",
+    "delivery_status": "delivery-status.schema.json",
+    "inbound_message": "inbound-message.schema.json",
+    "user_preference": "user-preference.schema.json",
+    "policy": "policy.schema.json",
+}
+
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time")
+def _date_time(instance: object) -> bool:
+    # A format only constrains strings (JSON Schema 2020-12 §7.1); types are checked elsewhere.
+    return not isinstance(instance, str) or is_rfc3339(instance)
+
+
+def schemas_dir() -> Path:
+    """schemas/ at the repository root (editable install), or OUTBOUND_GATE_SCHEMAS_DIR."""
+    override = os.environ.get("OUTBOUND_GATE_SCHEMAS_DIR")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parent.parent / "schemas"
+
+
+@cache
+def _registry() -> Registry[Any]:
+    resources = []
+    for filename in SCHEMA_FILES.values():
+        document = json.loads((schemas_dir() / filename).read_text(encoding="utf-8"))
+        resources.append((document["$id"], Resource.from_contents(document)))
+    return Registry().with_resources(resources)
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        (schemas_dir() / SCHEMA_FILES[name]).read_text(encoding="utf-8")
+    )
+    return document
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(name), registry=_registry(), format_checker=_FORMATS)
+
+
+def first_error(name: str, document: Any) -> str | None:
+    """The most relevant validation error as one line, or None when the document is valid."""
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: e.path)
+    if not errors:
+        return None
+    error = errors[0]
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    message = error.message
+    if len(message) > 300:
+        message = message[:300] + "..."
+    return f"{where}: {message}"

@@ -1,0 +1,142 @@
+"""The offline check: replay a JSON-lines file through the same core as the worker. No Kafka.
+
+Each line is an outbound message, or an envelope {"topic", "key"?, "value"} for any input topic.
+Lines are applied in file order; state events take effect at their own timestamps.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors import decode
+from processors.enrich import parse_recipient
+from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, message_clock
+from processors.policy import templates as tpl
+from processors.policy.state import REDUCERS, state_key
+from processors.settings import Topics
+from processors.timeutil import format_rfc3339
+
+
+@dataclass
+class Summary:
+    decisions: Counter[str] = field(default_factory=Counter)
+    error_codes: Counter[str] = field(default_factory=Counter)
+    monitored: Counter[str] = field(default_factory=Counter)
+    state_events: int = 0
+
+    def render(self) -> str:
+        lines = ["decisions: " + (", ".join(f"{k}={v}" for k, v in sorted(self.decisions.items()))
+                                  or "none")]
+        lines += [f"  {code}: {count}" for code, count in self.error_codes.most_common()]
+        if self.monitored:
+            lines.append("monitor-mode rules that fired (not enforced):")
+            lines += [f"  {code}: {count}" for code, count in self.monitored.most_common()]
+        lines.append(f"state events applied: {self.state_events}")
+        return "\n".join(lines)
+
+
+class OfflineCheck:
+    def __init__(self, policies: PolicySet, topics: Topics | None = None,
+                 at: float | None = None, max_bytes: int = decode.DEFAULT_MAX_BYTES) -> None:
+        self.policies = policies
+        self.at = at
+        self.max_bytes = max_bytes
+        # Default and configured topic names both work in envelopes.
+        self.contracts = {**Topics().contracts(), **(topics or Topics()).contracts()}
+        self.catalog: dict[str, tpl.TemplateHistory] = {}
+        self.states: dict[str, RecipientState] = {}
+        self.summary = Summary()
+
+    def run(self, lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            result = self.line(number, line.rstrip(b"\r\n"))
+            if result is not None:
+                yield result
+
+    def line(self, number: int, raw: bytes) -> dict[str, Any] | None:
+        try:
+            document = decode.parse_json(raw, self.max_bytes)
+            if isinstance(document, dict) and "topic" in document and "message_id" not in document:
+                message = self._envelope(document)
+            else:
+                message = decode.validate("outbound_message", document)
+            return None if message is None else self._decide(number, message)
+        except decode.DecodeError as exc:
+            self.summary.decisions["dead_letter"] += 1
+            return {"line": number, "decision": "dead_letter", "reason": exc.reason,
+                    "error": str(exc)}
+
+    def _envelope(self, envelope: dict[str, Any]) -> dict[str, Any] | None:
+        topic = envelope["topic"]
+        contract = self.contracts.get(topic) if isinstance(topic, str) else None
+        if contract is None:
+            raise decode.DecodeError("schema_invalid", f"envelope for unknown topic {topic!r}")
+        value = envelope.get("value")
+        if contract == "template_entry":
+            self._template(envelope.get("key"), value)
+            return None
+        document = decode.validate(contract, value)
+        if contract == "outbound_message":
+            return document
+        self._state_event(contract, document)
+        return None
+
+    def _template(self, key: Any, value: Any) -> None:
+        if value is None:  # tombstone: the key says which entry goes
+            if not isinstance(key, str):
+                raise decode.DecodeError("schema_invalid", "a catalog tombstone needs its key")
+            self.catalog.pop(key, None)
+        else:
+            entry = decode.validate("template_entry", value)
+            key = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
+            self.catalog[key] = tpl.merge(self.catalog.get(key), entry)
+        self.summary.state_events += 1
+
+    def _state_event(self, contract: str, document: dict[str, Any]) -> None:
+        reducer, field_name = REDUCERS[contract]
+        recipient = parse_recipient(document[field_name]).e164
+        if recipient is None:
+            raise decode.DecodeError("schema_invalid", f"{field_name} is not a valid phone number")
+        key = state_key(document["tenant_id"], recipient)
+        self.states[key] = reducer(self.states.get(key, EMPTY), document)
+        self.summary.state_events += 1
+
+    def _decide(self, number: int, message: dict[str, Any]) -> dict[str, Any]:
+        clock = message_clock(message, self.at)
+        entry = None
+        if message["kind"] == "template":
+            template = message["template"]
+            key = tpl.catalog_key(message["tenant_id"], template["name"], template["language"])
+            entry = tpl.entry_at(self.catalog.get(key), clock)
+        enrichment = enrich(message, entry)
+        e164 = enrichment.recipient.e164
+        state = self.states.get(state_key(message["tenant_id"], e164), EMPTY) if e164 else EMPTY
+        policy = self.policies.for_tenant(message["tenant_id"])
+        decision = decide(message, enrichment, state, entry, policy, clock)
+        outcome = "accepted" if decision.accepted else "rejected"
+        self.summary.decisions[outcome] += 1
+        if decision.error_code:
+            self.summary.error_codes[decision.error_code] += 1
+        self.summary.monitored.update(decision.monitored)
+        return {
+            "line": number,
+            "message_id": message["message_id"],
+            "tenant_id": message["tenant_id"],
+            "decision": outcome,
+            "error_code": decision.error_code,
+            "meta_error_code": decision.meta_error_code,
+            "reason": decision.reason,
+            "retryable": decision.retryable,
+            "retry_after": format_rfc3339(decision.retry_after) if decision.retry_after else None,
+            "violations": list(decision.violations),
+            "monitored": list(decision.monitored),
+            "enrichment": enrichment.as_dict(),
+            "policy": {"id": decision.policy_id, "version": decision.policy_version},
+            "clock": format_rfc3339(clock),
+        }
+

@@ -1,0 +1,20 @@
+"""The pure policy core: decide() and the data it reads. Imports nothing from Kafka or asyncio."""
+
+from processors.policy.document import Policy, PolicyError, PolicySet, load_policy, parse_policy
+from processors.policy.engine import Decision, Enrichment, decide, enrich, message_clock
+from processors.policy.state import EMPTY, RecipientState
+
+__all__ = [
+    "EMPTY",
+    "Decision",
+    "Enrichment",
+    "Policy",
+    "PolicyError",
+    "PolicySet",
+    "RecipientState",
+    "decide",
+    "enrich",
+    "load_policy",
+    "message_clock",
+    "parse_policy",
+]

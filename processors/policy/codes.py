@@ -1,0 +1,47 @@
+"""The error codes the gate emits, in precedence order, with what each one tells a person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    code: str
+    meta_error_code: int | None
+    retryable: bool
+    reason: str
+
+
+# Precedence order (DESIGN §4): the first that fires is the error_code.
+CODES: tuple[Code, ...] = (
+    Code("INVALID_RECIPIENT", None, False,
+         "The recipient's phone number is not a valid number, so WhatsApp cannot deliver to it; "
+         "check the number."),
+    Code("RECIPIENT_REGION_UNSUPPORTED", None, False,
+         "WhatsApp Business messages cannot be sent to recipients in this country."),
+    Code("TEMPLATE_DISABLED", 132016, False,
+         "Meta has disabled this template, so it can no longer be sent; use another template."),
+    Code("TEMPLATE_PAUSED", 132015, True,
+         "Meta has paused this template for low quality; try again later or use another template."),
+    Code("TEMPLATE_NOT_APPROVED", 132001, False,
+         "This template is not approved by Meta (pending, rejected or deleted), so it cannot be "
+         "sent."),
+    Code("OUTSIDE_SERVICE_WINDOW", 131047, False,
+         "The customer has not written in the last 24 hours, so only a template message can be "
+         "sent now."),
+    Code("BULK_MARKETING_NOT_ALLOWED", None, False,
+         "Marketing templates may not be sent through bulk or mass actions."),
+    Code("MARKETING_OPTED_OUT", 131050, False,
+         "The customer has stopped marketing messages from this business; do not send them "
+         "marketing."),
+    Code("MARKETING_PAUSED_US", 131049, False,
+         "Meta does not deliver marketing templates to US phone numbers; use a utility or "
+         "authentication template, or another channel."),
+    Code("USER_MARKETING_TEMPLATE_LIMIT", 131049, True,
+         "This customer has reached Meta's limit on marketing messages; sending again too soon "
+         "can block them for longer, so wait until the retry time."),
+)
+
+BY_CODE = {entry.code: entry for entry in CODES}
+RULE_CODES = tuple(entry.code for entry in CODES)

@@ -1,0 +1,107 @@
+"""Per-(tenant, recipient) state and how state events change it. Pure.
+
+State events take effect at their own timestamps (DESIGN §4): each field keeps a short,
+time-sorted history so that a decision sees the state as of its clock, whatever order the
+events arrived in.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from processors.timeutil import parse_rfc3339
+
+# Enough to answer "as of the clock" for messages near the newest events, and bounded.
+MAX_HISTORY = 8
+LIMIT_ERROR = 131049  # per-user marketing limit
+STOP_ERROR = 131050  # user stopped marketing messages
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    inbound: tuple[float, ...] = ()  # inbound user messages (open the service window)
+    preferences: tuple[tuple[float, str], ...] = ()  # (time, "stop" | "resume")
+    limit_hits: tuple[float, ...] = ()  # delivery statuses with 131049
+
+    def is_empty(self) -> bool:
+        return not (self.inbound or self.preferences or self.limit_hits)
+
+
+EMPTY = RecipientState()
+
+
+T = TypeVar("T", float, tuple[float, str])
+
+
+def _insert(history: tuple[T, ...], item: T) -> tuple[T, ...]:
+    items = list(history)
+    if item in items:
+        return history
+    bisect.insort(items, item)
+    return tuple(items[-MAX_HISTORY:])
+
+
+def with_inbound(state: RecipientState, at: float) -> RecipientState:
+    return replace(state, inbound=_insert(state.inbound, at))
+
+
+def with_preference(state: RecipientState, at: float, preference: str) -> RecipientState:
+    return replace(state, preferences=_insert(state.preferences, (at, preference)))
+
+
+def with_limit_hit(state: RecipientState, at: float) -> RecipientState:
+    return replace(state, limit_hits=_insert(state.limit_hits, at))
+
+
+def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
+    """A delivery status: 131049 starts a cool-down, 131050 counts as a stop preference."""
+    at = parse_rfc3339(status["timestamp"])
+    codes = {error.get("code") for error in status.get("errors") or ()}
+    if LIMIT_ERROR in codes:
+        state = with_limit_hit(state, at)
+    if STOP_ERROR in codes:
+        state = with_preference(state, at, "stop")
+    return state
+
+
+def apply_inbound(state: RecipientState, inbound: dict[str, Any]) -> RecipientState:
+    return with_inbound(state, parse_rfc3339(inbound["timestamp"]))
+
+
+def apply_preference(state: RecipientState, preference: dict[str, Any]) -> RecipientState:
+    return with_preference(state, parse_rfc3339(preference["timestamp"]), preference["preference"])
+
+
+def last_inbound(state: RecipientState, clock: float) -> float | None:
+    """The newest inbound message at or before the clock."""
+    index = bisect.bisect_right(state.inbound, clock)
+    return state.inbound[index - 1] if index else None
+
+
+def preference_at(state: RecipientState, clock: float) -> str | None:
+    """The recipient's latest marketing preference at the clock; None when never stated."""
+    latest = None
+    for at, preference in state.preferences:
+        if at > clock:
+            break
+        latest = preference
+    return latest
+
+
+def last_limit_hit(state: RecipientState, clock: float) -> float | None:
+    index = bisect.bisect_right(state.limit_hits, clock)
+    return state.limit_hits[index - 1] if index else None
+
+
+# Contract name -> (reducer, field naming the recipient). Used by the offline check and the worker.
+REDUCERS = {
+    "delivery_status": (apply_status, "recipient"),
+    "inbound_message": (apply_inbound, "sender"),
+    "user_preference": (apply_preference, "recipient"),
+}
+
+
+def state_key(tenant_id: str, recipient_e164: str) -> str:
+    return f"{tenant_id}:{recipient_e164}"

@@ -1,0 +1,100 @@
+"""Environment -> typed configuration. Every topic name is configurable (DESIGN §3)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    outbound: str = "outbound.messages"
+    accepted: str = "outbound.messages.accepted"
+    rejected: str = "outbound.messages.rejected"
+    dlq: str = "outbound.messages.dlq"
+    templates: str = "whatsapp.templates"
+    statuses: str = "whatsapp.statuses"
+    inbound: str = "whatsapp.inbound"
+    preferences: str = "whatsapp.user-preferences"
+
+    def contracts(self) -> dict[str, str]:
+        """Input topic -> the contract its values follow."""
+        return {
+            self.outbound: "outbound_message",
+            self.templates: "template_entry",
+            self.statuses: "delivery_status",
+            self.inbound: "inbound_message",
+            self.preferences: "user_preference",
+        }
+
+    def all(self) -> list[str]:
+        return [getattr(self, f.name) for f in fields(self)]
+
+
+TOPIC_ENV = {f.name: f"OUTBOUND_GATE_TOPIC_{f.name.upper()}" for f in fields(Topics)}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap_servers: str = "127.0.0.1:9092"
+    app_id: str = "outbound-gate"
+    topics: Topics = field(default_factory=Topics)
+    partitions: int = 8
+    replication_factor: int = 1
+    web_port: int = 6066
+    policy_file: str | None = None
+    data_dir: str = ".local/worker"
+    max_message_bytes: int = 1_000_000
+    log_level: str = "info"
+
+
+ENV_HELP = {
+    "KAFKA_BOOTSTRAP_SERVERS": "broker list, host:port[,host:port] (default 127.0.0.1:9092)",
+    "OUTBOUND_GATE_APP_ID": "Faust app id: consumer group and table topic prefix (outbound-gate)",
+    "OUTBOUND_GATE_PARTITIONS": "partitions of topics the gate creates (8): the most workers",
+    "OUTBOUND_GATE_REPLICATION_FACTOR": "replication factor of topics the gate creates (1)",
+    "OUTBOUND_GATE_WEB_PORT": "HTTP port of the worker (6066)",
+    "OUTBOUND_GATE_POLICY_FILE": "policy document replacing the packaged default",
+    "OUTBOUND_GATE_DATA_DIR": "worker data directory (.local/worker)",
+    "OUTBOUND_GATE_MAX_MESSAGE_BYTES": "larger input values go to the dead-letter topic (1000000)",
+    "OUTBOUND_GATE_LOG_LEVEL": "debug, info, warning or error (info)",
+    **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
+}
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    if value < minimum:
+        raise SettingsError(f"{name}={value} is below {minimum}")
+    return value
+
+
+def from_env(env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    topics = Topics(**{name: env[var] for name, var in TOPIC_ENV.items() if env.get(var)})
+    level = env.get("OUTBOUND_GATE_LOG_LEVEL", "info").lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError(f"OUTBOUND_GATE_LOG_LEVEL={level!r}: use debug, info, warning or error")
+    return Settings(
+        bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
+        app_id=env.get("OUTBOUND_GATE_APP_ID") or "outbound-gate",
+        topics=topics,
+        partitions=_int(env, "OUTBOUND_GATE_PARTITIONS", 8),
+        replication_factor=_int(env, "OUTBOUND_GATE_REPLICATION_FACTOR", 1),
+        web_port=_int(env, "OUTBOUND_GATE_WEB_PORT", 6066),
+        policy_file=env.get("OUTBOUND_GATE_POLICY_FILE") or None,
+        data_dir=env.get("OUTBOUND_GATE_DATA_DIR") or ".local/worker",
+        max_message_bytes=_int(env, "OUTBOUND_GATE_MAX_MESSAGE_BYTES", 1_000_000),
+        log_level=level,
+    )
