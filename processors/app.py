@@ -1,0 +1,36 @@
+"""The Faust app and its settings: wiring only. Agents live in catalog.py and routing.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faust
+
+from processors import catalog, routing, views
+from processors.policy import PolicySet, load_policy
+from processors.settings import Settings
+
+
+def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.App:
+    datadir = Path(settings.data_dir).resolve() / settings.app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        datadir=str(datadir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        web_in_thread=False,
+        producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
+        # The gate decodes raw bytes itself so that bad input can reach the dead-letter topic.
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    policies = policies or load_policy(settings.policy_file)
+    catalog_table = catalog.register(app, settings)
+    routing.register(app, settings, policies, catalog_table)
+    views.register(app, settings, policies, catalog_table)
+    return app

@@ -1,0 +1,61 @@
+"""The template catalog: a GlobalTable (every worker sees every template) fed by whatsapp.templates.
+
+Values are the short, time-sorted history of entries for one tenant:name:language, so that a
+decision can see the entry in effect at its clock (processors.policy.templates).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+
+from processors.dead_letters import DeadLetters
+from processors.decode import DecodeError, decode
+from processors.policy import templates as tpl
+from processors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Faust's stubs)
+
+
+def register(app: faust.App, settings: Settings) -> CatalogTable:
+    table = app.GlobalTable(
+        "template-catalog",
+        default=None,
+        schema=faust.Schema(key_serializer="json", value_serializer="json"),
+        partitions=settings.partitions,
+        help="tenant:name:language -> template catalog entries, oldest first",
+    )
+    source = app.topic(settings.topics.templates, key_serializer="raw", value_serializer="raw")
+    dead_letters = DeadLetters(app, settings)
+
+    @app.agent(source, name="catalog")
+    async def load_catalog(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            message = event.message
+            try:
+                apply(table, message.key, message.value, settings.max_message_bytes)
+            except DecodeError as error:
+                await dead_letters.send(message, error)
+
+    return table
+
+
+def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes: int) -> None:
+    if value is None:  # tombstone: deletes the entry its key names
+        if key is None:
+            raise DecodeError("empty", "a catalog tombstone without a key")
+        table.pop(key.decode("utf-8", "replace"), None)
+        return
+    entry = decode("template_entry", value, max_bytes)
+    name = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
+    table[name] = list(tpl.merge(tuple(table.get(name) or ()), entry))
+
+
+def lookup(table: CatalogTable, tenant_id: str, name: str, language: str,
+           clock: float | None) -> dict[str, Any] | None:
+    history = table.get(tpl.catalog_key(tenant_id, name, language))
+    return tpl.entry_at(tuple(history), clock) if history else None

@@ -1,0 +1,57 @@
+"""outbound-gate worker: run the Faust app against KAFKA_BOOTSTRAP_SERVERS."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from processors.settings import ENV_HELP, SettingsError, from_env
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    env = "\n".join(f"  {name:<36} {text}" for name, text in ENV_HELP.items())
+    parser = subparsers.add_parser(
+        "worker",
+        help="run the live gate (Faust worker)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Consume outbound messages, decide each with the policy, and produce to the accepted, "
+            "rejected and dead-letter topics. Creates missing topics first. Stops cleanly on "
+            "SIGINT/SIGTERM.\n\nenvironment:\n" + env
+        ),
+    )
+    parser.add_argument("--web-port", type=int, help="HTTP port (default 6066)")
+    parser.add_argument("--policy", metavar="FILE", help="policy document to use")
+    parser.add_argument("--loglevel", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: `check` must work without loading Faust.
+    import faust
+    from kafka.errors import KafkaError
+
+    from processors.app import create_app
+    from processors.policy import PolicyError, load_policy
+    from processors.topics import ensure_topics
+
+    try:
+        settings = from_env()
+        overrides = {k: v for k, v in {"web_port": args.web_port, "policy_file": args.policy,
+                                       "log_level": args.loglevel}.items() if v is not None}
+        settings = dataclasses.replace(settings, **overrides)
+        policies = load_policy(settings.policy_file)
+    except (SettingsError, PolicyError) as exc:
+        print(f"outbound-gate worker: {exc}", file=sys.stderr)
+        return 2
+    try:
+        ensure_topics(settings)
+    except KafkaError as exc:
+        print(f"outbound-gate worker: cannot reach Kafka at {settings.bootstrap_servers}: "
+              f"{exc}", file=sys.stderr)
+        return 1
+    app = create_app(settings, policies)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0

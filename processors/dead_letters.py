@@ -1,0 +1,31 @@
+"""The dead-letter topic: raw bytes, where they came from, and why they could not be decided."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+import orjson
+
+from processors import outputs
+from processors.decode import DecodeError
+from processors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetters:
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.topic = app.topic(settings.topics.dlq, key_serializer="raw", value_serializer="raw")
+
+    async def send(self, message: Any, error: DecodeError) -> None:
+        """message: the Faust Message (topic, partition, offset, key, value as raw bytes)."""
+        letter = outputs.dead_letter(message.topic, message.partition, message.offset,
+                                     message.key, message.value, error.reason, str(error),
+                                     time.time())
+        await self.topic.send(key=message.key, value=orjson.dumps(letter))
+        # Where and why only: the error text can quote the input, and input holds numbers.
+        log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s", error.reason,
+                    message.topic, message.partition, message.offset)

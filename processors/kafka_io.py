@@ -1,0 +1,79 @@
+"""kafka-python helpers for tooling and tests: a producer, and a reader of the output topics."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+
+def producer(bootstrap_servers: str) -> KafkaProducer:
+    return KafkaProducer(
+        bootstrap_servers=bootstrap_servers,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+    )
+
+
+def send_json(producer_: KafkaProducer, topic: str, key: str | None, value: Any) -> None:
+    producer_.send(
+        topic,
+        key=key.encode("utf-8") if key is not None else None,
+        value=None if value is None else orjson.dumps(value),
+    )
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    key: str | None
+    value: dict[str, Any]
+    timestamp_ms: int
+
+
+class OutputReader:
+    """Reads topics from their current end: only what is produced after it was created."""
+
+    def __init__(self, bootstrap_servers: str, topics: Iterable[str]) -> None:
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers,
+                                      enable_auto_commit=False, group_id=None,
+                                      consumer_timeout_ms=200)
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in sorted(self.consumer.partitions_for_topic(topic) or ())
+        ]
+        self.consumer.assign(partitions)
+        self.consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve the end offsets now, not at the first poll
+            self.consumer.position(tp)
+        self.seen: list[Output] = []
+
+    def poll(self) -> list[Output]:
+        new = []
+        for batch in self.consumer.poll(timeout_ms=200).values():
+            for record in batch:
+                value = orjson.loads(record.value) if record.value is not None else {}
+                key = record.key.decode("utf-8", "replace") if record.key is not None else None
+                new.append(Output(record.topic, key, value, record.timestamp))
+        self.seen.extend(new)
+        return new
+
+    def wait_for(self, done: Callable[[list[Output]], bool], timeout: float,
+                 what: str) -> list[Output]:
+        """Poll until done(all outputs seen so far) holds; TimeoutError naming what was awaited."""
+        deadline = time.monotonic() + timeout
+        while not done(self.seen):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}; "
+                                   f"saw {len(self.seen)} output records")
+            self.poll()
+        return self.seen
+
+    def close(self) -> None:
+        self.consumer.close()
