@@ -11,6 +11,7 @@ import orjson
 
 from processors import outputs
 from processors.decode import DecodeError
+from processors.models import DeadLetter
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,10 +23,10 @@ class DeadLetters:
 
     async def send(self, message: Any, error: DecodeError) -> None:
         """message: the Faust Message (topic, partition, offset, key, value as raw bytes)."""
-        letter = outputs.dead_letter(message.topic, message.partition, message.offset,
-                                     message.key, message.value, error.reason, str(error),
-                                     time.time())
-        await self.topic.send(key=message.key, value=orjson.dumps(letter))
+        letter = DeadLetter(**outputs.dead_letter(
+            message.topic, message.partition, message.offset, message.key, message.value,
+            error.reason, str(error), time.time()))
+        await self.topic.send(key=message.key, value=orjson.dumps(letter.asdict()))
         # Where and why only: the error text can quote the input, and input holds numbers.
         log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s", error.reason,
                     message.topic, message.partition, message.offset)

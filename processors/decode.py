@@ -41,7 +41,8 @@ def parse_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
 
 def validate(contract: str, document: Any) -> dict[str, Any]:
     if not isinstance(document, dict):
-        raise DecodeError("schema_invalid", f"expected a JSON object, got {type(document).__name__}")
+        kind = type(document).__name__
+        raise DecodeError("schema_invalid", f"expected a JSON object, got {kind}")
     problem = contracts.first_error(contract, document)
     if problem:
         raise DecodeError("schema_invalid", f"not a valid {contract}: {problem}")

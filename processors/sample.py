@@ -34,7 +34,7 @@ _MESSAGES: list[tuple[str, str, str | None, str, str | None, str | None, str]] =
     ("Canada marketing", "+14165550123", None, "template", "spring_sale", None, "automation"),
     ("Canada wa_id marketing", "14165550188", None, "template", "spring_sale", None, "api"),
     ("Puerto Rico marketing", "+17875550123", None, "template", "spring_sale", None, "api"),
-    ("UK national marketing", "07911123456", "GB", "template", "spring_sale", None, "agent"),
+    ("UK national marketing", "07400123456", "GB", "template", "spring_sale", None, "agent"),
     ("Brazil marketing", "+5511912345678", None, "template", "spring_sale", None, "automation"),
     ("India utility", "+919812345678", None, "template", "order_update", None, "agent"),
     ("Mexico recategorized", "+525512345678", None, "template", "renewal_reminder", "UTILITY",

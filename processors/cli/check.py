@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         try:
             source: IO[bytes] = sys.stdin.buffer if args.file == "-" else \
-                stack.enter_context(open(args.file, "rb"))  # noqa: SIM115
+                stack.enter_context(open(args.file, "rb"))
             sink: IO[bytes] = sys.stdout.buffer if not args.output else \
-                stack.enter_context(open(args.output, "wb"))  # noqa: SIM115
+                stack.enter_context(open(args.output, "wb"))
         except OSError as exc:
             print(f"outbound-gate check: cannot open {exc.filename}: {exc.strerror}",
                   file=sys.stderr)

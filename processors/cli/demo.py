@@ -11,12 +11,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from processors import sample
-from processors.kafka_io import Output, OutputReader, producer, send_json
 from processors.policy.templates import catalog_key
 from processors.settings import from_env
+
+if TYPE_CHECKING:
+    from processors.kafka_io import Output
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,7 +69,8 @@ def _row(label: str, output: Output | None) -> str:
         return f"  {label:<32} (no decision)"
     value = output.value
     enrichment = value.get("enrichment", {})
-    where = f"{enrichment.get('recipient_region') or '-'}/{enrichment.get('template_category') or '-'}"
+    region = enrichment.get("recipient_region") or "-"
+    where = f"{region}/{enrichment.get('template_category') or '-'}"
     if output.topic.endswith("rejected"):
         meta = value.get("meta_error_code")
         return (f"  {label:<32} REJECTED {value['error_code']}"
@@ -76,10 +79,13 @@ def _row(label: str, output: Output | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from processors.kafka_io import OutputReader, producer, send_json  # Kafka only when used
+
     settings = from_env()
     port = args.web_port or settings.web_port
     topics = settings.topics
-    env = {**os.environ, "OUTBOUND_GATE_WEB_PORT": str(port)}
+    # Warnings only from the worker by default, so that the decisions stay readable.
+    env = {"OUTBOUND_GATE_LOG_LEVEL": "warning", **os.environ, "OUTBOUND_GATE_WEB_PORT": str(port)}
     print(f"starting a worker against {settings.bootstrap_servers} (HTTP on 127.0.0.1:{port})")
     proc = subprocess.Popen([sys.executable, "-m", "processors.cli.main", "worker"], env=env)
     base = f"http://127.0.0.1:{port}"
@@ -98,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
                       catalog_key(entry["tenant_id"], entry["name"], entry["language"]), entry)
         out.flush()
         last = entries[-1]
-        wait_http(f"{base}/catalog/{catalog_key(last['tenant_id'], last['name'], last['language'])}",
+        last_key = catalog_key(last["tenant_id"], last["name"], last["language"])
+        wait_http(f"{base}/catalog/{last_key}",
                   lambda s, b: s == 200 and b["entry"]["updated_at"] == last["updated_at"],
                   args.timeout, "the worker to load the sample catalog", proc)
         print(f"published {len(entries)} catalog entries; publishing {len(messages)} messages "

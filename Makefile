@@ -1,0 +1,43 @@
+# outbound-gate: the two commands of the README are `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA := deploy/local/kafka.sh
+export PYTHON := $(abspath $(BIN)/python)
+
+.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+kafka-up: install
+	@$(KAFKA) up
+
+kafka-down:
+	@$(KAFKA) down
+
+# Starts the local Kafka unless KAFKA_BOOTSTRAP_SERVERS is set, then a worker and a sample.
+run: install
+	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && $(BIN)/outbound-gate demo
+
+lint: install
+	$(BIN)/ruff check processors tests
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q tests/unit
+
+# The e2e tests start the local Kafka themselves (or use KAFKA_BOOTSTRAP_SERVERS).
+test: lint typecheck
+	$(BIN)/pytest -q tests
+
+clean:
+	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,45 @@
+"""Builders of contract documents for tests: a valid default, overridden per test."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NOW = "2026-11-26T12:00:00Z"
+
+
+def message(**overrides: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "schema_version": 1,
+        "message_id": "m-1",
+        "tenant_id": "acme",
+        "recipient": "+14165550123",
+        "kind": "template",
+        "template": {"name": "promo", "language": "en_US"},
+        "origin": "api",
+        "created_at": NOW,
+    }
+    doc.update(overrides)
+    return {k: v for k, v in doc.items() if v is not None}
+
+
+def template_entry(name: str = "promo", category: str = "MARKETING", status: str = "APPROVED",
+                   updated_at: str = "2026-01-01T00:00:00Z", tenant_id: str = "acme",
+                   language: str = "en_US") -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "name": name, "language": language, "category": category,
+            "status": status, "updated_at": updated_at}
+
+
+def status(recipient: str, code: int | None, timestamp: str, tenant_id: str = "acme",
+           state: str = "failed") -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "recipient": recipient, "status": state,
+            "timestamp": timestamp, "errors": [{"code": code}] if code else []}
+
+
+def inbound(sender: str, timestamp: str, tenant_id: str = "acme") -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "sender": sender, "timestamp": timestamp}
+
+
+def preference(recipient: str, value: str, timestamp: str,
+               tenant_id: str = "acme") -> dict[str, Any]:
+    return {"tenant_id": tenant_id, "recipient": recipient, "preference": value,
+            "timestamp": timestamp}
