@@ -6,8 +6,9 @@ from pathlib import Path
 
 import faust
 
-from processors import catalog, routing, views
+from processors import catalog, policy_feed, recipient_state, routing, views
 from processors.policy import PolicySet, load_policy
+from processors.policy_feed import PolicyHolder
 from processors.settings import Settings
 
 
@@ -17,7 +18,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
-        store="memory://",
+        store="memory://",  # the catalog; recipient state names its own store
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -29,8 +30,11 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         key_serializer="raw",
         value_serializer="raw",
     )
-    policies = policies or load_policy(settings.policy_file)
+    # The file (or packaged) policy is in force until the policy topic says otherwise.
+    holder = PolicyHolder(policies or load_policy(settings.policy_file))
+    policy_feed.register(app, settings, holder)
     catalog_table = catalog.register(app, settings)
-    routing.register(app, settings, policies, catalog_table)
-    views.register(app, settings, policies, catalog_table)
+    state_table = recipient_state.register(app, settings)
+    routing.register(app, settings, holder, catalog_table, state_table)
+    views.register(app, holder, catalog_table)
     return app

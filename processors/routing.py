@@ -1,4 +1,10 @@
-"""The outbound agent: decode -> enrich -> decide (the pure core) -> produce; dead letters."""
+"""The route agent: decode -> co-partition by recipient -> state or decision -> produce.
+
+One agent reads the outbound topic, the three state topics and the repartition topic, all with
+the same partition count, so that everything about one tenant:recipient meets in one partition
+on one worker, next to that key's state. A record whose partition is not the one its normalised
+key hashes to is re-keyed through the repartition topic; the rest are handled where they are.
+"""
 
 from __future__ import annotations
 
@@ -8,41 +14,116 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.partitioner import murmur2
 
-from processors import catalog, outputs
+from processors import catalog, outputs, recipient_state
 from processors.catalog import CatalogTable
 from processors.dead_letters import DeadLetters
 from processors.decode import DecodeError, decode
-from processors.policy import EMPTY, PolicySet, decide, enrich
+from processors.enrich import parse_recipient
+from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich
+from processors.policy.state import REDUCERS, state_key
+from processors.policy_feed import PolicyHolder
+from processors.recipient_state import StateTable
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
 
+SWEEP = "sweep"
 
-def register(app: faust.App, settings: Settings, policies: PolicySet,
-             catalog_table: CatalogTable) -> None:
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, as the Java client)."""
+    hashed: int = murmur2(key.encode("utf-8"))
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
+    """tenant_id:recipient_e164 of any routed contract; None when the number is not valid."""
+    if contract == "outbound_message":
+        e164 = parse_recipient(document["recipient"], document.get("recipient_region")).e164
+    else:
+        e164 = parse_recipient(document[REDUCERS[contract][1]]).e164
+    return state_key(document["tenant_id"], e164) if e164 else None
+
+
+def register(app: faust.App, settings: Settings, holder: PolicyHolder,
+             catalog_table: CatalogTable, state_table: StateTable) -> None:
     topics = settings.topics
-    source = app.topic(topics.outbound, key_serializer="raw", value_serializer="raw")
-    accepted = app.topic(topics.accepted, key_serializer="raw", value_serializer="raw")
-    rejected = app.topic(topics.rejected, key_serializer="raw", value_serializer="raw")
+    partitions = settings.partitions
+    rekeyed_name = settings.repartition_topic
+    contracts = {topics.outbound: "outbound_message", topics.statuses: "delivery_status",
+                 topics.inbound: "inbound_message", topics.preferences: "user_preference"}
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    sources = app.topic(*contracts, rekeyed_name, **raw)
+    rekeyed = app.topic(rekeyed_name, partitions=partitions, **raw)
+    accepted = app.topic(topics.accepted, **raw)
+    rejected = app.topic(topics.rejected, **raw)
     dead_letters = DeadLetters(app, settings)
 
-    @app.agent(source, name="route")
+    @app.agent(sources, name="route")
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
-            try:
-                document = decode("outbound_message", message.value, settings.max_message_bytes)
-            except DecodeError as error:
-                await dead_letters.send(message, error)
+            now = time.time()
+            if message.topic == rekeyed_name:
+                contract, document = unwrap(message.value)
+                if contract == SWEEP:
+                    await sweep_partition(message.partition, now)
+                    continue
+            else:
+                contract = contracts[message.topic]
+                try:
+                    document = decode(contract, message.value, settings.max_message_bytes)
+                except DecodeError as error:
+                    await dead_letters.send(message, error)
+                    continue
+            key = recipient_key(contract, document)
+            if key is None:
+                if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
+                    await emit(document, EMPTY, now)
+                else:
+                    await dead_letters.send(message, DecodeError(
+                        "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number"))
                 continue
-            key, record, was_accepted = judge(document, policies, catalog_table, time.time())
-            await (accepted if was_accepted else rejected).send(
-                key=key.encode("utf-8"), value=orjson.dumps(record))
+            home = partition_for(key, partitions)
+            if message.partition != home:
+                await rekeyed.send(key=key.encode("utf-8"), partition=home,
+                                   value=orjson.dumps({"c": contract, "d": document}))
+                continue
+            if contract == "outbound_message":
+                await emit(document, recipient_state.load(state_table, key), now)
+            else:
+                recipient_state.apply_event(state_table, key, contract, document,
+                                            holder.current, now)
+
+    async def emit(document: dict[str, Any], state: RecipientState, now: float) -> None:
+        key, record, was_accepted = judge(document, state, holder.current, catalog_table, now)
+        await (accepted if was_accepted else rejected).send(
+            key=key.encode("utf-8"), value=orjson.dumps(record))
+
+    async def sweep_partition(partition: int, now: float) -> None:
+        scanned, removed = await recipient_state.sweep(
+            state_table, lambda key: partition_for(key, partitions) == partition,
+            holder.current, now)
+        log.info("state sweep: partition=%s scanned=%s removed=%s", partition, scanned, removed)
+
+    @app.timer(interval=settings.state_sweep_seconds, on_leader=True)  # type: ignore[untyped-decorator]
+    async def schedule_sweeps() -> None:
+        # One marker per partition: each partition's owner sweeps its own keys in stream
+        # context, so the deletions reach the right changelog partition.
+        marker = orjson.dumps({"c": SWEEP, "d": {}})
+        for partition in range(partitions):
+            await rekeyed.send(key=SWEEP.encode(), value=marker, partition=partition)
 
 
-def judge(message: dict[str, Any], policies: PolicySet, catalog_table: CatalogTable,
-          now: float) -> tuple[str, dict[str, Any], bool]:
+def unwrap(value: bytes | None) -> tuple[str, dict[str, Any]]:
+    envelope = orjson.loads(value or b"{}")
+    return envelope["c"], envelope["d"]
+
+
+def judge(message: dict[str, Any], state: RecipientState, policies: PolicySet,
+          catalog_table: CatalogTable, now: float) -> tuple[str, dict[str, Any], bool]:
     """Gather the inputs of the pure core for one message, call it, shape the output record."""
     entry = None
     if message["kind"] == "template":
@@ -50,8 +131,7 @@ def judge(message: dict[str, Any], policies: PolicySet, catalog_table: CatalogTa
         entry = catalog.lookup(catalog_table, message["tenant_id"], template["name"],
                                template["language"], now)
     enrichment = enrich(message, entry)
-    # Live per-recipient state (rules 6, 8, 10) comes from the state topics in a later step.
-    decision = decide(message, enrichment, EMPTY, entry,
+    decision = decide(message, enrichment, state, entry,
                       policies.for_tenant(message["tenant_id"]), now)
     build = outputs.accepted if decision.accepted else outputs.rejection
     return outputs.output_key(message, enrichment), build(message, enrichment, decision, now), \

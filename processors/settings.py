@@ -21,6 +21,7 @@ class Topics:
     statuses: str = "whatsapp.statuses"
     inbound: str = "whatsapp.inbound"
     preferences: str = "whatsapp.user-preferences"
+    policy: str = "outbound-gate.policy"
 
     def contracts(self) -> dict[str, str]:
         """Input topic -> the contract its values follow."""
@@ -51,6 +52,13 @@ class Settings:
     data_dir: str = ".local/worker"
     max_message_bytes: int = 1_000_000
     log_level: str = "info"
+    store: str = "rocksdb://"
+    state_sweep_seconds: int = 600
+
+    @property
+    def repartition_topic(self) -> str:
+        """Where records are re-keyed by tenant_id:recipient_e164 (created by the gate)."""
+        return f"{self.app_id}-recipient-events"
 
 
 ENV_HELP = {
@@ -63,6 +71,8 @@ ENV_HELP = {
     "OUTBOUND_GATE_DATA_DIR": "worker data directory (.local/worker)",
     "OUTBOUND_GATE_MAX_MESSAGE_BYTES": "larger input values go to the dead-letter topic (1000000)",
     "OUTBOUND_GATE_LOG_LEVEL": "debug, info, warning or error (info)",
+    "OUTBOUND_GATE_STORE": "recipient-state store: rocksdb:// (persistent) or memory://",
+    "OUTBOUND_GATE_STATE_SWEEP_SECONDS": "how often expired recipient state is swept (600)",
     **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
 }
 
@@ -86,6 +96,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     level = env.get("OUTBOUND_GATE_LOG_LEVEL", "info").lower()
     if level not in {"debug", "info", "warning", "error"}:
         raise SettingsError(f"OUTBOUND_GATE_LOG_LEVEL={level!r}: use debug, info, warning or error")
+    store = env.get("OUTBOUND_GATE_STORE") or "rocksdb://"
+    if store not in {"rocksdb://", "memory://"}:
+        raise SettingsError(f"OUTBOUND_GATE_STORE={store!r}: use rocksdb:// or memory://")
     return Settings(
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
         app_id=env.get("OUTBOUND_GATE_APP_ID") or "outbound-gate",
@@ -97,4 +110,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         data_dir=env.get("OUTBOUND_GATE_DATA_DIR") or ".local/worker",
         max_message_bytes=_int(env, "OUTBOUND_GATE_MAX_MESSAGE_BYTES", 1_000_000),
         log_level=level,
+        store=store,
+        state_sweep_seconds=_int(env, "OUTBOUND_GATE_STATE_SWEEP_SECONDS", 600),
     )

@@ -14,15 +14,17 @@ log = logging.getLogger(__name__)
 
 def wanted_topics(settings: Settings) -> list[NewTopic]:
     topics = settings.topics
-    compacted = {topics.templates}  # the catalog: latest entry per key is what matters
+    # The catalog and the policy: the latest record per key is what matters.
+    compacted = {topics.templates, topics.policy}
     return [
         NewTopic(
             name=name,
-            num_partitions=settings.partitions,
+            # Every worker reads the whole policy topic: one partition keeps it in order.
+            num_partitions=1 if name == topics.policy else settings.partitions,
             replication_factor=settings.replication_factor,
             topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
         )
-        for name in topics.all()
+        for name in [*topics.all(), settings.repartition_topic]
     ]
 
 

@@ -8,12 +8,10 @@ import faust
 from faust.web import Request, Response, View
 
 from processors.catalog import CatalogTable
-from processors.policy import PolicySet
-from processors.settings import Settings
+from processors.policy_feed import PolicyHolder
 
 
-def register(app: faust.App, settings: Settings, policies: PolicySet,
-             catalog_table: CatalogTable) -> None:
+def register(app: faust.App, holder: PolicyHolder, catalog_table: CatalogTable) -> None:
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -25,12 +23,15 @@ def register(app: faust.App, settings: Settings, policies: PolicySet,
             assigned = sorted(
                 f"{tp.topic}:{tp.partition}" for tp in app.assignor.assigned_actives()
             )
-            ready = bool(assigned) and app.rebalancing is False
+            recovering = bool(app.in_recovery) or bool(app.rebalancing)
+            ready = bool(assigned) and not recovering and holder.caught_up
             body: dict[str, Any] = {
                 "ready": ready,
                 "assigned": assigned,
+                "recovering": recovering,
+                "policy_caught_up": holder.caught_up,
                 "catalog_entries": len(catalog_table),
-                "policy": {"id": policies.id, "version": policies.version},
+                "policy": {"id": holder.current.id, "version": holder.current.version},
             }
             return self.json(body, status=200 if ready else 503)
 

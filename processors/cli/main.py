@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from processors import __version__
-from processors.cli import check, demo, worker
+from processors.cli import check, demo, policy, worker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     check.add_parser(subparsers)
     worker.add_parser(subparsers)
     demo.add_parser(subparsers)
+    policy.add_parser(subparsers)
     return root
 
 

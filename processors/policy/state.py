@@ -105,3 +105,36 @@ REDUCERS = {
 
 def state_key(tenant_id: str, recipient_e164: str) -> str:
     return f"{tenant_id}:{recipient_e164}"
+
+
+def prune(state: RecipientState, now: float, service_window_seconds: float,
+          cooldown_seconds: float) -> RecipientState:
+    """Forget what can no longer change a decision at `now` or later.
+
+    Inbound messages older than the window and 131049 hits older than the cool-down expire; of
+    the preferences only the one in force now (and any stated for later) matter, and a lone
+    "resume" is the same as no preference at all.
+    """
+    inbound = tuple(t for t in state.inbound if t > now - service_window_seconds)
+    hits = tuple(t for t in state.limit_hits if t > now - cooldown_seconds)
+    past = [p for p in state.preferences if p[0] <= now]
+    future = tuple(p for p in state.preferences if p[0] > now)
+    preferences = ((past[-1],) if past else ()) + future
+    if preferences and not future and preferences[-1][1] == "resume":
+        preferences = ()
+    if (inbound, hits, preferences) == (state.inbound, state.limit_hits, state.preferences):
+        return state
+    return RecipientState(inbound, preferences, hits)
+
+
+def to_json(state: RecipientState) -> list[Any]:
+    """Compact form for table values: [inbound, [[time, preference]...], limit_hits]."""
+    return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits)]
+
+
+def from_json(value: list[Any] | None) -> RecipientState:
+    if not value:
+        return EMPTY
+    inbound, preferences, hits = value
+    return RecipientState(tuple(inbound), tuple((float(t), str(p)) for t, p in preferences),
+                          tuple(hits))

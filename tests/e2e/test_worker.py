@@ -143,7 +143,7 @@ def test_malformed_event_dead_lettered_and_next_event_decided(gate: Gate, raw: b
     assert letter.value["reason"] in {"not_json", "not_utf8", "schema_invalid"}
     assert letter.value["error"]
     out = decision_for(reader, good["message_id"])
-    assert out.value["error_code"] == "OUTSIDE_SERVICE_WINDOW"  # no live state yet
+    assert out.value["error_code"] == "OUTSIDE_SERVICE_WINDOW"  # no inbound message from them
     assert gate.problem() is None
     reader.close()
 
