@@ -25,6 +25,10 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         web_port=settings.web_port,
         web_host="127.0.0.1",
         web_in_thread=False,
+        # A killed worker's partitions move after this long without heartbeats (Faust's default
+        # of 60 s keeps them idle for a minute after a crash).
+        broker_session_timeout=settings.session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
         producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
         # The gate decodes raw bytes itself so that bad input can reach the dead-letter topic.
         key_serializer="raw",

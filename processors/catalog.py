@@ -27,7 +27,7 @@ def register(app: faust.App, settings: Settings) -> CatalogTable:
         default=None,
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         partitions=settings.partitions,
-        store="memory://",  # small, and rebuilt from its changelog at start
+        store="memory:template-catalog",  # small, rebuilt from its changelog at start
         help="tenant:name:language -> template catalog entries, oldest first",
     )
     source = app.topic(settings.topics.templates, key_serializer="raw", value_serializer="raw")

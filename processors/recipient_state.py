@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from yarl import URL
 
 from processors.policy import PolicySet, RecipientState
 from processors.policy import state as st
@@ -28,7 +29,9 @@ def register(app: faust.App, settings: Settings) -> StateTable:
         "recipient-state",
         default=None,
         partitions=settings.partitions,
-        store=settings.store,
+        # "scheme:name", not "scheme://": Faust treats the empty-path URL as falsy and silently
+        # falls back to the app's store.
+        store=f"{URL(settings.store).scheme}:recipient-state",
         schema=faust.Schema(key_serializer="json", value_serializer="json"),
         help="tenant_id:recipient_e164 -> inbound times, preferences, 131049 times",
     )
@@ -38,25 +41,28 @@ def load(table: StateTable, key: str) -> RecipientState:
     return st.from_json(table.get(key))
 
 
-def _retention(policies: PolicySet, tenant_id: str) -> tuple[float, float]:
+def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.Retention:
     parameters = policies.for_tenant(tenant_id).parameters
-    return parameters.service_window_seconds, parameters.marketing_cooldown_seconds
+    return st.Retention(parameters.service_window_seconds, parameters.marketing_cooldown_seconds,
+                        dedup_seconds)
 
 
-def apply_event(table: StateTable, key: str, contract: str, document: dict[str, Any],
-                policies: PolicySet, now: float) -> None:
-    """Apply one state event (already validated) and store the pruned result."""
-    reducer, _ = st.REDUCERS[contract]
-    window, cooldown = _retention(policies, document["tenant_id"])
-    state = st.prune(reducer(load(table, key), document), now, window, cooldown)
+def store(table: StateTable, key: str, state: RecipientState) -> None:
     if state.is_empty():
         table.pop(key, None)
     else:
         table[key] = st.to_json(state)
 
 
+def apply_event(table: StateTable, key: str, contract: str, document: dict[str, Any],
+                keep: st.Retention, now: float) -> None:
+    """Apply one state event (already validated) and store the pruned result."""
+    reducer, _ = st.REDUCERS[contract]
+    store(table, key, st.prune(reducer(load(table, key), document), now, keep))
+
+
 async def sweep(table: StateTable, owns: Callable[[str], bool], policies: PolicySet,
-                now: float) -> tuple[int, int]:
+                dedup_seconds: float, now: float) -> tuple[int, int]:
     """Drop expired entries of the keys this partition owns; returns (scanned, removed)."""
     scanned = removed = 0
     expired: list[tuple[str, RecipientState]] = []
@@ -65,14 +71,11 @@ async def sweep(table: StateTable, owns: Callable[[str], bool], policies: Policy
         if scanned % 5000 == 0:
             await asyncio.sleep(0)  # let the worker breathe during a long scan
         state = st.from_json(value)
-        window, cooldown = _retention(policies, key.split(":", 1)[0])
-        pruned = st.prune(state, now, window, cooldown)
+        keep = retention(policies, key.split(":", 1)[0], dedup_seconds)
+        pruned = st.prune(state, now, keep)
         if pruned is not state and owns(key):
             expired.append((key, pruned))
     for key, pruned in expired:
-        if pruned.is_empty():
-            table.pop(key, None)
-            removed += 1
-        else:
-            table[key] = st.to_json(pruned)
+        removed += pruned.is_empty()
+        store(table, key, pruned)
     return scanned, removed

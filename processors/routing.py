@@ -22,6 +22,7 @@ from processors.dead_letters import DeadLetters
 from processors.decode import DecodeError, decode
 from processors.enrich import parse_recipient
 from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich
+from processors.policy import state as st
 from processors.policy.state import REDUCERS, state_key
 from processors.policy_feed import PolicyHolder
 from processors.recipient_state import StateTable
@@ -91,11 +92,20 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
                 await rekeyed.send(key=key.encode("utf-8"), partition=home,
                                    value=orjson.dumps({"c": contract, "d": document}))
                 continue
-            if contract == "outbound_message":
-                await emit(document, recipient_state.load(state_table, key), now)
-            else:
-                recipient_state.apply_event(state_table, key, contract, document,
-                                            holder.current, now)
+            keep = recipient_state.retention(holder.current, document["tenant_id"],
+                                             settings.dedup_seconds)
+            if contract != "outbound_message":
+                recipient_state.apply_event(state_table, key, contract, document, keep, now)
+                continue
+            state = recipient_state.load(state_table, key)
+            if st.already_decided(state, document["message_id"]):
+                # Redelivered after a rebalance or restart: its decision is already out.
+                log.info("duplicate input dropped: tenant=%s message_id=%s",
+                         document["tenant_id"], document["message_id"])
+                continue
+            await emit(document, state, now)
+            recipient_state.store(state_table, key, st.prune(
+                st.with_decided(state, document["message_id"], now), now, keep))
 
     async def emit(document: dict[str, Any], state: RecipientState, now: float) -> None:
         key, record, was_accepted = judge(document, state, holder.current, catalog_table, now)
@@ -105,7 +115,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
     async def sweep_partition(partition: int, now: float) -> None:
         scanned, removed = await recipient_state.sweep(
             state_table, lambda key: partition_for(key, partitions) == partition,
-            holder.current, now)
+            holder.current, settings.dedup_seconds, now)
         log.info("state sweep: partition=%s scanned=%s removed=%s", partition, scanned, removed)
 
     @app.timer(interval=settings.state_sweep_seconds, on_leader=True)  # type: ignore[untyped-decorator]

@@ -54,6 +54,8 @@ class Settings:
     log_level: str = "info"
     store: str = "rocksdb://"
     state_sweep_seconds: int = 600
+    dedup_seconds: int = 3600
+    session_timeout_seconds: int = 15
 
     @property
     def repartition_topic(self) -> str:
@@ -73,6 +75,8 @@ ENV_HELP = {
     "OUTBOUND_GATE_LOG_LEVEL": "debug, info, warning or error (info)",
     "OUTBOUND_GATE_STORE": "recipient-state store: rocksdb:// (persistent) or memory://",
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS": "how often expired recipient state is swept (600)",
+    "OUTBOUND_GATE_DEDUP_SECONDS": "a message_id seen again within this is dropped (3600)",
+    "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": "a silent worker loses its partitions after (15)",
     **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
 }
 
@@ -112,4 +116,6 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         store=store,
         state_sweep_seconds=_int(env, "OUTBOUND_GATE_STATE_SWEEP_SECONDS", 600),
+        dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600),
+        session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
     )

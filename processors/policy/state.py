@@ -15,6 +15,8 @@ from processors.timeutil import parse_rfc3339
 
 # Enough to answer "as of the clock" for messages near the newest events, and bounded.
 MAX_HISTORY = 8
+# Decided message ids kept per recipient, to drop redelivered input (rebalances, restarts).
+MAX_DECIDED = 32
 LIMIT_ERROR = 131049  # per-user marketing limit
 STOP_ERROR = 131050  # user stopped marketing messages
 
@@ -24,9 +26,10 @@ class RecipientState:
     inbound: tuple[float, ...] = ()  # inbound user messages (open the service window)
     preferences: tuple[tuple[float, str], ...] = ()  # (time, "stop" | "resume")
     limit_hits: tuple[float, ...] = ()  # delivery statuses with 131049
+    decided: tuple[tuple[float, str], ...] = ()  # (time, message_id) recently decided
 
     def is_empty(self) -> bool:
-        return not (self.inbound or self.preferences or self.limit_hits)
+        return not (self.inbound or self.preferences or self.limit_hits or self.decided)
 
 
 EMPTY = RecipientState()
@@ -53,6 +56,16 @@ def with_preference(state: RecipientState, at: float, preference: str) -> Recipi
 
 def with_limit_hit(state: RecipientState, at: float) -> RecipientState:
     return replace(state, limit_hits=_insert(state.limit_hits, at))
+
+
+def with_decided(state: RecipientState, message_id: str, at: float,
+                 keep: int = MAX_DECIDED) -> RecipientState:
+    """Remember a decided message_id (the idempotency key), the newest `keep` of them."""
+    return replace(state, decided=(*state.decided, (at, message_id))[-keep:])
+
+
+def already_decided(state: RecipientState, message_id: str) -> bool:
+    return any(known == message_id for _, known in state.decided)
 
 
 def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
@@ -107,34 +120,41 @@ def state_key(tenant_id: str, recipient_e164: str) -> str:
     return f"{tenant_id}:{recipient_e164}"
 
 
-def prune(state: RecipientState, now: float, service_window_seconds: float,
-          cooldown_seconds: float) -> RecipientState:
+@dataclass(frozen=True, slots=True)
+class Retention:
+    service_window_seconds: float
+    cooldown_seconds: float
+    dedup_seconds: float
+
+
+def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
     """Forget what can no longer change a decision at `now` or later.
 
-    Inbound messages older than the window and 131049 hits older than the cool-down expire; of
-    the preferences only the one in force now (and any stated for later) matter, and a lone
-    "resume" is the same as no preference at all.
+    Inbound messages older than the window, 131049 hits older than the cool-down and decided
+    message ids older than the de-duplication window expire; of the preferences only the one in
+    force now (and any stated for later) matter, and a lone "resume" is no preference at all.
     """
-    inbound = tuple(t for t in state.inbound if t > now - service_window_seconds)
-    hits = tuple(t for t in state.limit_hits if t > now - cooldown_seconds)
+    inbound = tuple(t for t in state.inbound if t > now - keep.service_window_seconds)
+    hits = tuple(t for t in state.limit_hits if t > now - keep.cooldown_seconds)
+    decided = tuple(d for d in state.decided if d[0] > now - keep.dedup_seconds)
     past = [p for p in state.preferences if p[0] <= now]
     future = tuple(p for p in state.preferences if p[0] > now)
     preferences = ((past[-1],) if past else ()) + future
     if preferences and not future and preferences[-1][1] == "resume":
         preferences = ()
-    if (inbound, hits, preferences) == (state.inbound, state.limit_hits, state.preferences):
-        return state
-    return RecipientState(inbound, preferences, hits)
+    pruned = RecipientState(inbound, preferences, hits, decided)
+    return state if pruned == state else pruned
 
 
 def to_json(state: RecipientState) -> list[Any]:
-    """Compact form for table values: [inbound, [[time, preference]...], limit_hits]."""
-    return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits)]
+    """Compact table value: [inbound, [[time, preference]...], limit_hits, [[time, id]...]]."""
+    return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits),
+            [list(d) for d in state.decided]]
 
 
 def from_json(value: list[Any] | None) -> RecipientState:
     if not value:
         return EMPTY
-    inbound, preferences, hits = value
+    inbound, preferences, hits, decided = value
     return RecipientState(tuple(inbound), tuple((float(t), str(p)) for t, p in preferences),
-                          tuple(hits))
+                          tuple(hits), tuple((float(t), str(m)) for t, m in decided))

@@ -76,6 +76,7 @@ class Gate:
     base_url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str]
 
     def problem(self) -> str | None:
         if self.process.poll() is not None:
@@ -107,7 +108,13 @@ class Gate:
 
 
 def start_worker(bootstrap: str, tmp: Path, run_id: str,
-                 extra_env: dict[str, str] | None = None) -> Gate:
+                 extra_env: dict[str, str] | None = None, wait: bool = True,
+                 name: str = "worker") -> Gate:
+    """A worker process with topics and consumer group named after run_id, data under tmp.
+
+    Workers with the same run_id share topics and consumer group; name keeps their data
+    directories and logs apart (and the same name again restarts a worker on its own data).
+    """
     topics = Topics(**{name: f"{getattr(Topics(), name)}.{run_id}" for name in TOPIC_ENV})
     port = free_port()
     env = {
@@ -115,25 +122,31 @@ def start_worker(bootstrap: str, tmp: Path, run_id: str,
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "OUTBOUND_GATE_APP_ID": f"outbound-gate-test-{run_id}",
         "OUTBOUND_GATE_WEB_PORT": str(port),
-        "OUTBOUND_GATE_DATA_DIR": str(tmp / "data"),
+        "OUTBOUND_GATE_DATA_DIR": str(tmp / f"{name}-data"),
+        "OUTBOUND_GATE_LOG_LEVEL": "info",
         "OUTBOUND_GATE_PARTITIONS": "4",
         **{var: getattr(topics, name) for name, var in TOPIC_ENV.items()},
         **(extra_env or {}),
     }
-    log_path = tmp / "worker.log"
-    with open(log_path, "wb") as log:
+    log_path = tmp / f"{name}.log"
+    with open(log_path, "ab") as log:  # a restarted worker appends to the same log
         process = subprocess.Popen([sys.executable, "-m", "processors.cli.main", "worker"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
-    gate = Gate(bootstrap, topics, f"http://127.0.0.1:{port}", process, log_path)
+    gate = Gate(bootstrap, topics, f"http://127.0.0.1:{port}", process, log_path, env)
+    if wait:
+        wait_ready(gate)
+    return gate
 
+
+def wait_ready(gate: Gate, timeout: float = 120) -> None:
     def ready() -> bool:
         try:
             return http_json(f"{gate.base_url}/readyz")[0] == 200
         except OSError:
             return False
 
-    poll(ready, 90, "the worker's /readyz to answer 200 (partitions assigned)", gate.problem)
-    return gate
+    poll(ready, timeout, "the worker's /readyz to answer 200 (partitions assigned, tables "
+         "recovered, policy topic read)", gate.problem)
 
 
 def stop_worker(gate: Gate) -> int:
