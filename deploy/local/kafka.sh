@@ -77,17 +77,20 @@ java_cmd() {
     -cp "$libs/*" "$@"
 }
 
-wait_ready() {
-  # A listening port is not enough: wait until a metadata request succeeds.
-  local deadline=$((SECONDS + ${KAFKA_LOCAL_START_TIMEOUT:-90}))
-  until "$python" - "$1" <<'PY' 2>/dev/null
+answers() {
+  "$python" - "$1" <<'PY' 2>/dev/null
 import sys
 from kafka.admin import KafkaAdminClient
 admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=3000)
 admin.list_topics()
 admin.close()
 PY
-  do
+}
+
+wait_ready() {
+  # A listening port is not enough: wait until a metadata request succeeds.
+  local deadline=$((SECONDS + ${KAFKA_LOCAL_START_TIMEOUT:-90}))
+  until answers "$1"; do
     if (( SECONDS > deadline )); then
       log "broker at $1 did not answer a metadata request in time; see $logs/server.log"
       return 1
@@ -111,6 +114,12 @@ up() {
   if running; then
     wait_ready "$bootstrap" "$(cat "$pidfile")"
     log "already running (pid $(cat "$pidfile"))"
+    echo "$bootstrap"
+    return
+  fi
+  if answers "$bootstrap"; then
+    # Another checkout's broker, say: a second one could not bind the port anyway.
+    log "a broker not started from $home already answers on $bootstrap: using it"
     echo "$bootstrap"
     return
   fi

@@ -1,0 +1,106 @@
+"""Prometheus metrics of the gate (prometheus_client), beside Faust's own sensor.
+
+Tenant labels are capped: the first `cap` tenants seen keep their label, later ones fold into
+"__other__" and a counter says how many were folded. No label ever carries a phone number:
+countries are ISO regions, never numbers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OTHER_TENANTS = "__other__"
+NONE = "none"  # label value for "not applicable" (no category, no error code)
+
+# Seconds; from sub-millisecond decisions to events stuck for minutes.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0)
+AGE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 86400.0)
+
+
+class TenantLabels:
+    """Caps the number of distinct tenant label values."""
+
+    def __init__(self, cap: int, folded: Counter) -> None:
+        self.cap = cap
+        self.kept: set[str] = set()
+        self.folded: set[str] = set()
+        self._folded_counter = folded
+        self._lock = threading.Lock()
+
+    def __call__(self, tenant_id: str) -> str:
+        if tenant_id in self.kept:
+            return tenant_id
+        with self._lock:
+            if tenant_id in self.kept:
+                return tenant_id
+            if len(self.kept) < self.cap:
+                self.kept.add(tenant_id)
+                return tenant_id
+            if tenant_id not in self.folded:
+                self.folded.add(tenant_id)
+                self._folded_counter.inc()
+        return OTHER_TENANTS
+
+
+class GateMetrics:
+    def __init__(self, registry: CollectorRegistry, tenant_cap: int) -> None:
+        self.registry = registry
+        self.decisions = Counter(
+            "outbound_gate_decisions", "Decisions by tenant, outcome, category and error code.",
+            ["tenant", "outcome", "category", "error_code"], registry=registry)
+        self.monitored = Counter(
+            "outbound_gate_monitored_violations",
+            "Rules in monitor mode that fired: messages they would have rejected.",
+            ["tenant", "rule"], registry=registry)
+        self.by_country = Counter(
+            "outbound_gate_decisions_by_country", "Decisions by recipient country (no tenant).",
+            ["country", "outcome", "error_code"], registry=registry)
+        self.decision_latency = Histogram(
+            "outbound_gate_decision_latency_seconds",
+            "Record consumed to decision produced.", buckets=LATENCY_BUCKETS, registry=registry)
+        self.event_age = Histogram(
+            "outbound_gate_event_age_seconds", "Message created_at to decision.",
+            buckets=AGE_BUCKETS, registry=registry)
+        self.dead_letters = Counter(
+            "outbound_gate_dead_letters", "Records sent to the dead-letter topic.",
+            ["topic", "reason"], registry=registry)
+        self.input_records = Counter(
+            "outbound_gate_input_records", "Records read from each input topic.",
+            ["topic"], registry=registry)
+        self.state_events = Counter(
+            "outbound_gate_state_events", "State events applied, by contract.",
+            ["kind"], registry=registry)
+        self.repartitioned = Counter(
+            "outbound_gate_repartitioned_records",
+            "Records re-keyed through the repartition topic.", registry=registry)
+        self.duplicates = Counter(
+            "outbound_gate_duplicate_messages",
+            "Outbound messages dropped because their message_id was already decided.",
+            registry=registry)
+        self.catalog_entries = Gauge(
+            "outbound_gate_catalog_entries", "Template catalog entries held.", registry=registry)
+        self.state_entries = Gauge(
+            "outbound_gate_recipient_state_entries",
+            "Recipient-state keys per partition, as counted by the last sweep.",
+            ["partition"], registry=registry)
+        self.policy_info = Gauge(
+            "outbound_gate_policy_info", "The policy in force (value 1).",
+            ["policy_id", "version"], registry=registry)
+        self.policy_changes = Counter(
+            "outbound_gate_policy_changes", "Policy documents taken into force.",
+            registry=registry)
+        self.policy_refused = Counter(
+            "outbound_gate_policy_refused", "Policy documents refused as invalid.",
+            registry=registry)
+        self.tenants_folded = Counter(
+            "outbound_gate_tenants_folded",
+            f"Tenants past the label cap, counted under tenant=\\"{OTHER_TENANTS}\\".",
+            registry=registry)
+        self.tenant = TenantLabels(tenant_cap, self.tenants_folded)
+
+    def policy_in_force(self, policy_id: str, version: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(policy_id, version).set(1)
