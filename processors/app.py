@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
+from prometheus_client import CollectorRegistry
 
 from processors import catalog, policy_feed, recipient_state, routing, views
+from processors.metrics import GateMetrics, adopt_faust_sensor
 from processors.policy import PolicySet, load_policy
 from processors.policy_feed import PolicyHolder
 from processors.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.App:
@@ -34,11 +41,24 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         key_serializer="raw",
         value_serializer="raw",
     )
+    registry = CollectorRegistry()
+    # Faust's own consumer, commit, rebalance and send metrics, served with ours on /metrics.
+    # A fixed prefix keeps dashboards independent of the app id.
+    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    adopt_faust_sensor(registry, app.monitor)
+    metrics = GateMetrics(registry, settings.tenant_label_cap)
     # The file (or packaged) policy is in force until the policy topic says otherwise.
-    holder = PolicyHolder(policies or load_policy(settings.policy_file))
+    holder = PolicyHolder(policies or load_policy(settings.policy_file), metrics)
     policy_feed.register(app, settings, holder)
-    catalog_table = catalog.register(app, settings)
+    catalog_table = catalog.register(app, settings, metrics)
     state_table = recipient_state.register(app, settings)
-    routing.register(app, settings, holder, catalog_table, state_table)
-    views.register(app, holder, catalog_table)
+    routing.register(app, settings, holder, catalog_table, state_table, metrics)
+    views.register(app, settings, holder, catalog_table)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def log_assignment(sender: faust.App, assigned: set[Any], **_: Any) -> None:
+        log.info("partitions assigned", extra={
+            "event": "assignment", "partitions": sorted(f"{tp.topic}:{tp.partition}"
+                                                        for tp in assigned)})
+
     return app

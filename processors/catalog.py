@@ -13,6 +13,7 @@ import faust
 
 from processors.dead_letters import DeadLetters
 from processors.decode import DecodeError, decode
+from processors.metrics import GateMetrics
 from processors.policy import templates as tpl
 from processors.settings import Settings
 
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Faust's stubs)
 
 
-def register(app: faust.App, settings: Settings) -> CatalogTable:
+def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> CatalogTable:
     table = app.GlobalTable(
         "template-catalog",
         default=None,
@@ -31,16 +32,21 @@ def register(app: faust.App, settings: Settings) -> CatalogTable:
         help="tenant:name:language -> template catalog entries, oldest first",
     )
     source = app.topic(settings.topics.templates, key_serializer="raw", value_serializer="raw")
-    dead_letters = DeadLetters(app, settings)
+    dead_letters = DeadLetters(app, settings, metrics)
 
     @app.agent(source, name="catalog")
     async def load_catalog(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
+            metrics.input_records.labels(message.topic).inc()
             try:
                 apply(table, message.key, message.value, settings.max_message_bytes)
             except DecodeError as error:
                 await dead_letters.send(message, error)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def measure_catalog() -> None:
+        metrics.catalog_entries.set(len(table))
 
     return table
 

@@ -11,6 +11,7 @@ import orjson
 
 from processors import outputs
 from processors.decode import DecodeError
+from processors.metrics import GateMetrics
 from processors.models import DeadLetter
 from processors.settings import Settings
 
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class DeadLetters:
-    def __init__(self, app: faust.App, settings: Settings) -> None:
+    def __init__(self, app: faust.App, settings: Settings, metrics: GateMetrics) -> None:
         self.topic = app.topic(settings.topics.dlq, key_serializer="raw", value_serializer="raw")
+        self.metrics = metrics
 
     async def send(self, message: Any, error: DecodeError) -> None:
         """message: the Faust Message (topic, partition, offset, key, value as raw bytes)."""
@@ -27,6 +29,8 @@ class DeadLetters:
             message.topic, message.partition, message.offset, message.key, message.value,
             error.reason, str(error), time.time()))
         await self.topic.send(key=message.key, value=orjson.dumps(letter.asdict()))
+        self.metrics.dead_letters.labels(message.topic, error.reason).inc()
         # Where and why only: the error text can quote the input, and input holds numbers.
-        log.warning("dead letter: reason=%s topic=%s partition=%s offset=%s", error.reason,
-                    message.topic, message.partition, message.offset)
+        log.warning("dead letter", extra={"event": "dead_letter", "reason": error.reason,
+                                          "topic": message.topic, "partition": message.partition,
+                                          "offset": message.offset})

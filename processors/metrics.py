@@ -8,8 +8,12 @@ countries are ISO regions, never numbers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 OTHER_TENANTS = "__other__"
 NONE = "none"  # label value for "not applicable" (no category, no error code)
@@ -97,10 +101,47 @@ class GateMetrics:
             registry=registry)
         self.tenants_folded = Counter(
             "outbound_gate_tenants_folded",
-            f"Tenants past the label cap, counted under tenant=\\"{OTHER_TENANTS}\\".",
+            f"Tenants past the label cap, counted under tenant={OTHER_TENANTS}.",
             registry=registry)
         self.tenant = TenantLabels(tenant_cap, self.tenants_folded)
 
     def policy_in_force(self, policy_id: str, version: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(policy_id, version).set(1)
+
+
+class MillisecondsAsSeconds(Collector):
+    """Re-expose a histogram observed in milliseconds under a *_seconds name, in seconds.
+
+    Faust's sensor names one histogram `<prefix>_events_runtime_ms`, which breaks Prometheus'
+    naming rules (promtool: abbreviated unit). This view converts it instead of rewriting the
+    sensor.
+    """
+
+    def __init__(self, source: Histogram, name: str, documentation: str) -> None:
+        self.source = source
+        self.name = name
+        self.documentation = documentation
+
+    def describe(self) -> list[Metric]:
+        return [Metric(self.name, self.documentation, "histogram")]
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.source.collect():
+            metric = Metric(self.name, self.documentation, "histogram")
+            for sample in family.samples:
+                suffix = sample.name[len(family.name):]
+                labels = dict(sample.labels)
+                if labels.get("le", "+Inf") != "+Inf":
+                    labels["le"] = floatToGoString(float(labels["le"]) / 1000)  # type: ignore[no-untyped-call]
+                value = sample.value / 1000 if suffix == "_sum" else sample.value
+                metric.add_sample(self.name + suffix, labels, value)
+            yield metric
+
+
+def adopt_faust_sensor(registry: CollectorRegistry, monitor: Any) -> None:
+    """Swap the one badly named Faust histogram for its seconds view on our registry."""
+    runtime = monitor._metrics.events_runtime_latency
+    registry.unregister(runtime)
+    registry.register(MillisecondsAsSeconds(
+        runtime, "faust_events_runtime_seconds", "Events runtime in seconds"))

@@ -14,6 +14,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processors.metrics import GateMetrics
 from processors.policy import PolicyError, PolicySet, parse_policy
 from processors.settings import Settings
 
@@ -25,22 +26,33 @@ class PolicyHolder:
     """The policy in force; the only mutable thing the route agent reads besides its tables."""
 
     current: PolicySet
+    metrics: GateMetrics | None = None
     caught_up: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metrics:
+            self.metrics.policy_in_force(self.current.id, self.current.version)
 
     def offer(self, raw: bytes | None, where: str) -> bool:
         if raw is None:
             log.warning("policy tombstone at %s ignored: policy %s version %s stays", where,
-                        self.current.id, self.current.version)
+                        self.current.id, self.current.version, extra={"event": "policy_refused"})
             return False
         try:
             policies = parse_policy(orjson.loads(raw))
         except (orjson.JSONDecodeError, PolicyError) as exc:
             log.error("policy at %s refused (%s): policy %s version %s stays", where, exc,
-                      self.current.id, self.current.version)
+                      self.current.id, self.current.version, extra={"event": "policy_refused"})
+            if self.metrics:
+                self.metrics.policy_refused.inc()
             return False
         if (policies.id, policies.version) != (self.current.id, self.current.version):
             log.info("policy in force: %s version %s (from %s)", policies.id, policies.version,
-                     where)
+                     where, extra={"event": "policy_change", "policy_id": policies.id,
+                                   "policy_version": policies.version})
+            if self.metrics:
+                self.metrics.policy_changes.inc()
+                self.metrics.policy_in_force(policies.id, policies.version)
         self.current = policies
         return True
 

@@ -63,19 +63,22 @@ def apply_event(table: StateTable, key: str, contract: str, document: dict[str, 
 
 async def sweep(table: StateTable, owns: Callable[[str], bool], policies: PolicySet,
                 dedup_seconds: float, now: float) -> tuple[int, int]:
-    """Drop expired entries of the keys this partition owns; returns (scanned, removed)."""
-    scanned = removed = 0
+    """Drop expired entries of the keys this partition owns; returns (kept, removed)."""
+    scanned = removed = owned = 0
     expired: list[tuple[str, RecipientState]] = []
     for key, value in list(table.items()):
         scanned += 1
         if scanned % 5000 == 0:
             await asyncio.sleep(0)  # let the worker breathe during a long scan
+        if not owns(key):
+            continue
+        owned += 1
         state = st.from_json(value)
         keep = retention(policies, key.split(":", 1)[0], dedup_seconds)
         pruned = st.prune(state, now, keep)
-        if pruned is not state and owns(key):
+        if pruned is not state:
             expired.append((key, pruned))
     for key, pruned in expired:
         removed += pruned.is_empty()
         store(table, key, pruned)
-    return scanned, removed
+    return owned - removed, removed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -21,12 +22,22 @@ from processors.catalog import CatalogTable
 from processors.dead_letters import DeadLetters
 from processors.decode import DecodeError, decode
 from processors.enrich import parse_recipient
-from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich
+from processors.metrics import NONE, GateMetrics
+from processors.policy import (
+    EMPTY,
+    Decision,
+    Enrichment,
+    PolicySet,
+    RecipientState,
+    decide,
+    enrich,
+)
 from processors.policy import state as st
 from processors.policy.state import REDUCERS, state_key
 from processors.policy_feed import PolicyHolder
 from processors.recipient_state import StateTable
 from processors.settings import Settings
+from processors.timeutil import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +60,8 @@ def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
 
 
 def register(app: faust.App, settings: Settings, holder: PolicyHolder,
-             catalog_table: CatalogTable, state_table: StateTable) -> None:
+             catalog_table: CatalogTable, state_table: StateTable,
+             metrics: GateMetrics) -> None:
     topics = settings.topics
     partitions = settings.partitions
     rekeyed_name = settings.repartition_topic
@@ -60,13 +72,14 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
     rekeyed = app.topic(rekeyed_name, partitions=partitions, **raw)
     accepted = app.topic(topics.accepted, **raw)
     rejected = app.topic(topics.rejected, **raw)
-    dead_letters = DeadLetters(app, settings)
+    dead_letters = DeadLetters(app, settings, metrics)
 
     @app.agent(sources, name="route")
     async def route(stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             message = event.message
             now = time.time()
+            consumed = message.time_in or time.monotonic()
             if message.topic == rekeyed_name:
                 contract, document = unwrap(message.value)
                 if contract == SWEEP:
@@ -74,6 +87,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
                     continue
             else:
                 contract = contracts[message.topic]
+                metrics.input_records.labels(message.topic).inc()
                 try:
                     document = decode(contract, message.value, settings.max_message_bytes)
                 except DecodeError as error:
@@ -82,7 +96,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
             key = recipient_key(contract, document)
             if key is None:
                 if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
-                    await emit(document, EMPTY, now)
+                    await emit(document, EMPTY, now, consumed)
                 else:
                     await dead_letters.send(message, DecodeError(
                         "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number"))
@@ -91,32 +105,42 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
             if message.partition != home:
                 await rekeyed.send(key=key.encode("utf-8"), partition=home,
                                    value=orjson.dumps({"c": contract, "d": document}))
+                metrics.repartitioned.inc()
                 continue
             keep = recipient_state.retention(holder.current, document["tenant_id"],
                                              settings.dedup_seconds)
             if contract != "outbound_message":
                 recipient_state.apply_event(state_table, key, contract, document, keep, now)
+                metrics.state_events.labels(contract).inc()
                 continue
             state = recipient_state.load(state_table, key)
             if st.already_decided(state, document["message_id"]):
                 # Redelivered after a rebalance or restart: its decision is already out.
-                log.info("duplicate input dropped: tenant=%s message_id=%s",
-                         document["tenant_id"], document["message_id"])
+                log.info("duplicate input dropped", extra={
+                    "event": "duplicate", "tenant": document["tenant_id"],
+                    "message_id": document["message_id"]})
+                metrics.duplicates.inc()
                 continue
-            await emit(document, state, now)
+            await emit(document, state, now, consumed)
             recipient_state.store(state_table, key, st.prune(
                 st.with_decided(state, document["message_id"], now), now, keep))
 
-    async def emit(document: dict[str, Any], state: RecipientState, now: float) -> None:
-        key, record, was_accepted = judge(document, state, holder.current, catalog_table, now)
-        await (accepted if was_accepted else rejected).send(
-            key=key.encode("utf-8"), value=orjson.dumps(record))
+    async def emit(document: dict[str, Any], state: RecipientState, now: float,
+                   consumed: float) -> None:
+        verdict = judge(document, state, holder.current, catalog_table, now)
+        await (accepted if verdict.decision.accepted else rejected).send(
+            key=verdict.key.encode("utf-8"), value=orjson.dumps(verdict.record))
+        count(metrics, document, verdict)
+        metrics.decision_latency.observe(time.monotonic() - consumed)
+        metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
 
     async def sweep_partition(partition: int, now: float) -> None:
-        scanned, removed = await recipient_state.sweep(
+        kept, removed = await recipient_state.sweep(
             state_table, lambda key: partition_for(key, partitions) == partition,
             holder.current, settings.dedup_seconds, now)
-        log.info("state sweep: partition=%s scanned=%s removed=%s", partition, scanned, removed)
+        metrics.state_entries.labels(str(partition)).set(kept)
+        log.info("state sweep", extra={"event": "state_sweep", "partition": partition,
+                                       "kept": kept, "removed": removed})
 
     @app.timer(interval=settings.state_sweep_seconds, on_leader=True)  # type: ignore[untyped-decorator]
     async def schedule_sweeps() -> None:
@@ -132,8 +156,29 @@ def unwrap(value: bytes | None) -> tuple[str, dict[str, Any]]:
     return envelope["c"], envelope["d"]
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    key: str
+    record: dict[str, Any]
+    decision: Decision
+    enrichment: Enrichment
+
+
+def count(metrics: GateMetrics, message: dict[str, Any], verdict: Verdict) -> None:
+    decision, enrichment = verdict.decision, verdict.enrichment
+    outcome = "accepted" if decision.accepted else "rejected"
+    error_code = decision.error_code or NONE
+    tenant = metrics.tenant(message["tenant_id"])
+    metrics.decisions.labels(tenant, outcome, enrichment.template_category or NONE,
+                             error_code).inc()
+    for rule in decision.monitored:
+        metrics.monitored.labels(tenant, rule).inc()
+    metrics.by_country.labels(enrichment.recipient.region or "unknown", outcome,
+                              error_code).inc()
+
+
 def judge(message: dict[str, Any], state: RecipientState, policies: PolicySet,
-          catalog_table: CatalogTable, now: float) -> tuple[str, dict[str, Any], bool]:
+          catalog_table: CatalogTable, now: float) -> Verdict:
     """Gather the inputs of the pure core for one message, call it, shape the output record."""
     entry = None
     if message["kind"] == "template":
@@ -144,5 +189,5 @@ def judge(message: dict[str, Any], state: RecipientState, policies: PolicySet,
     decision = decide(message, enrichment, state, entry,
                       policies.for_tenant(message["tenant_id"]), now)
     build = outputs.accepted if decision.accepted else outputs.rejection
-    return outputs.output_key(message, enrichment), build(message, enrichment, decision, now), \
-        decision.accepted
+    return Verdict(outputs.output_key(message, enrichment),
+                   build(message, enrichment, decision, now), decision, enrichment)

@@ -56,6 +56,7 @@ class Settings:
     state_sweep_seconds: int = 600
     dedup_seconds: int = 3600
     session_timeout_seconds: int = 15
+    tenant_label_cap: int = 500
 
     @property
     def repartition_topic(self) -> str:
@@ -77,6 +78,7 @@ ENV_HELP = {
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS": "how often expired recipient state is swept (600)",
     "OUTBOUND_GATE_DEDUP_SECONDS": "a message_id seen again within this is dropped (3600)",
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": "a silent worker loses its partitions after (15)",
+    "OUTBOUND_GATE_TENANT_LABEL_CAP": "tenants with their own metric label; others fold (500)",
     **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
 }
 
@@ -118,4 +120,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         state_sweep_seconds=_int(env, "OUTBOUND_GATE_STATE_SWEEP_SECONDS", 600),
         dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600),
         session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
+        tenant_label_cap=_int(env, "OUTBOUND_GATE_TENANT_LABEL_CAP", 500),
     )

@@ -1,7 +1,9 @@
-"""HTTP views of the worker: liveness, readiness with what the worker holds, catalog look-up."""
+"""HTTP views of the worker: liveness, readiness, and the catalog entry in force."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import faust
@@ -9,9 +11,38 @@ from faust.web import Request, Response, View
 
 from processors.catalog import CatalogTable
 from processors.policy_feed import PolicyHolder
+from processors.settings import Settings
 
 
-def register(app: faust.App, holder: PolicyHolder, catalog_table: CatalogTable) -> None:
+class BrokerProbe:
+    """Can a bootstrap server be reached? Cached briefly: probes should be cheap."""
+
+    def __init__(self, bootstrap_servers: str, ttl: float = 5.0) -> None:
+        self.servers = [s.strip().rsplit(":", 1) for s in bootstrap_servers.split(",")]
+        self.ttl = ttl
+        self.checked = 0.0
+        self.reachable = False
+
+    async def __call__(self) -> bool:
+        if time.monotonic() - self.checked < self.ttl:
+            return self.reachable
+        self.reachable = False
+        for host, port in self.servers:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 2)
+            except (TimeoutError, OSError):
+                continue
+            writer.close()
+            self.reachable = True
+            break
+        self.checked = time.monotonic()
+        return self.reachable
+
+
+def register(app: faust.App, settings: Settings, holder: PolicyHolder,
+             catalog_table: CatalogTable) -> None:
+    broker = BrokerProbe(settings.bootstrap_servers)
+
     @app.page("/healthz")
     class Health(View):
         async def get(self, request: Request) -> Response:
@@ -23,12 +54,15 @@ def register(app: faust.App, holder: PolicyHolder, catalog_table: CatalogTable) 
             assigned = sorted(
                 f"{tp.topic}:{tp.partition}" for tp in app.assignor.assigned_actives()
             )
+            # Recovery covers the catalog GlobalTable too: "recovered" means catalog loaded.
             recovering = bool(app.in_recovery) or bool(app.rebalancing)
-            ready = bool(assigned) and not recovering and holder.caught_up
+            reachable = await broker()
+            ready = bool(assigned) and not recovering and holder.caught_up and reachable
             body: dict[str, Any] = {
                 "ready": ready,
                 "assigned": assigned,
                 "recovering": recovering,
+                "broker_reachable": reachable,
                 "policy_caught_up": holder.caught_up,
                 "catalog_entries": len(catalog_table),
                 "policy": {"id": holder.current.id, "version": holder.current.version},

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 
 from processors.settings import ENV_HELP, SettingsError, from_env
+
+log = logging.getLogger("processors.worker")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     from processors.app import create_app
+    from processors.logs import logging_config
     from processors.policy import PolicyError, load_policy
     from processors.topics import ensure_topics
 
@@ -52,6 +56,11 @@ def run(args: argparse.Namespace) -> int:
               f"{exc}", file=sys.stderr)
         return 1
     app = create_app(settings, policies)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
+                          logging_config=logging_config(settings.log_level))
+    log.info("worker starting", extra={
+        "event": "start", "app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
+        "web_port": settings.web_port, "partitions": settings.partitions,
+        "store": settings.store, "policy_id": policies.id, "policy_version": policies.version})
     worker.execute_from_commandline()
     return 0
