@@ -30,7 +30,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_in_thread=False,
         # A killed worker's partitions move after this long without heartbeats (Faust's default
         # of 60 s keeps them idle for a minute after a crash).
@@ -54,6 +54,14 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     state_table = recipient_state.register(app, settings)
     routing.register(app, settings, holder, catalog_table, state_table, metrics)
     views.register(app, settings, holder, catalog_table)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def announce() -> None:  # runs once the worker has set up logging
+        log.info("worker started", extra={
+            "event": "start", "app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
+            "web_port": settings.web_port, "partitions": settings.partitions,
+            "store": settings.store, "policy_id": holder.current.id,
+            "policy_version": holder.current.version})
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def log_assignment(sender: faust.App, assigned: set[Any], **_: Any) -> None:

@@ -48,6 +48,7 @@ class Settings:
     partitions: int = 8
     replication_factor: int = 1
     web_port: int = 6066
+    web_host: str = "127.0.0.1"
     policy_file: str | None = None
     data_dir: str = ".local/worker"
     max_message_bytes: int = 1_000_000
@@ -70,6 +71,7 @@ ENV_HELP = {
     "OUTBOUND_GATE_PARTITIONS": "partitions of topics the gate creates (8): the most workers",
     "OUTBOUND_GATE_REPLICATION_FACTOR": "replication factor of topics the gate creates (1)",
     "OUTBOUND_GATE_WEB_PORT": "HTTP port of the worker (6066)",
+    "OUTBOUND_GATE_WEB_HOST": "address the HTTP server binds (127.0.0.1; 0.0.0.0 in containers)",
     "OUTBOUND_GATE_POLICY_FILE": "policy document replacing the packaged default",
     "OUTBOUND_GATE_DATA_DIR": "worker data directory (.local/worker)",
     "OUTBOUND_GATE_MAX_MESSAGE_BYTES": "larger input values go to the dead-letter topic (1000000)",
@@ -112,6 +114,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         partitions=_int(env, "OUTBOUND_GATE_PARTITIONS", 8),
         replication_factor=_int(env, "OUTBOUND_GATE_REPLICATION_FACTOR", 1),
         web_port=_int(env, "OUTBOUND_GATE_WEB_PORT", 6066),
+        web_host=env.get("OUTBOUND_GATE_WEB_HOST") or "127.0.0.1",
         policy_file=env.get("OUTBOUND_GATE_POLICY_FILE") or None,
         data_dir=env.get("OUTBOUND_GATE_DATA_DIR") or ".local/worker",
         max_message_bytes=_int(env, "OUTBOUND_GATE_MAX_MESSAGE_BYTES", 1_000_000),

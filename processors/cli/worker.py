@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import sys
 
 from processors.settings import ENV_HELP, SettingsError, from_env
-
-log = logging.getLogger("processors.worker")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,9 +55,5 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, policies)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           logging_config=logging_config(settings.log_level))
-    log.info("worker starting", extra={
-        "event": "start", "app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
-        "web_port": settings.web_port, "partitions": settings.partitions,
-        "store": settings.store, "policy_id": policies.id, "policy_version": policies.version})
     worker.execute_from_commandline()
     return 0
