@@ -92,12 +92,15 @@ def main() -> None:
     held = rss_mb(gate.process.pid)
     disk = sum(f.stat().st_size for f in (tmp / "worker-data").rglob("*") if f.is_file())
     print(f"state for {args.recipients:,} recipients consumed in {consumed_in:.0f} s "
-          f"({args.recipients / consumed_in:,.0f} events/s)", flush=True)
+          f"({args.recipients / consumed_in:,.0f} events/s); worker RSS {held:.0f} MB, "
+          f"state directory {disk / 2**20:.0f} MB", flush=True)
 
     os.kill(gate.process.pid, signal.SIGKILL)
     gate.process.wait()
     restart = time.monotonic()
-    gate = harness.start_worker(bootstrap, tmp, run_id, env)
+    # The memory store replays the whole changelog before it is ready: allow for it.
+    gate = harness.start_worker(bootstrap, tmp, run_id, env, wait=False)
+    harness.wait_ready(gate, timeout=1800)
     ready = time.monotonic() - restart
     reader = gate.reader()
     probe = {"message_id": f"probe-{uuid.uuid4().hex[:8]}", "tenant_id": TENANT,
