@@ -30,6 +30,19 @@ from processors.settings import TOPIC_ENV, Topics
 REPO = Path(__file__).resolve().parents[2]
 
 
+STARTED: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_workers() -> Iterator[None]:
+    """Whatever a failed test left running is killed when the session ends."""
+    yield
+    for process in STARTED:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
 def bootstrap() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
@@ -132,6 +145,7 @@ def start_worker(bootstrap: str, tmp: Path, run_id: str,
     with open(log_path, "ab") as log:  # a restarted worker appends to the same log
         process = subprocess.Popen([sys.executable, "-m", "processors.cli.main", "worker"],
                                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp)
+    STARTED.append(process)
     gate = Gate(bootstrap, topics, f"http://127.0.0.1:{port}", process, log_path, env)
     if wait:
         wait_ready(gate)
