@@ -55,7 +55,31 @@ _MESSAGES: list[tuple[str, str, str | None, str, str | None, str | None, str]] =
     ("Brazil free-form (no window)", "+5511912345680", None, "free_form", None, None, "agent"),
     ("Nigeria authentication", "+2348031234567", None, "template", "login_code", None, "api"),
     ("Indonesia marketing", "+6281234567890", None, "template", "spring_sale", None, "api"),
+    # These recipients have state (state_events below).
+    ("Colombia free-form (wrote 1 h ago)", "+573001234567", None, "free_form", None, None,
+     "agent"),
+    ("Brazil marketing after 131049", "+5511987650001", None, "template", "spring_sale", None,
+     "automation"),
+    ("Mexico marketing after stop", "+525512340002", None, "template", "spring_sale", None,
+     "automation"),
+    ("Mexico utility after stop", "+525512340002", None, "template", "order_update", None,
+     "agent"),
 ]
+
+
+def state_events(now: float) -> list[tuple[str, str, dict[str, Any]]]:
+    """(topic field of Topics, recipient, value): an inbound message, a 131049, an opt-out."""
+    hour_ago = format_rfc3339(now - 3600)
+    return [
+        ("inbound", "573001234567",
+         {"tenant_id": TENANT, "sender": "573001234567", "timestamp": hour_ago}),
+        ("statuses", "5511987650001",
+         {"tenant_id": TENANT, "recipient": "5511987650001", "status": "failed",
+          "timestamp": hour_ago, "errors": [{"code": 131049, "title": "healthy ecosystem"}]}),
+        ("preferences", "525512340002",
+         {"tenant_id": TENANT, "recipient": "525512340002", "preference": "stop",
+          "timestamp": hour_ago}),
+    ]
 
 
 def messages(now: float, run_id: str) -> list[tuple[str, dict[str, Any]]]:

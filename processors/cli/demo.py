@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from processors import sample
@@ -40,21 +42,28 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
 
 
-def _get_json(url: str) -> tuple[int, Any]:
+def _get(url: str, parse: Callable[[bytes], Any]) -> tuple[int, Any]:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status, json.loads(response.read())
+            return response.status, parse(response.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+        return exc.code, parse(exc.read() or b"null")
 
 
-def wait_http(url: str, done: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
+def state_events_applied(body: bytes) -> float:
+    """Sum of outbound_gate_state_events_total in a /metrics scrape."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith("outbound_gate_state_events_total"))
+
+
+def wait_http(url: str, done: Any, timeout: float, what: str, proc: subprocess.Popen[bytes],
+              parse: Callable[[bytes], Any] = json.loads) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited with {proc.returncode} while waiting for {what}")
         try:
-            status, body = _get_json(url)
+            status, body = _get(url, parse)
             if done(status, body):
                 return body
         except (OSError, ValueError):
@@ -66,16 +75,16 @@ def wait_http(url: str, done: Any, timeout: float, what: str, proc: subprocess.P
 
 def _row(label: str, output: Output | None) -> str:
     if output is None:
-        return f"  {label:<32} (no decision)"
+        return f"  {label:<36} (no decision)"
     value = output.value
     enrichment = value.get("enrichment", {})
     region = enrichment.get("recipient_region") or "-"
     where = f"{region}/{enrichment.get('template_category') or '-'}"
     if output.topic.endswith("rejected"):
         meta = value.get("meta_error_code")
-        return (f"  {label:<32} REJECTED {value['error_code']}"
+        return (f"  {label:<36} REJECTED {value['error_code']}"
                 f"{f' (Meta {meta})' if meta else ''}  [{where}]")
-    return f"  {label:<32} accepted  [{where}]"
+    return f"  {label:<36} accepted  [{where}]"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,8 +95,13 @@ def run(args: argparse.Namespace) -> int:
     topics = settings.topics
     # Warnings only from the worker by default, so that the decisions stay readable.
     env = {"OUTBOUND_GATE_LOG_LEVEL": "warning", **os.environ, "OUTBOUND_GATE_WEB_PORT": str(port)}
-    print(f"starting a worker against {settings.bootstrap_servers} (HTTP on 127.0.0.1:{port})")
-    proc = subprocess.Popen([sys.executable, "-m", "processors.cli.main", "worker"], env=env)
+    log_path = Path(settings.data_dir) / "demo-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting a worker against {settings.bootstrap_servers} (HTTP on 127.0.0.1:{port}, "
+          f"log in {log_path})")
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "processors.cli.main", "worker"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{base}/readyz", lambda s, b: s == 200, args.timeout,
@@ -108,8 +122,15 @@ def run(args: argparse.Namespace) -> int:
         wait_http(f"{base}/catalog/{last_key}",
                   lambda s, b: s == 200 and b["entry"]["updated_at"] == last["updated_at"],
                   args.timeout, "the worker to load the sample catalog", proc)
-        print(f"published {len(entries)} catalog entries; publishing {len(messages)} messages "
-              f"and {len(sample.MALFORMED)} malformed events")
+        events = sample.state_events(now)
+        for field, recipient, value in events:
+            send_json(out, getattr(topics, field), recipient, value)
+        out.flush()
+        wait_http(f"{base}/metrics", lambda s, b: s == 200 and b >= len(events), args.timeout,
+                  "the worker to apply the sample's state events", proc,
+                  parse=state_events_applied)
+        print(f"published {len(entries)} catalog entries and {len(events)} state events; "
+              f"publishing {len(messages)} messages and {len(sample.MALFORMED)} malformed events")
         for _, message in messages:
             send_json(out, topics.outbound, message["recipient"], message)
         for raw in sample.MALFORMED:
@@ -136,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{accepted} accepted, {len(ids) - accepted} rejected, {len(letters)} dead letters")
         if args.no_wait:
             return 0
-        print(f"\nthe worker keeps running (HTTP {base}/readyz); Ctrl-C stops it")
+        print(f"\nthe worker keeps running (HTTP {base}/readyz, {base}/metrics; log in "
+              f"{log_path}); Ctrl-C stops it")
         proc.wait()
         return proc.returncode or 0
     except KeyboardInterrupt:
