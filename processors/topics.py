@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -12,37 +13,28 @@ from processors.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def wanted_topics(settings: Settings) -> list[NewTopic]:
-    topics = settings.topics
-    # The catalog and the policy: the latest record per key is what matters.
-    compacted = {topics.templates, topics.policy}
-    return [
-        NewTopic(
-            name=name,
-            # Every worker reads the whole policy topic: one partition keeps it in order.
-            num_partitions=1 if name == topics.policy else settings.partitions,
-            replication_factor=settings.replication_factor,
-            topic_configs={"cleanup.policy": "compact"} if name in compacted else {},
-        )
-        for name in [*topics.all(), settings.repartition_topic]
-    ]
-
-
-def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
-    """Create missing topics; returns the names created. Existing topics are left as they are."""
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-admin",
-        request_timeout_ms=timeout_ms,
-    )
+def create_missing(bootstrap_servers: str, names: Iterable[str], partitions: int,
+                   replication_factor: int = 1, compacted: Iterable[str] = (),
+                   single_partition: Iterable[str] = (), timeout_ms: int = 30_000) -> list[str]:
+    """Create the named topics that do not exist yet; returns the names created."""
+    compact, single = set(compacted), set(single_partition)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="outbound-gate-admin",
+                             request_timeout_ms=timeout_ms)
     try:
         existing = set(admin.list_topics())
-        missing = [t for t in wanted_topics(settings) if t.name not in existing]
         created = []
-        for topic in missing:
+        for name in names:
+            if name in existing:
+                continue
+            topic = NewTopic(
+                name=name,
+                num_partitions=1 if name in single else partitions,
+                replication_factor=replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+            )
             try:
                 admin.create_topics([topic], timeout_ms=timeout_ms)
-                created.append(topic.name)
+                created.append(name)
             except TopicAlreadyExistsError:  # another worker won the race
                 pass
         if created:
@@ -50,3 +42,14 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
         return created
     finally:
         admin.close()
+
+
+def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
+    """The gate's topics: the catalog and the policy compacted, the policy in one partition
+    (every worker reads all of it, in order)."""
+    topics = settings.topics
+    return create_missing(
+        settings.bootstrap_servers, [*topics.all(), settings.repartition_topic],
+        settings.partitions, settings.replication_factor,
+        compacted=[topics.templates, topics.policy], single_partition=[topics.policy],
+        timeout_ms=timeout_ms)

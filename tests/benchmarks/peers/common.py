@@ -1,0 +1,172 @@
+"""What the benchmark contenders share: the command line, the input topics, and the gate's rules.
+
+The rules are the gate's, applied through its pure core (processors.decode, processors.policy,
+processors.outputs) exactly as processors/routing.py and processors/catalog.py apply them:
+
+- outbound message: decode; catalog entry at the clock; enrich; drop a message_id already
+  decided for that recipient (the gate's idempotency); decide at time.time(); one accepted or
+  rejection record keyed tenant:e164; remember the message_id, prune, store.
+- state event: decode; the number must be valid (else dead letter); reduce, prune, store
+  (an empty state is deleted).
+- catalog entry: decode and merge into the history (a null value deletes the key's entry).
+- anything undecodable: one dead-letter record (keyed by the input key) to the output topic.
+
+One difference from the gate: the gate writes to three topics (accepted, rejected, dead letter),
+the contenders to the one --output topic, so that the harness counts one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer
+
+from processors import outputs
+from processors.decode import DecodeError, decode
+from processors.enrich import parse_recipient
+from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, load_policy
+from processors.policy import state as st
+from processors.policy import templates as tpl
+
+OUTBOUND = "outbound_message"
+TEMPLATE = "template_entry"
+# Topic suffix -> contract name, in the order the harness lists them.
+SUFFIXES = {
+    "outbound": OUTBOUND,
+    "statuses": "delivery_status",
+    "inbound": "inbound_message",
+    "preferences": "user_preference",
+    "templates": TEMPLATE,
+}
+DEFAULT_PARTITIONS = 8
+DEDUP_SECONDS = 3600.0  # the gate's OUTBOUND_GATE_DEDUP_SECONDS default
+
+StateOf = Callable[[str], RecipientState]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerArgs:
+    bootstrap: str
+    prefix: str
+    group: str
+    output: str
+    partitions: int | None
+
+    def topics(self) -> dict[str, str]:
+        """Input topic name -> contract."""
+        return {f"{self.prefix}.{suffix}": contract for suffix, contract in SUFFIXES.items()}
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> PeerArgs:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--prefix", required=True, help="input topics are <prefix>.outbound ...")
+    parser.add_argument("--group", required=True, help="consumer group (and app id)")
+    parser.add_argument("--output", required=True, help="topic every output record goes to")
+    parser.add_argument("--partitions", type=int, default=None,
+                        help="input partition count (default: read from the broker, else 8)")
+    args = parser.parse_args(argv)
+    return PeerArgs(args.bootstrap, args.prefix, args.group, args.output, args.partitions)
+
+
+def partition_count(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
+    """Partitions of an existing topic (the harness creates them all alike), else 8."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                return len(partitions)
+            time.sleep(0.1)  # waiting for metadata, not for the system under test
+        return DEFAULT_PARTITIONS
+    finally:
+        consumer.close()
+
+
+def ready() -> None:
+    print("READY", flush=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One output record, and the recipient state to store after it (None: leave it alone)."""
+
+    key: bytes
+    value: bytes
+    state_key: str | None
+    state: RecipientState | None
+
+
+class Rules:
+    def __init__(self, policies: PolicySet | None = None,
+                 dedup_seconds: float = DEDUP_SECONDS) -> None:
+        self.policies = policies or load_policy()
+        self.dedup_seconds = dedup_seconds
+
+    def retention(self, tenant_id: str) -> st.Retention:
+        parameters = self.policies.for_tenant(tenant_id).parameters
+        return st.Retention(parameters.service_window_seconds,
+                            parameters.marketing_cooldown_seconds, self.dedup_seconds)
+
+    def outbound(self, message: dict[str, Any], catalog: Mapping[str, Any], state_of: StateOf,
+                 now: float) -> Decided | None:
+        """The decision record for a decoded message; None for an already decided message_id."""
+        tenant = message["tenant_id"]
+        entry = None
+        if message["kind"] == "template":
+            template = message["template"]
+            history = catalog.get(tpl.catalog_key(tenant, template["name"], template["language"]))
+            entry = tpl.entry_at(tuple(history), now) if history else None
+        enrichment = enrich(message, entry)
+        e164 = enrichment.recipient.e164
+        key = st.state_key(tenant, e164) if e164 else None  # invalid number: decided, no state
+        state = state_of(key) if key else EMPTY
+        if key and st.already_decided(state, message["message_id"]):
+            return None
+        decision = decide(message, enrichment, state, entry, self.policies.for_tenant(tenant),
+                          now)
+        build = outputs.accepted if decision.accepted else outputs.rejection
+        record = build(message, enrichment, decision, now)
+        after = None
+        if key:
+            after = st.prune(st.with_decided(state, message["message_id"], now), now,
+                             self.retention(tenant))
+        return Decided(outputs.output_key(message, enrichment).encode("utf-8"),
+                       orjson.dumps(record), key, after)
+
+    def state_event(self, contract: str, document: dict[str, Any], state_of: StateOf,
+                    now: float) -> tuple[str, RecipientState]:
+        """(state key, new state) for a decoded state event; DecodeError for an invalid number."""
+        reducer, field = st.REDUCERS[contract]
+        e164 = parse_recipient(document[field]).e164
+        if e164 is None:
+            raise DecodeError("schema_invalid", f"{field} is not a valid number")
+        key = st.state_key(document["tenant_id"], e164)
+        state = reducer(state_of(key), document)
+        return key, st.prune(state, now, self.retention(document["tenant_id"]))
+
+
+def apply_template(catalog: MutableMapping[str, Any], key: bytes | None,
+                   value: bytes | None) -> None:
+    """A catalog record into a catalog mapping (values: lists of entries, oldest first)."""
+    if value is None:  # tombstone: deletes the entry its key names
+        if key is None:
+            raise DecodeError("empty", "a catalog tombstone without a key")
+        catalog.pop(key.decode("utf-8", "replace"), None)
+        return
+    entry = decode(TEMPLATE, value)
+    name = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
+    catalog[name] = list(tpl.merge(tuple(catalog.get(name) or ()), entry))
+
+
+def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                error: DecodeError) -> bytes:
+    return orjson.dumps(outputs.dead_letter(topic, partition, offset, key, value, error.reason,
+                                            str(error), time.time()))
