@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import fastjsonschema
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
@@ -67,8 +68,31 @@ def validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema(name), registry=_registry(), format_checker=_FORMATS)
 
 
+@cache
+def fast_check(name: str) -> Any:
+    """A compiled validator (fastjsonschema) for schemas that need no cross-file $ref.
+
+    The input contracts use only keywords whose meaning is the same in draft-07, so they are
+    compiled as draft-07: several times faster on the hot path. jsonschema (2020-12) stays the
+    authority: it writes the error message, and a test holds the two to the same verdicts.
+    """
+    document = dict(schema(name))
+    if "$ref" in json.dumps(document) or "$defs" in document:
+        return None
+    document["$schema"] = "http://json-schema.org/draft-07/schema#"
+    document.pop("$id", None)
+    return fastjsonschema.compile(document, formats={"date-time": _date_time})
+
+
 def first_error(name: str, document: Any) -> str | None:
     """The most relevant validation error as one line, or None when the document is valid."""
+    check = fast_check(name)
+    if check is not None:
+        try:
+            check(document)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            pass  # let jsonschema say why, in its words
     errors = sorted(validator(name).iter_errors(document), key=lambda e: e.path)
     if not errors:
         return None

@@ -40,6 +40,7 @@ def _zipf_cumulative(size: int, exponent: float) -> list[float]:
 def _numbers(rng: random.Random, region: str, count: int) -> list[str]:
     """count distinct valid mobile numbers of a region, varying the example number's tail."""
     example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    assert example is not None, f"libphonenumber has no example mobile for {region}"
     base = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
     found: set[str] = set()
     attempts = 0

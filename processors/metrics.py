@@ -105,6 +105,23 @@ class GateMetrics:
             registry=registry)
         self.tenant = TenantLabels(tenant_cap, self.tenants_folded)
 
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def count_decision(self, tenant_id: str, outcome: str, category: str, error_code: str,
+                       country: str, monitored: tuple[str, ...]) -> None:
+        """Count one decision; label children are cached (labels() is costly per event)."""
+        key = (tenant_id, outcome, category, error_code, country)
+        children = self._children.get(key)
+        if children is None:
+            tenant = self.tenant(tenant_id)
+            children = self._children[key] = (
+                self.decisions.labels(tenant, outcome, category, error_code),
+                self.by_country.labels(country, outcome, error_code))
+        children[0].inc()
+        children[1].inc()
+        for rule in monitored:
+            self.monitored.labels(self.tenant(tenant_id), rule).inc()
+
     def policy_in_force(self, policy_id: str, version: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(policy_id, version).set(1)

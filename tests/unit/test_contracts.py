@@ -99,3 +99,19 @@ def test_decode_errors_have_reasons(raw: bytes | None, reason: str) -> None:
         decode.decode("outbound_message", raw)
     assert caught.value.reason == reason
     assert str(caught.value)
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: "/".join(p.parts[-3:]))
+def test_fast_validator_agrees_with_jsonschema(path: Path) -> None:
+    contract = path.parts[-3]
+    check = contracts.fast_check(contract)
+    if check is None:
+        pytest.skip(f"{contract} is validated by jsonschema only")
+    document = json.loads(path.read_text())
+    slow_valid = not list(contracts.validator(contract).iter_errors(document))
+    try:
+        check(document)
+        fast_valid = True
+    except Exception:
+        fast_valid = False
+    assert fast_valid == slow_valid

@@ -1,0 +1,294 @@
+"""`make bench`: the gate against the ceiling and two peers, on the same broker and data.
+
+    .venv/bin/python -m tests.benchmarks.throughput [--events 1000000] [--quick]
+
+Preloads N input records made by processors.loadgen (plus the catalog) into fresh topics, then
+runs, one after the other, each contender from the earliest offset with its own consumer group:
+  ceiling      a batched confluent-kafka consume -> produce copy, no processing
+  gate         the real outbound-gate worker
+  faust_plain  the same rules as a one-event-at-a-time Faust agent (Faust's documented style)
+  quix         the same rules as a Quix Streams application
+Throughput is input records / (last output timestamp - first output timestamp), so start-up
+and group joins are not counted. Then the gate alone at a steady offered rate of half its
+maximum gives end-to-end latency (input record timestamp to output record timestamp).
+Writes tests/benchmarks/results/latest.json (quick.json with --quick) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
+
+from processors.loadgen import Workload
+from processors.topics import create_missing
+from tests.e2e import conftest as harness
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FIELDS = ("outbound", "statuses", "inbound", "preferences", "templates")
+PARTITIONS = 8
+PEERS = {"ceiling": "tests.benchmarks.peers.ceiling",
+         "faust_plain": "tests.benchmarks.peers.faust_plain",
+         "quix": "tests.benchmarks.peers.quix_app"}
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
+            rate: float = 0.0) -> dict[str, float]:
+    """Produce (topic, key, value); returns message_id -> send time (ms) for outbound JSON."""
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10,
+                         "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
+    sent: dict[str, float] = {}
+    started = time.monotonic()
+    for index, (topic, key, value) in enumerate(records, start=1):
+        now_ms = time.time() * 1000
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, timestamp=int(now_ms))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        if rate and value and value.startswith(b'{"schema_version"'):
+            sent[orjson.loads(value)["message_id"]] = now_ms
+        producer.poll(0)
+        if rate:
+            ahead = index / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)  # pacing of the steady offered rate
+    producer.flush(60)
+    return sent
+
+
+def end_offsets(bootstrap: str, topics: list[str]) -> dict[TopicPartition, int]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    partitions = [TopicPartition(t, p) for t in topics
+                  for p in consumer.partitions_for_topic(t) or ()]
+    ends: dict[TopicPartition, int] = consumer.end_offsets(partitions)
+    consumer.close()
+    return ends
+
+
+def span_seconds(bootstrap: str, topics: list[str]) -> float:
+    """Last output timestamp minus first, over every partition of the output topics."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    firsts: list[int] = []
+    lasts: list[int] = []
+    for tp, end in end_offsets(bootstrap, topics).items():
+        if end == 0:
+            continue
+        for offset, bucket in ((0, firsts), (end - 1, lasts)):
+            consumer.assign([tp])
+            consumer.seek(tp, offset)
+            records: list[Any] = []
+            deadline = time.monotonic() + 30
+            while not records and time.monotonic() < deadline:
+                records = consumer.poll(timeout_ms=500, max_records=1).get(tp, [])
+            bucket.append(records[0].timestamp)
+    consumer.close()
+    return float(max(lasts) - min(firsts)) / 1000
+
+
+def wait_outputs(bootstrap: str, topics: list[str], expected: int, process: Any,
+                 timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last_report = 0.0
+    while True:
+        done = sum(end_offsets(bootstrap, topics).values())
+        if done >= expected:
+            return
+        if process.poll() is not None:
+            raise SystemExit(f"contender exited with {process.returncode} at {done}/{expected}")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out: {done}/{expected} outputs")
+        if time.monotonic() - last_report > 10:
+            log(f"    {done:,} / {expected:,} outputs")
+            last_report = time.monotonic()
+        time.sleep(1)  # progress poll interval of a wait with a deadline
+
+
+def run_peer(name: str, bootstrap: str, prefix: str, expected: int, timeout: float) -> float:
+    output = f"{prefix}.out.{name}"
+    create_missing(bootstrap, [output], PARTITIONS)
+    process = subprocess.Popen(
+        [sys.executable, "-m", PEERS[name], "--bootstrap", bootstrap, "--prefix", prefix,
+         "--group", f"{prefix}.{name}", "--output", output, "--partitions", str(PARTITIONS)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        wait_outputs(bootstrap, [output], expected, process, timeout)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return span_seconds(bootstrap, [output])
+
+
+def gate_env(prefix: str, tag: str) -> dict[str, str]:
+    return {
+        "OUTBOUND_GATE_TOPIC_OUTBOUND": f"{prefix}.outbound",
+        "OUTBOUND_GATE_TOPIC_STATUSES": f"{prefix}.statuses",
+        "OUTBOUND_GATE_TOPIC_INBOUND": f"{prefix}.inbound",
+        "OUTBOUND_GATE_TOPIC_PREFERENCES": f"{prefix}.preferences",
+        "OUTBOUND_GATE_TOPIC_TEMPLATES": f"{prefix}.templates",
+        "OUTBOUND_GATE_TOPIC_ACCEPTED": f"{prefix}.{tag}.accepted",
+        "OUTBOUND_GATE_TOPIC_REJECTED": f"{prefix}.{tag}.rejected",
+        "OUTBOUND_GATE_TOPIC_DLQ": f"{prefix}.{tag}.dlq",
+        "OUTBOUND_GATE_TOPIC_POLICY": f"{prefix}.{tag}.policy",
+        "OUTBOUND_GATE_APP_ID": f"{prefix}-{tag}",
+        "OUTBOUND_GATE_PARTITIONS": str(PARTITIONS),
+        "OUTBOUND_GATE_LOG_LEVEL": "warning",
+    }
+
+
+def start_gate(bootstrap: str, prefix: str, tag: str) -> tuple[harness.Gate, list[str]]:
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{tag}-"))
+    env = gate_env(prefix, tag)
+    gate = harness.start_worker(bootstrap, tmp, uuid.uuid4().hex[:8], env, wait=False)
+    harness.wait_ready(gate, timeout=300)
+    outputs = [env["OUTBOUND_GATE_TOPIC_ACCEPTED"], env["OUTBOUND_GATE_TOPIC_REJECTED"],
+               env["OUTBOUND_GATE_TOPIC_DLQ"]]
+    return gate, outputs
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def latency_run(bootstrap: str, rate: float, seconds: float, seed: int) -> dict[str, float]:
+    prefix = f"bench.lat.{uuid.uuid4().hex[:8]}"
+    create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
+                   compacted=[f"{prefix}.templates"])
+    workload = Workload(seed + 1)
+    now = time.time()
+    catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
+    produce(bootstrap, catalog)
+    gate, outputs = start_gate(bootstrap, prefix, "gate")
+    try:
+        count = max(1, int(rate * seconds))
+        records = [(f"{prefix}.{r.topic}", r.key, r.value)
+                   for r in workload.events(count, time.time())]
+        log(f"  latency: {count:,} records at {rate:,.0f}/s")
+        sent = produce(bootstrap, records, rate=rate)
+        expected = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
+        wait_outputs(bootstrap, outputs, expected, gate.process, 600)
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=3000)
+        consumer.subscribe(outputs[:2])
+        latencies = []
+        for record in consumer:
+            message_id = orjson.loads(record.value).get("message_id")
+            if message_id in sent:
+                latencies.append(record.timestamp - sent[message_id])
+        consumer.close()
+    finally:
+        harness.stop_worker(gate)
+    latencies.sort()
+    if not latencies:
+        raise SystemExit("no latency samples")
+
+    def pct(p: float) -> float:
+        return float(round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1))
+
+    return {"offered_rate": round(rate), "samples": len(latencies), "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1)}
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = next(int(line.split()[1]) // 1024 for line in
+                  Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal"))
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_mb": memory,
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true", help="5,000 events: a smoke run")
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--only", nargs="*", choices=["ceiling", "gate", "faust_plain", "quix"])
+    args = parser.parse_args()
+    events = 5_000 if args.quick else args.events
+    latency_seconds = 3.0 if args.quick else args.latency_seconds
+    bootstrap = harness.bootstrap.__wrapped__()  # type: ignore[attr-defined]
+    prefix = f"bench.{uuid.uuid4().hex[:8]}"
+    create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
+                   compacted=[f"{prefix}.templates"])
+    log(f"preloading {events:,} events into {prefix}.* ({PARTITIONS} partitions)")
+    workload = Workload(args.seed)
+    now = time.time()
+    catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
+    records = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.events(events, now)]
+    produce(bootstrap, catalog + records)
+    outbound = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
+    timeout = 120 + events / 200  # generous: at least 200 records/s
+    results: dict[str, Any] = {}
+    for name in args.only or ["ceiling", "gate", "faust_plain", "quix"]:
+        log(f"  {name}")
+        if name == "gate":
+            gate, outputs = start_gate(bootstrap, prefix, "gate")
+            try:
+                wait_outputs(bootstrap, outputs, outbound, gate.process, timeout)
+                rss = peak_rss_mb(gate.process.pid)
+            finally:
+                harness.stop_worker(gate)
+            span = span_seconds(bootstrap, outputs)
+            results[name] = {"events_per_s": round(events / span), "seconds": round(span, 2),
+                             "peak_rss_mb": round(rss)}
+        else:
+            expected = len(catalog) + len(records) if name == "ceiling" else outbound
+            span = run_peer(name, bootstrap, prefix, expected, timeout)
+            results[name] = {"events_per_s": round(events / span), "seconds": round(span, 2)}
+        log(f"    {results[name]['events_per_s']:,} events/s")
+    summary: dict[str, Any] = {"events": events, "partitions": PARTITIONS,
+                               "contenders": results, "machine": machine(),
+                               "command": " ".join(["python -m tests.benchmarks.throughput",
+                                                    *sys.argv[1:]])}
+    if "gate" in results:
+        gate_eps = results["gate"]["events_per_s"]
+        summary["ratios"] = {f"gate/{name}": round(gate_eps / r["events_per_s"], 2)
+                             for name, r in results.items() if name != "gate"}
+        summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed)
+        summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / ("quick.json" if args.quick else "latest.json")
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{'contender':<14}{'events/s':>12}{'seconds':>10}")
+    for name, result in results.items():
+        print(f"{name:<14}{result['events_per_s']:>12,}{result['seconds']:>10}")
+    for ratio, value in summary.get("ratios", {}).items():
+        print(f"{ratio:<22}{value:>6}")
+    if "latency" in summary:
+        lat = summary["latency"]
+        print(f"latency at {lat['offered_rate']:,}/s: p50 {lat['p50_ms']} ms, p99 "
+              f"{lat['p99_ms']} ms, max {lat['max_ms']} ms; gate peak RSS "
+              f"{summary['gate_peak_rss_mb']} MB")
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
