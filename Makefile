@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down clean
+.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down bench clean
 
 install: $(VENV)/.installed
 
@@ -38,6 +38,12 @@ unit: install
 # The e2e tests start the local Kafka themselves (or use KAFKA_BOOTSTRAP_SERVERS).
 test: lint typecheck
 	$(BIN)/pytest -q tests
+
+# The gate against a confluent-kafka ceiling, a plain Faust agent and a Quix Streams app on the
+# same broker and data; QUICK=1 for a small smoke run. Writes tests/benchmarks/results/.
+bench: install
+	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
+	  $(BIN)/python -m tests.benchmarks.throughput $(if $(QUICK),--quick,--events $(or $(N),1000000))
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,33 @@
+"""`make bench QUICK=1` as a smoke test: every figure is produced (no speed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "quick.json"
+
+
+def test_quick_bench_produces_every_figure(bootstrap: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "tests.benchmarks.throughput", "--quick"],
+                            env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(RESULTS.read_text())
+    assert set(summary["contenders"]) == {"ceiling", "gate", "faust_plain", "quix"}
+    for name, figures in summary["contenders"].items():
+        assert figures["events_per_s"] > 0, name
+    assert set(summary["ratios"]) == {"gate/ceiling", "gate/faust_plain", "gate/quix"}
+    latency = summary["latency"]
+    assert latency["samples"] > 0
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert summary["gate_peak_rss_mb"] > 0
+    assert summary["machine"]["cpus"] >= 1
+    assert "gate" in result.stdout and "latency" in result.stdout
