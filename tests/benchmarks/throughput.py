@@ -157,14 +157,18 @@ def gate_env(prefix: str, tag: str) -> dict[str, str]:
     }
 
 
-def start_gate(bootstrap: str, prefix: str, tag: str) -> tuple[harness.Gate, list[str]]:
+def start_gate(bootstrap: str, prefix: str, tag: str,
+               workers: int = 1) -> tuple[list[harness.Gate], list[str]]:
+    """workers gate processes in one consumer group, all ready."""
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{tag}-"))
     env = gate_env(prefix, tag)
-    gate = harness.start_worker(bootstrap, tmp, uuid.uuid4().hex[:8], env, wait=False)
-    harness.wait_ready(gate, timeout=300)
+    gates = [harness.start_worker(bootstrap, tmp, uuid.uuid4().hex[:8], env, wait=False,
+                                  name=f"worker-{index}") for index in range(workers)]
+    for gate in gates:
+        harness.wait_ready(gate, timeout=300)
     outputs = [env["OUTBOUND_GATE_TOPIC_ACCEPTED"], env["OUTBOUND_GATE_TOPIC_REJECTED"],
                env["OUTBOUND_GATE_TOPIC_DLQ"]]
-    return gate, outputs
+    return gates, outputs
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -182,7 +186,8 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int) -> dict[
     now = time.time()
     catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
     produce(bootstrap, catalog)
-    gate, outputs = start_gate(bootstrap, prefix, "gate")
+    gates, outputs = start_gate(bootstrap, prefix, "gate")
+    gate = gates[0]
     try:
         count = max(1, int(rate * seconds))
         records = [(f"{prefix}.{r.topic}", r.key, r.value)
@@ -230,7 +235,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 events: a smoke run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--only", nargs="*", choices=["ceiling", "gate", "faust_plain", "quix"])
+    parser.add_argument("--only", nargs="*",
+                        choices=["ceiling", "gate", "gate_2_workers", "faust_plain", "quix"])
     args = parser.parse_args()
     events = 5_000 if args.quick else args.events
     latency_seconds = 3.0 if args.quick else args.latency_seconds
@@ -247,15 +253,19 @@ def main() -> None:
     outbound = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
     timeout = 120 + events / 200  # generous: at least 200 records/s
     results: dict[str, Any] = {}
-    for name in args.only or ["ceiling", "gate", "faust_plain", "quix"]:
+    default = ["ceiling", "gate", "faust_plain", "quix"]
+    for name in args.only or (default if args.quick else [*default, "gate_2_workers"]):
         log(f"  {name}")
-        if name == "gate":
-            gate, outputs = start_gate(bootstrap, prefix, "gate")
+        if name.startswith("gate"):
+            # Each gate run has its own consumer group and output topics (tag = name).
+            gates, outputs = start_gate(bootstrap, prefix, name.replace("_", "-"),
+                                        workers=2 if name == "gate_2_workers" else 1)
             try:
-                wait_outputs(bootstrap, outputs, outbound, gate.process, timeout)
-                rss = peak_rss_mb(gate.process.pid)
+                wait_outputs(bootstrap, outputs, outbound, gates[0].process, timeout)
+                rss = max(peak_rss_mb(gate.process.pid) for gate in gates)
             finally:
-                harness.stop_worker(gate)
+                for gate in gates:
+                    harness.stop_worker(gate)
             span = span_seconds(bootstrap, outputs)
             results[name] = {"events_per_s": round(events / span), "seconds": round(span, 2),
                              "peak_rss_mb": round(rss)}
@@ -271,7 +281,7 @@ def main() -> None:
     if "gate" in results:
         gate_eps = results["gate"]["events_per_s"]
         summary["ratios"] = {f"gate/{name}": round(gate_eps / r["events_per_s"], 2)
-                             for name, r in results.items() if name != "gate"}
+                             for name, r in results.items() if not name.startswith("gate")}
         summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed)
         summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
     RESULTS.mkdir(exist_ok=True)

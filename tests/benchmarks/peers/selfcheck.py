@@ -7,7 +7,7 @@ Creates topics bench.selfcheck.<random>.* (8 partitions), produces N outbound me
 the contender, waits (polling end offsets, with a deadline) until --output holds every record
 expected (N + 10 for the gate contenders, everything produced for ceiling), prints the
 throughput from READY to the last record and what the output holds, then SIGTERMs the contender
-and checks it exits 0.
+and checks it exits 0. The run's topics are deleted afterwards unless --keep.
 """
 
 from __future__ import annotations
@@ -110,10 +110,12 @@ def main() -> int:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--keep", action="store_true", help="keep the topics afterwards")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     prefix = f"bench.selfcheck.{run}"
     output = f"{prefix}.output"
+    group = f"selfcheck-{args.peer}-{run}"
     admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
     names = [f"{prefix}.{suffix}" for suffix in SUFFIXES] + [output]
     admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
@@ -127,7 +129,7 @@ def main() -> int:
     started = time.monotonic()
     process = subprocess.Popen(
         [sys.executable, "-m", f"tests.benchmarks.peers.{args.peer}", "--bootstrap",
-         args.bootstrap, "--prefix", prefix, "--group", f"selfcheck-{args.peer}-{run}",
+         args.bootstrap, "--prefix", prefix, "--group", group,
          "--output", output], cwd=REPO, stdout=subprocess.PIPE, stderr=stderr)
     assert process.stdout is not None
     lines: queue.Queue[str] = queue.Queue()
@@ -172,7 +174,22 @@ def main() -> int:
     extra = output_count_after(args.bootstrap, output)
     if extra != expected:
         print(f"  WARNING: output holds {extra}, expected {expected}")
+    if not args.keep:
+        delete_topics(args.bootstrap, (prefix, group))
     return 0 if code == 0 and extra == expected else 1
+
+
+def delete_topics(bootstrap: str, parts: tuple[str, ...]) -> None:
+    """The run's topics and the contender's internal ones (changelogs named after its group)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    doomed = [name for name in admin.list_topics() if any(part in name for part in parts)]
+    if doomed:
+        admin.delete_topics(doomed)
+    groups = [group["group_id"] for group in admin.list_groups()
+              if any(part in group["group_id"] for part in parts)]
+    if groups:
+        admin.delete_groups(groups)
+    admin.close()
 
 
 def output_count_after(bootstrap: str, topic: str) -> int:
