@@ -122,6 +122,8 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
                 metrics.duplicates.inc()
                 continue
             emit(document, state, now, consumed)
+            if not settings.dedup_seconds:  # idempotency switched off: nothing to remember
+                continue
             recipient_state.store(state_table, key, st.prune(
                 st.with_decided(state, document["message_id"], now), now, keep))
 

@@ -78,7 +78,8 @@ ENV_HELP = {
     "OUTBOUND_GATE_LOG_LEVEL": "debug, info, warning or error (info)",
     "OUTBOUND_GATE_STORE": "recipient-state store: rocksdb:// (persistent) or memory://",
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS": "how often expired recipient state is swept (600)",
-    "OUTBOUND_GATE_DEDUP_SECONDS": "a message_id seen again within this is dropped (3600)",
+    "OUTBOUND_GATE_DEDUP_SECONDS": "a message_id seen again within this is dropped (3600); "
+                                   "0 switches de-duplication off",
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": "a silent worker loses its partitions after (15)",
     "OUTBOUND_GATE_TENANT_LABEL_CAP": "tenants with their own metric label; others fold (500)",
     **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
@@ -121,7 +122,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_level=level,
         store=store,
         state_sweep_seconds=_int(env, "OUTBOUND_GATE_STATE_SWEEP_SECONDS", 600),
-        dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600),
+        dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600, minimum=0),
         session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
         tenant_label_cap=_int(env, "OUTBOUND_GATE_TENANT_LABEL_CAP", 500),
     )

@@ -55,5 +55,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, policies)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           logging_config=logging_config(settings.log_level))
+    # Faust's terminal spinner sets the root logger to DEBUG so that it spins on every record:
+    # every aiokafka debug line was then formatted into a record and dropped (~8% of the time).
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
