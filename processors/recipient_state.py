@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
@@ -61,18 +61,36 @@ def apply_event(table: StateTable, key: str, contract: str, document: dict[str, 
     store(table, key, st.prune(reducer(load(table, key), document), now, keep))
 
 
-async def sweep(table: StateTable, owns: Callable[[str], bool], policies: PolicySet,
-                dedup_seconds: float, now: float) -> tuple[int, int]:
-    """Drop expired entries of the keys this partition owns; returns (kept, removed)."""
-    scanned = removed = owned = 0
-    expired: list[tuple[str, RecipientState]] = []
+def partition_items(table: StateTable, partition: int,
+                    partition_of: Callable[[str], int]) -> Iterator[tuple[str, Any]]:
+    """The (key, value) pairs of one partition.
+
+    RocksDB keeps one database per partition: read only that one (Faust 0.15's store offers
+    no public per-partition iterator, hence the private names). The memory store holds every
+    partition in one dict: filter it.
+    """
+    store = table.data
+    databases = getattr(store, "_dbs", None)
+    if databases is not None:
+        database = databases.get(partition)
+        if database is not None:
+            for raw_key, raw_value in list(store._visible_items(database)):
+                yield store._decode_key(raw_key), store._decode_value(raw_value)
+        return
     for key, value in list(table.items()):
-        scanned += 1
-        if scanned % 5000 == 0:
+        if partition_of(key) == partition:
+            yield key, value
+
+
+async def sweep(table: StateTable, partition: int, partition_of: Callable[[str], int],
+                policies: PolicySet, dedup_seconds: float, now: float) -> tuple[int, int]:
+    """Drop expired entries of one partition's keys; returns (kept, removed)."""
+    seen = removed = 0
+    expired: list[tuple[str, RecipientState]] = []
+    for key, value in partition_items(table, partition, partition_of):
+        seen += 1
+        if seen % 5000 == 0:
             await asyncio.sleep(0)  # let the worker breathe during a long scan
-        if not owns(key):
-            continue
-        owned += 1
         state = st.from_json(value)
         keep = retention(policies, key.split(":", 1)[0], dedup_seconds)
         pruned = st.prune(state, now, keep)
@@ -81,4 +99,4 @@ async def sweep(table: StateTable, owns: Callable[[str], bool], policies: Policy
     for key, pruned in expired:
         removed += pruned.is_empty()
         store(table, key, pruned)
-    return owned - removed, removed
+    return seen - removed, removed

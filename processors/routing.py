@@ -140,7 +140,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
 
     async def sweep_partition(partition: int, now: float) -> None:
         kept, removed = await recipient_state.sweep(
-            state_table, lambda key: partition_for(key, partitions) == partition,
+            state_table, partition, lambda key: partition_for(key, partitions),
             holder.current, settings.dedup_seconds, now)
         metrics.state_entries.labels(str(partition)).set(kept)
         log.info("state sweep", extra={"event": "state_sweep", "partition": partition,

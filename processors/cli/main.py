@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from processors import __version__
-from processors.cli import check, demo, loadgen, policy, worker
+from processors.cli import check, demo, dlq, loadgen, policy, worker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_parser(subparsers)
     policy.add_parser(subparsers)
     loadgen.add_parser(subparsers)
+    dlq.add_parser(subparsers)
     return root
 
 

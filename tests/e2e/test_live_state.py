@@ -307,3 +307,37 @@ def test_two_workers_one_stopped_mid_stream(bootstrap: str, tmp_path: Path) -> N
     assert codes == Counter({"MARKETING_OPTED_OUT": len(sent)}), codes
     reader.close()
     assert stop_worker(second) == 0
+
+
+def state_entries(gate: Gate) -> float | None:
+    """Sum of outbound_gate_recipient_state_entries over partitions; None before a sweep."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{gate.base_url}/metrics", timeout=5) as response:
+        lines = [line for line in response.read().decode().splitlines()
+                 if line.startswith("outbound_gate_recipient_state_entries{")]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines) if lines else None
+
+
+def test_expired_state_is_swept(bootstrap: str, tmp_path: Path) -> None:
+    env = {**write_policy(tmp_path), "OUTBOUND_GATE_STATE_SWEEP_SECONDS": "2",
+           "OUTBOUND_GATE_DEDUP_SECONDS": "5"}
+    gate = start_worker(bootstrap, tmp_path, uuid.uuid4().hex[:10], env)
+    reader = gate.reader()
+    recipients = [new_recipient() for _ in range(12)]
+    for recipient in recipients:
+        gate.send(gate.topics.inbound, recipient, inbound(recipient, now_rfc3339(), TENANT))
+    send_until(gate, reader, lambda: free_form(recipients[-1]),
+               lambda o: o.topic == gate.topics.accepted, 30, "the inbound messages applied")
+    deadline = time.monotonic() + 30
+    while not (state_entries(gate) or 0) >= len(recipients):
+        assert time.monotonic() < deadline, "a sweep never counted the recipients' state"
+        time.sleep(0.5)  # pacing of a metrics poll with a deadline
+    # The window (6 s) and the de-duplication memory (5 s) pass: the sweeps delete every key.
+    deadline = time.monotonic() + 60
+    while state_entries(gate) != 0:
+        assert time.monotonic() < deadline, f"state never expired: {state_entries(gate)} keys"
+        time.sleep(0.5)  # pacing of a metrics poll with a deadline
+    assert "state_sweep" in gate.log()
+    reader.close()
+    assert stop_worker(gate) == 0
