@@ -25,12 +25,23 @@ class Summary:
     decisions: Counter[str] = field(default_factory=Counter)
     error_codes: Counter[str] = field(default_factory=Counter)
     monitored: Counter[str] = field(default_factory=Counter)
+    # Rejections by recipient country and by template category ("none" for free-form).
+    rejected_countries: Counter[str] = field(default_factory=Counter)
+    rejected_categories: Counter[str] = field(default_factory=Counter)
+    countries: Counter[str] = field(default_factory=Counter)
     state_events: int = 0
 
     def render(self) -> str:
         lines = ["decisions: " + (", ".join(f"{k}={v}" for k, v in sorted(self.decisions.items()))
                                   or "none")]
-        lines += [f"  {code}: {count}" for code, count in self.error_codes.most_common()]
+        total = sum(self.decisions.values()) or 1
+        lines.append(f"{'rejected by code':<34}{'messages':>10}{'share':>8}")
+        lines += [f"  {code:<32}{count:>10,}{count / total:>8.1%}"
+                  for code, count in self.error_codes.most_common()]
+        if self.countries:
+            lines.append(f"{'by country':<34}{'messages':>10}{'rejected':>10}")
+            lines += [f"  {country:<32}{count:>10,}{self.rejected_countries[country]:>10,}"
+                      for country, count in self.countries.most_common(15)]
         if self.monitored:
             lines.append("monitor-mode rules that fired (not enforced):")
             lines += [f"  {code}: {count}" for code, count in self.monitored.most_common()]
@@ -120,8 +131,12 @@ class OfflineCheck:
         decision = decide(message, enrichment, state, entry, policy, clock)
         outcome = "accepted" if decision.accepted else "rejected"
         self.summary.decisions[outcome] += 1
+        country = enrichment.recipient.region or "unknown"
+        self.summary.countries[country] += 1
         if decision.error_code:
             self.summary.error_codes[decision.error_code] += 1
+            self.summary.rejected_countries[country] += 1
+            self.summary.rejected_categories[enrichment.template_category or "none"] += 1
         self.summary.monitored.update(decision.monitored)
         return {
             "line": number,

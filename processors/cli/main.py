@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from processors import __version__
-from processors.cli import check, demo, dlq, loadgen, policy, worker
+from processors.cli import check, demo, dlq, loadgen, notify, policy, worker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     policy.add_parser(subparsers)
     loadgen.add_parser(subparsers)
     dlq.add_parser(subparsers)
+    notify.add_parser(subparsers)
     return root
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -84,3 +85,72 @@ def test_dead_letter_replayed_once_after_a_fix(bootstrap: str, tmp_path: Path) -
     assert missing.returncode == 1 and "no dead letter" in missing.stderr
     reader.close()
     assert stop_worker(fixed) == 0
+
+
+class Receiver:
+    """A local webhook: the first POST fails with 500, the rest are kept."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.attempts += 1
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.attempts == 1:
+                    self.send_response(500)
+                else:
+                    receiver.bodies.append(json.loads(body))
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_notifier_groups_deduplicates_and_retries(gate: Gate) -> None:
+    reader = gate.reader()
+    sent = [fresh(recipient="+12025550143", context={"ticket_id": "T-9", "agent_id": "a1"}),
+            fresh(recipient="+12025550178", context={"ticket_id": "T-9"}),
+            fresh(recipient="+12025550143", context={"campaign_id": "spring"})]
+    for doc in sent:
+        gate.send(gate.topics.outbound, doc["recipient"], doc)
+    ids = {doc["message_id"] for doc in sent}
+    reader.wait_for(lambda outs: ids <= {o.value.get("message_id") for o in outs}, 60,
+                    "three rejections")
+    first = next(o for o in reader.seen if o.value.get("message_id") in ids)
+    gate.send(gate.topics.rejected, first.key, first.value)  # told twice
+    receiver = Receiver()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "processors.cli.main", "notify", "--webhook", receiver.url,
+             "--once", "--group", f"notifier-{uuid.uuid4().hex[:8]}", "--backoff", "0.05"],
+            env=gate.env, capture_output=True, text=True, timeout=120)
+    finally:
+        receiver.close()
+    assert result.returncode == 0, result.stderr
+    assert receiver.attempts == len(receiver.bodies) + 1  # one failure, then retried
+    ours = [b for b in receiver.bodies if ids & {i["message_id"] for i in b["items"]}]
+    ticket = next(b for b in ours if b.get("ticket_id") == "T-9")
+    assert sorted(i["message_id"] for i in ticket["items"]) == sorted(
+        d["message_id"] for d in sent[:2])
+    assert ticket["items"][0]["reason"] and ticket["items"][0]["next_step"]
+    assert all(i["retry"] == "Do not retry this message." for i in ticket["items"])
+    campaign = next(b for b in ours if b.get("campaign_id") == "spring")
+    assert [i["message_id"] for i in campaign["items"]] == [sent[2]["message_id"]]
+    told = [i["message_id"] for b in ours for i in b["items"]]
+    assert len(told) == len(set(told)) == 3
+    reader.close()
