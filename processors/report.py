@@ -36,12 +36,13 @@ def bar_chart(title: str, counts: Counter[str], limit: int = 15) -> str:
 
 
 def render(summary: Summary, rejected: list[dict[str, Any]], source: str) -> str:
+    source = source.rsplit("/", 1)[-1]
     total = sum(summary.decisions.values())
     accepted = summary.decisions.get("accepted", 0)
     rows = "".join(
         f"<tr><td>{r.get('line')}</td><td>{html.escape(str(r.get('message_id')))}</td>"
         f"<td>{html.escape(str(r.get('error_code')))}</td>"
-        f"<td>{html.escape(str((r.get('enrichment') or {}).get('recipient_region')))}</td>"
+        f"<td>{html.escape((r.get('enrichment') or {}).get('recipient_region') or '-')}</td>"
         f"<td>{html.escape(str(r.get('reason')))}</td></tr>"
         for r in rejected[:200])
     cards = "".join(
