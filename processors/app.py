@@ -36,6 +36,10 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         # of 60 s keeps them idle for a minute after a crash).
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
+        # No standby replicas: with RocksDB stores, a standby promoted to active was seen to skip
+        # recovery (its offsets said "up to date" while its data was not), deciding with empty
+        # state. Without standbys a new owner always restores the partition from its changelog.
+        table_standby_replicas=0,
         producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
         # The gate decodes raw bytes itself so that bad input can reach the dead-letter topic.
         key_serializer="raw",
