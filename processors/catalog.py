@@ -7,17 +7,22 @@ decision can see the entry in effect at its clock (processors.policy.templates).
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Mapping
 from typing import Any
 
 import faust
 
+from processors import webhooks
 from processors.dead_letters import DeadLetters
-from processors.decode import DecodeError, decode
+from processors.decode import DecodeError, parse_json
 from processors.metrics import GateMetrics
 from processors.policy import templates as tpl
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
+
+CATALOG_CONTRACTS = frozenset({"template_entry", webhooks.TEMPLATE_UPDATE})
 
 CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Faust's stubs)
 
@@ -31,7 +36,10 @@ def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> Catalo
         store="memory:template-catalog",  # small, rebuilt from its changelog at start
         help="tenant:name:language -> template catalog entries, oldest first",
     )
-    source = app.topic(settings.topics.templates, key_serializer="raw", value_serializer="raw")
+    topics = settings.topics
+    source = app.topic(topics.templates, topics.webhooks, key_serializer="raw",
+                       value_serializer="raw")
+    contracts = {topics.templates: "template_entry", topics.webhooks: webhooks.WEBHOOK}
     dead_letters = DeadLetters(app, settings, metrics)
 
     @app.agent(source, name="catalog")
@@ -40,9 +48,16 @@ def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> Catalo
             message = event.message
             metrics.input_records.labels(message.topic).inc()
             try:
-                apply(table, message.key, message.value, settings.max_message_bytes)
+                ignored = apply(table, message.key, message.value, settings.max_message_bytes,
+                                contracts[message.topic], message.timestamp or time.time(),
+                                webhooks.header_tenant(message.headers), settings.tenant_map)
             except DecodeError as error:
+                if message.topic == topics.webhooks:
+                    continue  # the route agent reads it too, and sends the one dead letter
                 await dead_letters.send(message, error)
+                continue
+            for kind in ignored:  # state events of a body on the catalog topic
+                metrics.webhook_ignored.labels(message.topic, kind).inc()
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def measure_catalog() -> None:
@@ -51,18 +66,36 @@ def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> Catalo
     return table
 
 
-def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes: int) -> None:
+def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes: int,
+          contract: str = "template_entry", received_at: float = 0.0, tenant: str | None = None,
+          tenant_map: Mapping[str, str] | None = None) -> list[str]:
+    """Apply one catalog record: an entry, a tombstone, or Meta's body (template changes).
+
+    Returns the kinds of the events of a Meta body that are not the catalog's (ignored here).
+    """
     if value is None:  # tombstone: deletes the entry its key names
+        if contract == webhooks.WEBHOOK:
+            return []
         if key is None:
             raise DecodeError("empty", "a catalog tombstone without a key")
         table.pop(key.decode("utf-8", "replace"), None)
-        return
-    entry = decode("template_entry", value, max_bytes)
-    name = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
-    table[name] = list(tpl.merge(tuple(table.get(name) or ()), entry))
+        return []
+    document = parse_json(value, max_bytes)
+    ignored = []
+    for kind, entry in webhooks.read(contract, document, received_at, tenant, tenant_map):
+        if kind not in CATALOG_CONTRACTS:
+            ignored.append(kind)
+            continue
+        name = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
+        table[name] = list(tpl.merge(tuple(table.get(name) or ()), entry))
+    return ignored
 
 
-def lookup(table: CatalogTable, tenant_id: str, name: str, language: str,
-           clock: float | None) -> dict[str, Any] | None:
+def lookup_with_upcoming(table: CatalogTable, tenant_id: str, name: str, language: str,
+                         clock: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The entry in effect at the clock, and the next category change announced after it."""
     history = table.get(tpl.catalog_key(tenant_id, name, language))
-    return tpl.entry_at(tuple(history), clock) if history else None
+    if not history:
+        return None, None
+    history = tuple(history)
+    return tpl.entry_at(history, clock), tpl.pending_category(history, clock)

@@ -77,6 +77,16 @@ class GateMetrics:
         self.state_events = Counter(
             "outbound_gate_state_events", "State events applied, by contract.",
             ["kind"], registry=registry)
+        self.webhook_ignored = Counter(
+            "outbound_gate_webhook_events_ignored",
+            "Events of Meta webhook bodies read on a topic whose agent does not apply them "
+            "(catalog changes on a state topic, state events on the catalog topic).",
+            ["topic", "kind"], registry=registry)
+        self.sends_before_recategorization = Counter(
+            "outbound_gate_sends_before_recategorization",
+            "Template sends decided while Meta has announced a category change for that "
+            "template that is not in effect yet.",
+            ["tenant", "category_from", "category_to"], registry=registry)
         self.repartitioned = Counter(
             "outbound_gate_repartitioned_records",
             "Records re-keyed through the repartition topic.", registry=registry)

@@ -1,23 +1,30 @@
 """The offline check: replay a JSON-lines file through the same core as the worker. No Kafka.
 
-Each line is an outbound message, or an envelope {"topic", "key"?, "value"} for any input topic.
-Lines are applied in file order; state events take effect at their own timestamps.
+Each line is an outbound message, or an envelope {"topic", "key"?, "value", "headers"?,
+"timestamp"?} for any input topic. On the state and catalog topics (and the webhooks topic) the
+value may be Meta's webhook body, unchanged: its tenant is headers.tenant_id, else the tenant
+map, as live. Lines are applied in file order; state events take effect at their own timestamps.
+A Meta change that carries no time (a template status update without the entry's "time") takes
+effect at the envelope's "timestamp" (the record time live), else --at, else the latest time the
+file has reached.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors import decode
+from processors import decode, webhooks
 from processors.enrich import parse_recipient
 from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, message_clock
 from processors.policy import templates as tpl
 from processors.policy.state import REDUCERS, state_key
 from processors.settings import Topics
-from processors.timeutil import format_rfc3339
+from processors.timeutil import BadTimestamp, format_rfc3339, parse_rfc3339
+
+CATALOG_CONTRACTS = frozenset({"template_entry", webhooks.TEMPLATE_UPDATE})
 
 
 @dataclass
@@ -30,6 +37,8 @@ class Summary:
     rejected_categories: Counter[str] = field(default_factory=Counter)
     countries: Counter[str] = field(default_factory=Counter)
     state_events: int = 0
+    # Template sends decided while Meta had announced a category change not yet in effect.
+    before_recategorization: int = 0
 
     def render(self) -> str:
         lines = ["decisions: " + (", ".join(f"{k}={v}" for k, v in sorted(self.decisions.items()))
@@ -46,13 +55,19 @@ class Summary:
             lines.append("monitor-mode rules that fired (not enforced):")
             lines += [f"  {code}: {count}" for code, count in self.monitored.most_common()]
         lines.append(f"state events applied: {self.state_events}")
+        if self.before_recategorization:
+            lines.append("template sends before an announced recategorisation: "
+                         f"{self.before_recategorization}")
         return "\n".join(lines)
 
 
 class OfflineCheck:
     def __init__(self, policies: PolicySet, topics: Topics | None = None,
-                 at: float | None = None, max_bytes: int = decode.DEFAULT_MAX_BYTES) -> None:
+                 at: float | None = None, max_bytes: int = decode.DEFAULT_MAX_BYTES,
+                 tenant_map: Mapping[str, str] | None = None) -> None:
         self.policies = policies
+        self.tenant_map = dict(tenant_map or {})
+        self.reached = 0.0  # the latest time the file has reached (clocks, event times)
         self.at = at
         self.max_bytes = max_bytes
         # Default and configured topic names both work in envelopes.
@@ -88,24 +103,39 @@ class OfflineCheck:
         if contract is None:
             raise decode.DecodeError("schema_invalid", f"envelope for unknown topic {topic!r}")
         value = envelope.get("value")
-        if contract == "template_entry":
-            self._template(envelope.get("key"), value)
-            return None
-        document = decode.validate(contract, value)
         if contract == "outbound_message":
-            return document
-        self._state_event(contract, document)
+            return decode.validate(contract, value)
+        if contract == "template_entry" and value is None:
+            self._tombstone(envelope.get("key"))
+            return None
+        documents = webhooks.read(contract, value, self._received_at(envelope),
+                                  webhooks.header_tenant(envelope.get("headers")),
+                                  self.tenant_map)
+        for kind, document in documents:  # as live: each agent applies what is its own
+            if kind in CATALOG_CONTRACTS and contract in ("template_entry", webhooks.WEBHOOK):
+                self._template(document)
+            elif kind in REDUCERS and contract != "template_entry":
+                self._state_event(kind, document)
         return None
 
-    def _template(self, key: Any, value: Any) -> None:
-        if value is None:  # tombstone: the key says which entry goes
-            if not isinstance(key, str):
-                raise decode.DecodeError("schema_invalid", "a catalog tombstone needs its key")
-            self.catalog.pop(key, None)
-        else:
-            entry = decode.validate("template_entry", value)
-            key = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
-            self.catalog[key] = tpl.merge(self.catalog.get(key), entry)
+    def _received_at(self, envelope: dict[str, Any]) -> float:
+        stamp = envelope.get("timestamp")
+        if stamp is not None:
+            try:
+                return parse_rfc3339(stamp)
+            except BadTimestamp as exc:
+                raise decode.DecodeError("schema_invalid", f"envelope timestamp: {exc}") from exc
+        return self.at if self.at is not None else self.reached
+
+    def _tombstone(self, key: Any) -> None:
+        if not isinstance(key, str):
+            raise decode.DecodeError("schema_invalid", "a catalog tombstone needs its key")
+        self.catalog.pop(key, None)
+        self.summary.state_events += 1
+
+    def _template(self, entry: dict[str, Any]) -> None:
+        key = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
+        self.catalog[key] = tpl.merge(self.catalog.get(key), entry)
         self.summary.state_events += 1
 
     def _state_event(self, contract: str, document: dict[str, Any]) -> None:
@@ -115,15 +145,19 @@ class OfflineCheck:
             raise decode.DecodeError("schema_invalid", f"{field_name} is not a valid phone number")
         key = state_key(document["tenant_id"], recipient)
         self.states[key] = reducer(self.states.get(key, EMPTY), document)
+        self.reached = max(self.reached, parse_rfc3339(document["timestamp"]))
         self.summary.state_events += 1
 
     def _decide(self, number: int, message: dict[str, Any]) -> dict[str, Any]:
         clock = message_clock(message, self.at)
+        self.reached = max(self.reached, clock)
         entry = None
         if message["kind"] == "template":
             template = message["template"]
             key = tpl.catalog_key(message["tenant_id"], template["name"], template["language"])
             entry = tpl.entry_at(self.catalog.get(key), clock)
+            if tpl.pending_category(self.catalog.get(key), clock) is not None:
+                self.summary.before_recategorization += 1
         enrichment = enrich(message, entry)
         e164 = enrichment.recipient.e164
         state = self.states.get(state_key(message["tenant_id"], e164), EMPTY) if e164 else EMPTY

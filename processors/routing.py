@@ -17,10 +17,10 @@ import faust
 import orjson
 from aiokafka.partitioner import murmur2
 
-from processors import catalog, outputs, recipient_state
+from processors import catalog, outputs, recipient_state, webhooks
 from processors.catalog import CatalogTable
 from processors.dead_letters import DeadLetters
-from processors.decode import DecodeError, decode
+from processors.decode import DecodeError, decode, parse_json
 from processors.enrich import parse_recipient
 from processors.metrics import NONE, GateMetrics
 from processors.policy import (
@@ -38,10 +38,12 @@ from processors.policy_feed import PolicyHolder
 from processors.recipient_state import StateTable
 from processors.settings import Settings
 from processors.timeutil import parse_rfc3339
+from processors.webhooks import WEBHOOK, Document
 
 log = logging.getLogger(__name__)
 
 SWEEP = "sweep"
+ROUTED = frozenset({"outbound_message", *REDUCERS})
 
 
 def partition_for(key: str, partitions: int) -> int:
@@ -66,7 +68,8 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
     partitions = settings.partitions
     rekeyed_name = settings.repartition_topic
     contracts = {topics.outbound: "outbound_message", topics.statuses: "delivery_status",
-                 topics.inbound: "inbound_message", topics.preferences: "user_preference"}
+                 topics.inbound: "inbound_message", topics.preferences: "user_preference",
+                 topics.webhooks: WEBHOOK}
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     sources = app.topic(*contracts, rekeyed_name, **raw)
     rekeyed = app.topic(rekeyed_name, partitions=partitions, **raw)
@@ -85,47 +88,58 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
                 if contract == SWEEP:
                     await sweep_partition(message.partition, now)
                     continue
+                await handle(message, contract, document, now, consumed)
+                continue
+            contract = contracts[message.topic]
+            metrics.input_records.labels(message.topic).inc()
+            try:
+                documents = read_input(contract, message, settings)
+            except DecodeError as error:
+                await dead_letters.send(message, error)
+                continue
+            # One Meta body can carry several events, for several recipients: each one goes
+            # its own way (handled here, or re-keyed to its home partition).
+            for contract, document in documents:
+                if contract in ROUTED:
+                    await handle(message, contract, document, now, consumed)
+                else:  # a catalog change in a body on a state topic: the catalog agent's
+                    metrics.webhook_ignored.labels(message.topic, contract).inc()
+
+    async def handle(message: Any, contract: str, document: dict[str, Any], now: float,
+                     consumed: float) -> None:
+        key = recipient_key(contract, document)
+        if key is None:
+            if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
+                emit(document, EMPTY, now, consumed)
             else:
-                contract = contracts[message.topic]
-                metrics.input_records.labels(message.topic).inc()
-                try:
-                    document = decode(contract, message.value, settings.max_message_bytes)
-                except DecodeError as error:
-                    await dead_letters.send(message, error)
-                    continue
-            key = recipient_key(contract, document)
-            if key is None:
-                if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
-                    emit(document, EMPTY, now, consumed)
-                else:
-                    await dead_letters.send(message, DecodeError(
-                        "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number"))
-                continue
-            home = partition_for(key, partitions)
-            if message.partition != home:
-                rekeyed.send_soon(key=key.encode("utf-8"), partition=home,
-                                  value=orjson.dumps({"c": contract, "d": document}))
-                metrics.repartitioned.inc()
-                continue
-            keep = recipient_state.retention(holder.current, document["tenant_id"],
-                                             settings.dedup_seconds)
-            if contract != "outbound_message":
-                recipient_state.apply_event(state_table, key, contract, document, keep, now)
-                metrics.state_events.labels(contract).inc()
-                continue
-            state = recipient_state.load(state_table, key)
-            if st.already_decided(state, document["message_id"]):
-                # Redelivered after a rebalance or restart: its decision is already out.
-                log.info("duplicate input dropped", extra={
-                    "event": "duplicate", "tenant": document["tenant_id"],
-                    "message_id": document["message_id"]})
-                metrics.duplicates.inc()
-                continue
-            emit(document, state, now, consumed)
-            if not settings.dedup_seconds:  # idempotency switched off: nothing to remember
-                continue
-            recipient_state.store(state_table, key, st.prune(
-                st.with_decided(state, document["message_id"], now), now, keep))
+                await dead_letters.send(message, DecodeError(
+                    "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number"))
+            return
+        home = partition_for(key, partitions)
+        if message.partition != home:
+            rekeyed.send_soon(key=key.encode("utf-8"), partition=home,
+                              value=orjson.dumps({"c": contract, "d": document}))
+            metrics.repartitioned.inc()
+            return
+        keep = recipient_state.retention(holder.current, document["tenant_id"],
+                                         settings.dedup_seconds)
+        if contract != "outbound_message":
+            recipient_state.apply_event(state_table, key, contract, document, keep, now)
+            metrics.state_events.labels(contract).inc()
+            return
+        state = recipient_state.load(state_table, key)
+        if st.already_decided(state, document["message_id"]):
+            # Redelivered after a rebalance or restart: its decision is already out.
+            log.info("duplicate input dropped", extra={
+                "event": "duplicate", "tenant": document["tenant_id"],
+                "message_id": document["message_id"]})
+            metrics.duplicates.inc()
+            return
+        emit(document, state, now, consumed)
+        if not settings.dedup_seconds:  # idempotency switched off: nothing to remember
+            return
+        recipient_state.store(state_table, key, st.prune(
+            st.with_decided(state, document["message_id"], now), now, keep))
 
     def emit(document: dict[str, Any], state: RecipientState, now: float,
              consumed: float) -> None:
@@ -135,6 +149,10 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
         (accepted if verdict.decision.accepted else rejected).send_soon(
             key=verdict.key.encode("utf-8"), value=orjson.dumps(verdict.record))
         count(metrics, document, verdict)
+        if verdict.recategorized is not None:  # Meta announced a new category, due later
+            metrics.sends_before_recategorization.labels(
+                metrics.tenant(document["tenant_id"]),
+                verdict.enrichment.template_category or NONE, verdict.recategorized).inc()
         metrics.decision_latency.observe(time.monotonic() - consumed)
         metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
 
@@ -155,6 +173,19 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
             await rekeyed.send(key=SWEEP.encode(), value=marker, partition=partition)
 
 
+def read_input(contract: str, message: Any, settings: Settings) -> list[Document]:
+    """The documents of one input record: Meta's body translated, or one contract document.
+
+    The tenant of a Meta body is the record's tenant_id header, else the tenant map; the time
+    of a change Meta does not date is the record's timestamp.
+    """
+    if contract == "outbound_message":
+        return [(contract, decode(contract, message.value, settings.max_message_bytes))]
+    document = parse_json(message.value, settings.max_message_bytes)
+    return webhooks.read(contract, document, message.timestamp or time.time(),
+                         webhooks.header_tenant(message.headers), settings.tenant_map)
+
+
 def unwrap(value: bytes | None) -> tuple[str, dict[str, Any]]:
     envelope = orjson.loads(value or b"{}")
     return envelope["c"], envelope["d"]
@@ -166,6 +197,7 @@ class Verdict:
     record: dict[str, Any]
     decision: Decision
     enrichment: Enrichment
+    recategorized: str | None = None  # the category Meta announced for later, if any
 
 
 def count(metrics: GateMetrics, message: dict[str, Any], verdict: Verdict) -> None:
@@ -178,14 +210,15 @@ def count(metrics: GateMetrics, message: dict[str, Any], verdict: Verdict) -> No
 def judge(message: dict[str, Any], state: RecipientState, policies: PolicySet,
           catalog_table: CatalogTable, now: float) -> Verdict:
     """Gather the inputs of the pure core for one message, call it, shape the output record."""
-    entry = None
+    entry = upcoming = None
     if message["kind"] == "template":
         template = message["template"]
-        entry = catalog.lookup(catalog_table, message["tenant_id"], template["name"],
-                               template["language"], now)
+        entry, upcoming = catalog.lookup_with_upcoming(
+            catalog_table, message["tenant_id"], template["name"], template["language"], now)
     enrichment = enrich(message, entry)
     decision = decide(message, enrichment, state, entry,
                       policies.for_tenant(message["tenant_id"]), now)
     build = outputs.accepted if decision.accepted else outputs.rejection
     return Verdict(outputs.output_key(message, enrichment),
-                   build(message, enrichment, decision, now), decision, enrichment)
+                   build(message, enrichment, decision, now), decision, enrichment,
+                   upcoming["category"] if upcoming else None)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from processors.webhooks import WEBHOOK, load_tenant_map
 
 
 class SettingsError(ValueError):
@@ -22,6 +25,8 @@ class Topics:
     inbound: str = "whatsapp.inbound"
     preferences: str = "whatsapp.user-preferences"
     policy: str = "outbound-gate.policy"
+    # Meta's webhook bodies of every field on one topic (they are read on the four above too).
+    webhooks: str = "whatsapp.webhooks"
 
     def contracts(self) -> dict[str, str]:
         """Input topic -> the contract its values follow."""
@@ -31,6 +36,7 @@ class Topics:
             self.statuses: "delivery_status",
             self.inbound: "inbound_message",
             self.preferences: "user_preference",
+            self.webhooks: WEBHOOK,
         }
 
     def all(self) -> list[str]:
@@ -58,6 +64,9 @@ class Settings:
     dedup_seconds: int = 3600
     session_timeout_seconds: int = 15
     tenant_label_cap: int = 500
+    # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
+    # used when a record has no tenant_id header.
+    tenant_map: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def repartition_topic(self) -> str:
@@ -82,6 +91,9 @@ ENV_HELP = {
                                    "0 switches de-duplication off",
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": "a silent worker loses its partitions after (15)",
     "OUTBOUND_GATE_TENANT_LABEL_CAP": "tenants with their own metric label; others fold (500)",
+    "OUTBOUND_GATE_TENANT_MAP": "JSON file {\"waba:<WABA id>\": tenant, "
+                                "\"phone:<phone_number_id>\": tenant}: the tenant of Meta "
+                                "webhook bodies without a tenant_id record header",
     **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
 }
 
@@ -97,6 +109,17 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     if value < minimum:
         raise SettingsError(f"{name}={value} is below {minimum}")
     return value
+
+
+def _tenant_map(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    try:
+        return load_tenant_map(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"OUTBOUND_GATE_TENANT_MAP={path!r}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SettingsError(f"OUTBOUND_GATE_TENANT_MAP={path!r}: {exc}") from exc
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -125,4 +148,5 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600, minimum=0),
         session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
         tenant_label_cap=_int(env, "OUTBOUND_GATE_TENANT_LABEL_CAP", 500),
+        tenant_map=_tenant_map(env.get("OUTBOUND_GATE_TENANT_MAP")),
     )

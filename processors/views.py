@@ -10,6 +10,7 @@ import faust
 from faust.web import Request, Response, View
 
 from processors.catalog import CatalogTable
+from processors.policy import templates as tpl
 from processors.policy_feed import PolicyHolder
 from processors.settings import Settings
 
@@ -75,4 +76,6 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
             history = catalog_table.get(key)
             if not history:
                 return self.json({"key": key, "entry": None}, status=404)
-            return self.json({"key": key, "entry": history[-1], "history": history})
+            # The newest entry, with what it does not state taken from older ones.
+            return self.json({"key": key, "entry": tpl.entry_at(tuple(history), None),
+                              "history": history})

@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "Decide every outbound message in FILE with the gate's policy, offline. Each line is "
             "an outbound message, or an envelope {\"topic\": ..., \"key\": ..., \"value\": {...}} "
             "for any input topic (catalog entries, statuses, inbound messages, preferences), "
-            "applied in file order. Writes one JSON line per outbound message (and one "
+            "applied in file order. On those topics the value may be Meta's webhook body as Meta "
+            "sent it, with \"headers\": {\"tenant_id\": ...} (else $OUTBOUND_GATE_TENANT_MAP) "
+            "naming the tenant, as live. Writes one JSON line per outbound message (and one "
             "dead_letter line per bad line); a summary goes to stderr. Exit 0 when the file was "
             "read to the end, whatever was decided."
         ),
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     except (BadTimestamp, PolicyError, SettingsError) as exc:
         print(f"outbound-gate check: {exc}", file=sys.stderr)
         return 2
-    check = OfflineCheck(policies, settings.topics, at, settings.max_message_bytes)
+    check = OfflineCheck(policies, settings.topics, at, settings.max_message_bytes,
+                         settings.tenant_map)
     rejected: list[dict[str, object]] = []
     fmt = args.format or ("csv" if args.file.lower().endswith(".csv") else "jsonl")
     with ExitStack() as stack:
