@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 NOW = "2026-11-26T12:00:00Z"
@@ -43,3 +45,12 @@ def preference(recipient: str, value: str, timestamp: str,
                tenant_id: str = "acme") -> dict[str, Any]:
     return {"tenant_id": tenant_id, "recipient": recipient, "preference": value,
             "timestamp": timestamp}
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def meta_body(name: str) -> dict[str, Any]:
+    """A Meta webhook body from tests/fixtures/meta_webhook/, shaped as Meta documents it."""
+    body: dict[str, Any] = json.loads((FIXTURES / "meta_webhook" / f"{name}.json").read_text())
+    return body

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from processors import __version__
-from processors.cli import check, demo, dlq, loadgen, notify, policy, worker
+from processors.cli import catalog, check, demo, dlq, loadgen, notify, policy, worker
 
 
 def parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def parser() -> argparse.ArgumentParser:
     worker.add_parser(subparsers)
     demo.add_parser(subparsers)
     policy.add_parser(subparsers)
+    catalog.add_parser(subparsers)
     loadgen.add_parser(subparsers)
     dlq.add_parser(subparsers)
     notify.add_parser(subparsers)
