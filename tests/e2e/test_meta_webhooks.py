@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from processors.kafka_io import producer
+from processors.timeutil import format_rfc3339
 from tests.e2e.conftest import REPO, Gate, poll, start_worker, stop_worker
 from tests.e2e.test_live_state import (
     code,
@@ -24,7 +25,7 @@ from tests.e2e.test_live_state import (
     outbound,
     send_until,
 )
-from tests.factories import FIXTURES
+from tests.factories import FIXTURES, template_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -184,3 +185,16 @@ def test_no_phone_number_in_the_log(meta: Gate) -> None:
     for number in USED:
         assert number not in log, "a phone number reached the worker's log"
 
+
+
+def test_category_update_on_the_webhooks_topic_keeps_the_status(meta: Gate) -> None:
+    tenant = f"{TENANT}-category"
+    key = f"{tenant}:welcome_template:en_US"
+    meta.send(meta.topics.templates, key, template_entry(
+        "welcome_template", "UTILITY", "PAUSED", format_rfc3339(time.time() - 60), tenant))
+    poll(lambda: (meta.catalog_entry(key) or {}).get("status") == "PAUSED", 60,
+         f"{key} in the worker's catalog", meta.problem)
+    publish(meta, meta.topics.webhooks, now_body("template_category_update_marketing"), tenant)
+    poll(lambda: (meta.catalog_entry(key) or {}).get("category") == "MARKETING", 60,
+         f"{key} recategorised MARKETING by the body on the webhooks topic", meta.problem)
+    assert (meta.catalog_entry(key) or {})["status"] == "PAUSED"
