@@ -239,3 +239,40 @@ def test_merge_folds_old_entries_beyond_the_history_limit() -> None:
     newest = tpl.entry_at(history, None)
     assert newest is not None and newest["category"] == "UTILITY"
 
+
+
+def test_route_agent_reads_a_record_with_headers_and_record_time() -> None:
+    from types import SimpleNamespace
+
+    import orjson
+
+    from processors.routing import read_input
+    from processors.settings import Settings
+
+    body = meta_body("template_status_paused")
+    del body["entry"][0]["time"]
+    record = SimpleNamespace(value=orjson.dumps(meta_body("two_entries")),
+                             headers=[("tenant_id", b"acme")], timestamp=RECEIVED)
+    documents = read_input("delivery_status", record, Settings())
+    assert [(c, d["tenant_id"]) for c, d in documents] == [
+        ("delivery_status", "acme"), ("inbound_message", "acme")]
+    record = SimpleNamespace(value=orjson.dumps(body), headers=[], timestamp=RECEIVED)
+    mapped = Settings(tenant_map={f"waba:{WABA}": "globex"})
+    [(_, update)] = read_input("meta_webhook", record, mapped)
+    assert (update["tenant_id"], update["updated_at"]) == ("globex", "2026-11-26T12:05:00.000Z")
+    with pytest.raises(DecodeError) as raised:
+        read_input("meta_webhook", record, Settings())
+    assert raised.value.reason == "no_tenant"
+
+
+def test_tenant_map_setting(tmp_path: Any) -> None:
+    from processors.settings import SettingsError, from_env
+
+    path = tmp_path / "tenants.json"
+    path.write_text('{"waba:1": "acme"}')
+    assert from_env({"OUTBOUND_GATE_TENANT_MAP": str(path)}).tenant_map == {"waba:1": "acme"}
+    assert from_env({}).tenant_map == {}
+    path.write_text('{"1": "acme"}')
+    for value in (str(path), str(tmp_path / "missing.json")):
+        with pytest.raises(SettingsError, match="OUTBOUND_GATE_TENANT_MAP"):
+            from_env({"OUTBOUND_GATE_TENANT_MAP": value})
