@@ -27,7 +27,7 @@ class DeadLetters:
         """message: the Faust Message (topic, partition, offset, key, value as raw bytes)."""
         letter = DeadLetter(**outputs.dead_letter(
             message.topic, message.partition, message.offset, message.key, message.value,
-            error.reason, str(error), time.time()))
+            error.reason, str(error), time.time(), message.headers))
         await self.topic.send(key=message.key, value=orjson.dumps(letter.asdict()))
         self.metrics.dead_letters.labels(message.topic, error.reason).inc()
         # Where and why only: the error text can quote the input, and input holds numbers.

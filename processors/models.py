@@ -119,6 +119,7 @@ class DeadLetter(_Contract):
     reason: str
     error: str
     failed_at: str
+    headers: dict[str, str | None] | None = None
 
 
 # Record -> the schemas/ contract it mirrors.

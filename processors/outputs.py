@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any
 
 from processors.policy import Decision, Enrichment
@@ -48,11 +49,17 @@ def rejection(message: dict[str, Any], enrichment: Enrichment, decision: Decisio
 
 
 def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                reason: str, error: str, failed_at: float) -> dict[str, Any]:
+                reason: str, error: str, failed_at: float,
+                headers: Any = None) -> dict[str, Any]:
+    """headers: the record's (name, bytes) pairs; kept so that a replay re-attaches them."""
     try:
         text_key = key.decode("utf-8") if key is not None else None
     except UnicodeDecodeError:
         text_key = None
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    kept = {str(name): None if raw is None else
+            (raw.decode("utf-8", "replace") if isinstance(raw, bytes | bytearray) else str(raw))
+            for name, raw in pairs}
     return {
         "schema_version": SCHEMA_VERSION,
         "topic": topic,
@@ -63,4 +70,5 @@ def dead_letter(topic: str, partition: int, offset: int, key: bytes | None, valu
         "reason": reason,
         "error": error,
         "failed_at": format_rfc3339(failed_at),
+        "headers": kept or None,
     }

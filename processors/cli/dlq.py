@@ -139,7 +139,9 @@ def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run:
             key = letter["key"].encode() if letter.get("key") is not None else None
             value = base64.b64decode(letter["value_base64"]) \
                 if letter.get("value_base64") is not None else None
-            producer.send(letter["topic"], key=key, value=value)
+            headers = [(name, text.encode()) for name, text in
+                       (letter.get("headers") or {}).items() if text is not None]
+            producer.send(letter["topic"], key=key, value=value, headers=headers or None)
             # The ledger entry commits (or aborts) with the re-publication itself.
             producer.send(ledger, key=where.encode(), value=orjson.dumps(
                 {"topic": letter["topic"], "partition": letter["partition"],

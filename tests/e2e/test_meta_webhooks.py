@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
+from processors import contracts
 from processors.kafka_io import producer
 from processors.timeutil import format_rfc3339
 from tests.e2e.conftest import REPO, Gate, poll, start_worker, stop_worker
@@ -175,6 +176,9 @@ def test_body_without_tenant_is_dead_lettered(meta: Gate) -> None:
     assert by_key[UNMAPPED_WABA]["topic"] == meta.topics.statuses
     assert json.loads(base64.b64decode(by_key[UNMAPPED_WABA]["value_base64"])) == body
     assert by_key["not-meta"]["reason"] == "not_meta_webhook"
+    assert by_key["not-meta"]["headers"] == {"tenant_id": TENANT}  # a replay re-attaches it
+    for letter in by_key.values():
+        assert contracts.first_error("dead_letter", letter) is None
     reader.close()
 
 
