@@ -76,6 +76,7 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 PROPS
+  chmod 600 "$props"  # in secure mode it holds the admin password
   cat > "$home/log4j2.properties" <<'LOG4J'
 status = warn
 appender.file.type = File
