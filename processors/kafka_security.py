@@ -35,13 +35,19 @@ def ssl_context(security: KafkaSecurity) -> ssl.SSLContext | None:
         return None
     try:
         context = ssl.create_default_context(cafile=security.ssl_cafile)
-        context.check_hostname = security.ssl_check_hostname
-        if security.ssl_certfile:
+    except ssl.SSLError as exc:
+        raise SettingsError(f"KAFKA_SSL_CAFILE={security.ssl_cafile!r} is not a PEM CA bundle "
+                            f"({exc.reason or exc})") from exc
+    context.check_hostname = security.ssl_check_hostname
+    if security.ssl_certfile:
+        try:
             context.load_cert_chain(security.ssl_certfile, security.ssl_keyfile,
                                     security.ssl_key_password)
-    except ssl.SSLError as exc:
-        raise SettingsError(f"cannot load the TLS files (KAFKA_SSL_CAFILE, KAFKA_SSL_CERTFILE, "
-                            f"KAFKA_SSL_KEYFILE): {exc.reason or exc}") from exc
+        except ssl.SSLError as exc:
+            raise SettingsError(
+                f"KAFKA_SSL_CERTFILE={security.ssl_certfile!r} with KAFKA_SSL_KEYFILE="
+                f"{security.ssl_keyfile!r}: not a PEM certificate and its private key, or a "
+                f"wrong KAFKA_SSL_KEY_PASSWORD ({exc.reason or exc})") from exc
     return context
 
 
@@ -121,22 +127,23 @@ def explain(exc: BaseException, where: str, security: KafkaSecurity) -> str | No
             f"listener speak KAFKA_SECURITY_PROTOCOL={security.protocol}?")
 
 
-async def _connect(host: str, port: int, security: KafkaSecurity, timeout: float) -> None:
+async def _connect(host: str, port: int, options: dict[str, Any], timeout: float) -> None:
     from aiokafka.conn import create_conn
 
     conn = await asyncio.wait_for(
         create_conn(host, port, client_id="outbound-gate-preflight",
-                    request_timeout_ms=int(timeout * 1000), **client_options(security)),
+                    request_timeout_ms=int(timeout * 1000), **options),
         timeout)
     conn.close()
 
 
 async def _preflight(bootstrap_servers: str, security: KafkaSecurity, timeout: float) -> None:
+    options = client_options(security)  # unreadable TLS files: SettingsError, before connecting
     refused: list[str] = []
     for host, port in _servers(bootstrap_servers):
         where = f"{host}:{port}"
         try:
-            await _connect(host, port, security, timeout)
+            await _connect(host, port, options, timeout)
         except Exception as exc:
             reason = explain(exc, where, security)
             if reason is not None:

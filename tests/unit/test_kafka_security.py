@@ -8,7 +8,12 @@ from pathlib import Path
 import faust
 import pytest
 
-from processors.kafka_security import client_options, faust_credentials, preflight
+from processors.kafka_security import (
+    access_problem,
+    client_options,
+    faust_credentials,
+    preflight,
+)
 from processors.settings import KafkaSecurity, SettingsError, from_env, security_from_env
 
 
@@ -76,3 +81,16 @@ def test_unusable_settings_name_the_variable(env: dict[str, str], message: str) 
 def test_preflight_leaves_an_unreachable_broker_to_the_clients() -> None:
     # Nothing listens there: not a security problem, so no error (the clients retry).
     preflight("127.0.0.1:1", KafkaSecurity(), timeout=2)
+
+
+def test_unreadable_tls_files_are_named_before_any_connection(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    security = security_from_env({"KAFKA_SECURITY_PROTOCOL": "SSL",
+                                  "KAFKA_SSL_CAFILE": str(not_pem)})
+    problem = access_problem("127.0.0.1:1", security, timeout=2)
+    assert problem is not None and problem.startswith(f"KAFKA_SSL_CAFILE={str(not_pem)!r} is not")
+    with_cert = security_from_env({"KAFKA_SECURITY_PROTOCOL": "SSL",
+                                   "KAFKA_SSL_CERTFILE": str(not_pem)})
+    with pytest.raises(SettingsError, match="KAFKA_SSL_CERTFILE="):
+        client_options(with_cert)
