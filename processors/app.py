@@ -11,6 +11,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from processors import catalog, policy_feed, recipient_state, routing, views
+from processors.kafka_security import faust_credentials
 from processors.metrics import GateMetrics, adopt_faust_sensor
 from processors.policy import PolicySet, load_policy
 from processors.policy_feed import PolicyHolder
@@ -25,6 +26,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(settings.security),
         store="memory://",  # the catalog; recipient state names its own store
         datadir=str(datadir),
         topic_partitions=settings.partitions,
@@ -63,6 +65,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     async def announce() -> None:  # runs once the worker has set up logging
         log.info("worker started", extra={
             "event": "start", "app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
+            "kafka_security": settings.security.describe(),
             "web_port": settings.web_port, "partitions": settings.partitions,
             "store": settings.store, "policy_id": holder.current.id,
             "policy_version": holder.current.version})

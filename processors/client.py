@@ -2,7 +2,7 @@
 
     from processors.client import OutboundProducer, InvalidMessage
 
-    with OutboundProducer("127.0.0.1:9092") as gate:
+    with OutboundProducer("127.0.0.1:9092") as gate:  # security=from_env().security for TLS/SASL
         gate.send({"message_id": "m-1", "tenant_id": "acme", "recipient": "+14165550123",
                    "kind": "template", "template": {"name": "order_update", "language": "en_US"},
                    "created_at": "2026-11-26T10:00:00Z"})
@@ -22,7 +22,8 @@ from kafka.errors import KafkaError
 
 from processors import contracts
 from processors.enrich import parse_recipient
-from processors.settings import Topics
+from processors.kafka_security import client_options
+from processors.settings import KafkaSecurity, Topics
 
 
 class GateClientError(Exception):
@@ -51,13 +52,14 @@ def gate_key(message: dict[str, Any]) -> str:
 
 class OutboundProducer:
     def __init__(self, bootstrap_servers: str, topic: str | None = None,
-                 **producer_config: Any) -> None:
+                 security: KafkaSecurity | None = None, **producer_config: Any) -> None:
         self.topic = topic or Topics().outbound
         try:
             self._producer = KafkaProducer(
                 bootstrap_servers=bootstrap_servers,
                 # Idempotent: a retried send is written once.
-                enable_idempotence=True, acks="all", linger_ms=5, **producer_config)
+                enable_idempotence=True, acks="all", linger_ms=5,
+                **{**client_options(security or KafkaSecurity()), **producer_config})
         except KafkaError as exc:
             raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
 

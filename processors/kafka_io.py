@@ -10,13 +10,17 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from processors.kafka_security import client_options
+from processors.settings import KafkaSecurity
 
-def producer(bootstrap_servers: str) -> KafkaProducer:
+
+def producer(bootstrap_servers: str, security: KafkaSecurity | None = None) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=bootstrap_servers,
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
+        **client_options(security or KafkaSecurity()),
     )
 
 
@@ -39,10 +43,12 @@ class Output:
 class OutputReader:
     """Reads topics from their current end: only what is produced after it was created."""
 
-    def __init__(self, bootstrap_servers: str, topics: Iterable[str]) -> None:
+    def __init__(self, bootstrap_servers: str, topics: Iterable[str],
+                 security: KafkaSecurity | None = None) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers,
                                       enable_auto_commit=False, group_id=None,
-                                      consumer_timeout_ms=200)
+                                      consumer_timeout_ms=200,
+                                      **client_options(security or KafkaSecurity()))
         partitions = [
             TopicPartition(topic, p)
             for topic in topics

@@ -14,6 +14,7 @@ import faust
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from processors.kafka_security import client_options
 from processors.metrics import GateMetrics
 from processors.policy import PolicyError, PolicySet, parse_policy
 from processors.settings import Settings
@@ -64,7 +65,8 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder) -> None:
     async def follow_policy() -> None:
         consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
                                     group_id=None, enable_auto_commit=False,
-                                    client_id=f"{settings.app_id}-policy")
+                                    client_id=f"{settings.app_id}-policy",
+                                    **client_options(settings.security))
         await consumer.start()
         try:
             await consumer.topics()  # fetch metadata so that partitions are known

@@ -43,6 +43,42 @@ class Topics:
         return [getattr(self, f.name) for f in fields(self)]
 
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSecurity:
+    """How every Kafka client of the gate connects (processors/kafka_security.py applies it)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_key_password: str | None = field(default=None, repr=False)
+    ssl_check_hostname: bool = True
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.protocol in {"SSL", "SASL_SSL"}
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in {"SASL_SSL", "SASL_PLAINTEXT"}
+
+    def describe(self) -> str:
+        """For logs: the protocol, the SASL user and whether a client certificate is used."""
+        parts = [self.protocol]
+        if self.uses_sasl:
+            parts.append(f"{self.sasl_mechanism} user {self.sasl_username!r}")
+        if self.ssl_certfile:
+            parts.append("client certificate")
+        return ", ".join(parts)
+
+
 TOPIC_ENV = {f.name: f"OUTBOUND_GATE_TOPIC_{f.name.upper()}" for f in fields(Topics)}
 
 
@@ -51,6 +87,7 @@ class Settings:
     bootstrap_servers: str = "127.0.0.1:9092"
     app_id: str = "outbound-gate"
     topics: Topics = field(default_factory=Topics)
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
     partitions: int = 8
     replication_factor: int = 1
     web_port: int = 6066
@@ -76,6 +113,17 @@ class Settings:
 
 ENV_HELP = {
     "KAFKA_BOOTSTRAP_SERVERS": "broker list, host:port[,host:port] (default 127.0.0.1:9092)",
+    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT (default), SSL, SASL_SSL or SASL_PLAINTEXT",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512 (default with SASL), SCRAM-SHA-256 or PLAIN",
+    "KAFKA_SASL_USERNAME": "SASL user (required with SASL_SSL / SASL_PLAINTEXT)",
+    "KAFKA_SASL_PASSWORD": "SASL password",
+    "KAFKA_SASL_PASSWORD_FILE": "a file holding the SASL password (a mounted secret, say)",
+    "KAFKA_SSL_CAFILE": "PEM CA bundle the broker certificate must chain to (system store)",
+    "KAFKA_SSL_CERTFILE": "PEM client certificate, for brokers that require one (mutual TLS)",
+    "KAFKA_SSL_KEYFILE": "PEM private key of KAFKA_SSL_CERTFILE (if not in that file)",
+    "KAFKA_SSL_KEY_PASSWORD": "password of an encrypted KAFKA_SSL_KEYFILE",
+    "KAFKA_SSL_KEY_PASSWORD_FILE": "a file holding KAFKA_SSL_KEY_PASSWORD",
+    "KAFKA_SSL_CHECK_HOSTNAME": "check the broker certificate names the host (true)",
     "OUTBOUND_GATE_APP_ID": "Faust app id: consumer group and table topic prefix (outbound-gate)",
     "OUTBOUND_GATE_PARTITIONS": "partitions of topics the gate creates (8): the most workers",
     "OUTBOUND_GATE_REPLICATION_FACTOR": "replication factor of topics the gate creates (1)",
@@ -122,6 +170,73 @@ def _tenant_map(path: str | None) -> dict[str, str]:
         raise SettingsError(f"OUTBOUND_GATE_TENANT_MAP={path!r}: {exc}") from exc
 
 
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """NAME, or the contents of the file NAME_FILE (one trailing newline dropped)."""
+    value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
+    if value is not None and path is not None:
+        raise SettingsError(f"set {name} or {name}_FILE, not both")
+    if path is None:
+        return value
+    try:
+        with open(path, encoding="utf-8") as source:
+            text = source.read()
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE={path!r}: {exc.strerror or exc}") from exc
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _file(env: Mapping[str, str], name: str) -> str | None:
+    path = env.get(name) or None
+    if path is not None and not os.path.isfile(path):
+        raise SettingsError(f"{name}={path!r}: no such file")
+    return path
+
+
+def security_from_env(env: Mapping[str, str]) -> KafkaSecurity:
+    protocol = (env.get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper()
+    if protocol not in SECURITY_PROTOCOLS:
+        raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r}: use "
+                            f"{', '.join(SECURITY_PROTOCOLS)}")
+    sasl = protocol.startswith("SASL_")
+    ssl = protocol in {"SSL", "SASL_SSL"}
+    sasl_vars = ["KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
+                 "KAFKA_SASL_PASSWORD_FILE"]
+    ssl_vars = ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE",
+                "KAFKA_SSL_KEY_PASSWORD", "KAFKA_SSL_KEY_PASSWORD_FILE"]
+    # A variable that would be ignored is a mistake (say, a forgotten KAFKA_SECURITY_PROTOCOL).
+    for name in [*([] if sasl else sasl_vars), *([] if ssl else ssl_vars)]:
+        if env.get(name):
+            raise SettingsError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not "
+                                f"use it: use {'SASL_SSL' if name in sasl_vars else 'SSL'}")
+    if not (sasl or ssl):
+        return KafkaSecurity()
+    mechanism = username = password = None
+    if sasl:
+        mechanism = (env.get("KAFKA_SASL_MECHANISM") or "SCRAM-SHA-512").upper()
+        if mechanism not in SASL_MECHANISMS:
+            raise SettingsError(f"KAFKA_SASL_MECHANISM={mechanism!r}: use "
+                                f"{', '.join(SASL_MECHANISMS)}")
+        username = env.get("KAFKA_SASL_USERNAME") or None
+        if username is None:
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME")
+        password = _secret(env, "KAFKA_SASL_PASSWORD")
+        if password is None:
+            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_PASSWORD "
+                                f"or KAFKA_SASL_PASSWORD_FILE")
+    certfile, keyfile = _file(env, "KAFKA_SSL_CERTFILE"), _file(env, "KAFKA_SSL_KEYFILE")
+    if keyfile and not certfile:
+        raise SettingsError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE")
+    check = (env.get("KAFKA_SSL_CHECK_HOSTNAME") or "true").lower()
+    if check not in {"true", "false", "1", "0", "yes", "no"}:
+        raise SettingsError(f"KAFKA_SSL_CHECK_HOSTNAME={check!r}: use true or false")
+    return KafkaSecurity(
+        protocol=protocol, sasl_mechanism=mechanism, sasl_username=username,
+        sasl_password=password, ssl_cafile=_file(env, "KAFKA_SSL_CAFILE"),
+        ssl_certfile=certfile, ssl_keyfile=keyfile,
+        ssl_key_password=_secret(env, "KAFKA_SSL_KEY_PASSWORD") if ssl else None,
+        ssl_check_hostname=check in {"true", "1", "yes"})
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     topics = Topics(**{name: env[var] for name, var in TOPIC_ENV.items() if env.get(var)})
@@ -135,6 +250,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
         app_id=env.get("OUTBOUND_GATE_APP_ID") or "outbound-gate",
         topics=topics,
+        security=security_from_env(env),
         partitions=_int(env, "OUTBOUND_GATE_PARTITIONS", 8),
         replication_factor=_int(env, "OUTBOUND_GATE_REPLICATION_FACTOR", 1),
         web_port=_int(env, "OUTBOUND_GATE_WEB_PORT", 6066),

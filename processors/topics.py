@@ -8,18 +8,21 @@ from collections.abc import Iterable
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from processors.settings import Settings
+from processors.kafka_security import client_options
+from processors.settings import KafkaSecurity, Settings
 
 log = logging.getLogger(__name__)
 
 
 def create_missing(bootstrap_servers: str, names: Iterable[str], partitions: int,
                    replication_factor: int = 1, compacted: Iterable[str] = (),
-                   single_partition: Iterable[str] = (), timeout_ms: int = 30_000) -> list[str]:
+                   single_partition: Iterable[str] = (), timeout_ms: int = 30_000,
+                   security: KafkaSecurity | None = None) -> list[str]:
     """Create the named topics that do not exist yet; returns the names created."""
     compact, single = set(compacted), set(single_partition)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="outbound-gate-admin",
-                             request_timeout_ms=timeout_ms)
+                             request_timeout_ms=timeout_ms,
+                             **client_options(security or KafkaSecurity()))
     try:
         existing = set(admin.list_topics())
         created = []
@@ -52,4 +55,4 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
         settings.bootstrap_servers, [*topics.all(), settings.repartition_topic],
         settings.partitions, settings.replication_factor,
         compacted=[topics.templates, topics.policy], single_partition=[topics.policy],
-        timeout_ms=timeout_ms)
+        timeout_ms=timeout_ms, security=settings.security)

@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Local single-node Kafka (KRaft, combined broker+controller) assembled from Maven Central jars.
 #   deploy/local/kafka.sh up|down|status|bootstrap
-# Jars, data and logs live under $KAFKA_LOCAL_HOME (default: <repo>/.local/kafka, git-ignored).
+# Jars, data and logs live under $KAFKA_LOCAL_HOME (default: <repo>/.local/kafka, git-ignored);
+# KAFKA_LOCAL_LIBS points several homes at one jar folder (default: $KAFKA_LOCAL_HOME/libs).
 # When KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: that cluster is used as it is.
+#
+# Secure mode, KAFKA_LOCAL_SECURITY=tls (default plaintext):
+#   KAFKA_LOCAL_PORT       SASL_SSL listener, SCRAM-SHA-512 (the address `up` prints)
+#   KAFKA_LOCAL_MTLS_PORT  SSL listener that requires a client certificate (default port+2)
+#   KAFKA_LOCAL_TLS_DIR    ca.crt, broker.crt (SAN IP:127.0.0.1) and broker.key (PEM, unencrypted
+#                          PKCS#8), made by the caller; default $KAFKA_LOCAL_HOME/tls
+#   KAFKA_LOCAL_ADMIN_PASSWORD  password of SCRAM user `admin` (inter-broker and readiness)
+#   KAFKA_LOCAL_SCRAM_USERS     more SCRAM-SHA-512 users, "name:password name:password"
+# SCRAM users are written when the storage is formatted: change them with a fresh home.
+# The controller listener stays PLAINTEXT on 127.0.0.1; brokers talk SASL_SSL as `admin`.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,7 +22,11 @@ home=${KAFKA_LOCAL_HOME:-$repo/.local/kafka}
 port=${KAFKA_LOCAL_PORT:-9092}
 controller_port=${KAFKA_LOCAL_CONTROLLER_PORT:-9093}
 python=${PYTHON:-$repo/.venv/bin/python}
-libs=$home/libs
+libs=${KAFKA_LOCAL_LIBS:-$home/libs}
+security=${KAFKA_LOCAL_SECURITY:-plaintext}
+mtls_port=${KAFKA_LOCAL_MTLS_PORT:-$((port + 2))}
+tls_dir=${KAFKA_LOCAL_TLS_DIR:-$home/tls}
+admin_password=${KAFKA_LOCAL_ADMIN_PASSWORD:-admin-secret}
 data=$home/data
 logs=$home/logs
 pidfile=$home/kafka.pid
@@ -37,15 +52,21 @@ fetch_jars() {
 
 write_config() {
   mkdir -p "$data" "$logs"
-  cat > "$props" <<PROPS
+  if [[ $security == tls ]]; then
+    write_tls_listeners
+  else
+    cat > "$props" <<PROPS
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+PROPS
+  fi
+  cat >> "$props" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
 log.dirs=$data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -55,6 +76,7 @@ transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 PROPS
+  chmod 600 "$props"  # in secure mode it holds the admin password
   cat > "$home/log4j2.properties" <<'LOG4J'
 status = warn
 appender.file.type = File
@@ -71,6 +93,43 @@ logger.state.level = WARN
 LOG4J
 }
 
+write_tls_listeners() {
+  local file
+  for file in ca.crt broker.crt broker.key; do
+    [[ -f $tls_dir/$file ]] || { log "secure mode needs $tls_dir/$file (KAFKA_LOCAL_TLS_DIR)"; exit 1; }
+  done
+  # A PEM keystore is one file: the private key (unencrypted PKCS#8) and the certificate chain.
+  cat "$tls_dir/broker.key" "$tls_dir/broker.crt" > "$home/broker-keystore.pem"
+  chmod 600 "$home/broker-keystore.pem"
+  cat > "$props" <<PROPS
+listeners=SASL_SSL://127.0.0.1:$port,SSL://127.0.0.1:$mtls_port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=SASL_SSL://127.0.0.1:$port,SSL://127.0.0.1:$mtls_port
+listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=SASL_SSL
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$admin_password";
+ssl.keystore.type=PEM
+ssl.keystore.location=$home/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$tls_dir/ca.crt
+ssl.endpoint.identification.algorithm=https
+listener.name.ssl.ssl.client.auth=required
+super.users=User:admin
+PROPS
+}
+
+scram_args() {
+  # One --add-scram per user; iterations above Kafka's minimum of 4096.
+  echo "--add-scram"
+  echo "SCRAM-SHA-512=[name=admin,password=$admin_password]"
+  local pair
+  for pair in ${KAFKA_LOCAL_SCRAM_USERS:-}; do
+    echo "--add-scram"
+    echo "SCRAM-SHA-512=[name=${pair%%:*},password=${pair#*:}]"
+  done
+}
+
 java_cmd() {
   java -Xms256m -Xmx1g -Dkafka.logs.dir="$logs" \
     -Dlog4j2.configurationFile="$home/log4j2.properties" \
@@ -78,10 +137,19 @@ java_cmd() {
 }
 
 answers() {
-  "$python" - "$1" <<'PY' 2>/dev/null
+  # In secure mode as SCRAM user `admin` over SASL_SSL, trusting the local CA.
+  KAFKA_LOCAL_SECURITY=$security KAFKA_LOCAL_CA=$tls_dir/ca.crt \
+    KAFKA_LOCAL_ADMIN_PASSWORD=$admin_password "$python" - "$1" <<'PY' 2>/dev/null
+import os
 import sys
 from kafka.admin import KafkaAdminClient
-admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=3000)
+config = {}
+if os.environ["KAFKA_LOCAL_SECURITY"] == "tls":
+    config = {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+              "sasl_plain_username": "admin",
+              "sasl_plain_password": os.environ["KAFKA_LOCAL_ADMIN_PASSWORD"],
+              "ssl_cafile": os.environ["KAFKA_LOCAL_CA"]}
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1], request_timeout_ms=3000, **config)
 admin.list_topics()
 admin.close()
 PY
@@ -129,7 +197,10 @@ up() {
     local cluster_id
     cluster_id=$(java_cmd kafka.tools.StorageTool random-uuid)
     log "formatting storage in $data (cluster $cluster_id)"
-    java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$props" >"$logs/format.log" 2>&1
+    local extra=()
+    if [[ $security == tls ]]; then mapfile -t extra < <(scram_args); fi
+    java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$props" "${extra[@]}" \
+      >"$logs/format.log" 2>&1 || { log "format failed:"; cat "$logs/format.log" >&2; exit 1; }
   fi
   log "starting broker on $bootstrap"
   # setsid: the broker outlives the shell (and make) that started it.

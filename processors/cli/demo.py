@@ -89,8 +89,13 @@ def _row(label: str, output: Output | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from processors.kafka_io import OutputReader, producer, send_json  # Kafka only when used
+    from processors.kafka_security import access_problem
 
     settings = from_env()
+    problem = access_problem(settings.bootstrap_servers, settings.security)
+    if problem:
+        print(f"outbound-gate demo: {problem}", file=sys.stderr)
+        return 2
     port = args.web_port or settings.web_port
     topics = settings.topics
     # Warnings only from the worker by default, so that the decisions stay readable.
@@ -111,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         entries = sample.catalog(now)
         messages = sample.messages(now, run_id)
         reader = OutputReader(settings.bootstrap_servers,
-                              [topics.accepted, topics.rejected, topics.dlq])
-        out = producer(settings.bootstrap_servers)
+                              [topics.accepted, topics.rejected, topics.dlq], settings.security)
+        out = producer(settings.bootstrap_servers, settings.security)
         for entry in entries:
             send_json(out, topics.templates,
                       catalog_key(entry["tenant_id"], entry["name"], entry["language"]), entry)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from processors.settings import SettingsError, from_env
+from processors.settings import KafkaSecurity, SettingsError, from_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,13 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
 
 
-def _read_all(bootstrap: str, topic: str) -> list[tuple[str, Any]]:
+def _read_all(bootstrap: str, topic: str, security: KafkaSecurity) -> list[tuple[str, Any]]:
     """(partition:offset, record) for every record of a topic, from the beginning."""
     from kafka import KafkaConsumer, TopicPartition
 
+    from processors.kafka_security import client_options
+
     # read_committed: an aborted replay must not count as done in the ledger.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, isolation_level="read_committed")
+                             group_id=None, isolation_level="read_committed",
+                             **client_options(security))
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     if not partitions:
         consumer.close()
@@ -57,9 +60,10 @@ def _read_all(bootstrap: str, topic: str) -> list[tuple[str, Any]]:
     return records
 
 
-def _letters(bootstrap: str, topic: str) -> list[tuple[str, dict[str, Any]]]:
+def _letters(bootstrap: str, topic: str,
+             security: KafkaSecurity) -> list[tuple[str, dict[str, Any]]]:
     letters = []
-    for where, record in _read_all(bootstrap, topic):
+    for where, record in _read_all(bootstrap, topic, security):
         try:
             letters.append((where, orjson.loads(record.value)))
         except orjson.JSONDecodeError:
@@ -75,9 +79,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from kafka.errors import KafkaError
 
+    from processors.kafka_security import access_problem
+
+    problem = access_problem(settings.bootstrap_servers, settings.security)
+    if problem:
+        print(f"outbound-gate dlq: {problem}", file=sys.stderr)
+        return 2
     dlq = settings.topics.dlq
     try:
-        letters = [(w, letter) for w, letter in _letters(settings.bootstrap_servers, dlq)
+        letters = [(w, letter) for w, letter in _letters(settings.bootstrap_servers, dlq,
+                                                         settings.security)
                    if not args.reason or letter.get("reason") == args.reason]
         if args.action == "list":
             for where, letter in letters:
@@ -104,21 +115,24 @@ def run(args: argparse.Namespace) -> int:
         if not chosen:
             print("outbound-gate dlq: name letters as P:O, or use --all", file=sys.stderr)
             return 2
-        return replay(settings.bootstrap_servers, dlq, chosen, args.dry_run)
+        return replay(settings.bootstrap_servers, dlq, chosen, args.dry_run, settings.security)
     except KafkaError as exc:
         print(f"outbound-gate dlq: Kafka at {settings.bootstrap_servers}: {exc}",
               file=sys.stderr)
         return 1
 
 
-def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run: bool) -> int:
+def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run: bool,
+           security: KafkaSecurity | None = None) -> int:
     from kafka import KafkaProducer
 
+    from processors.kafka_security import client_options
     from processors.topics import create_missing
 
     ledger = f"{dlq}.replays"
-    create_missing(bootstrap, [ledger], 1, compacted=[ledger])
-    done = {record.key.decode() for _, record in _read_all(bootstrap, ledger)
+    security = security or KafkaSecurity()
+    create_missing(bootstrap, [ledger], 1, compacted=[ledger], security=security)
+    done = {record.key.decode() for _, record in _read_all(bootstrap, ledger, security)
             if record.key is not None and record.value is not None}
     todo = {w: letter for w, letter in chosen.items() if w not in done}
     skipped = len(chosen) - len(todo)
@@ -131,7 +145,8 @@ def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run:
         print(f"0 replayed, {skipped} already replayed before", file=sys.stderr)
         return 0
     producer = KafkaProducer(bootstrap_servers=bootstrap,
-                             transactional_id=f"outbound-gate-dlq-{uuid.uuid4().hex}")
+                             transactional_id=f"outbound-gate-dlq-{uuid.uuid4().hex}",
+                             **client_options(security))
     producer.init_transactions()
     producer.begin_transaction()
     try:

@@ -53,12 +53,18 @@ def run(args: argparse.Namespace) -> int:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from processors.kafka_security import access_problem, client_options
     from processors.loadgen import Workload
     from processors.topics import create_missing
 
+    problem = access_problem(settings.bootstrap_servers, settings.security)
+    if problem:
+        print(f"outbound-gate loadgen: {problem}", file=sys.stderr)
+        return 2
     try:
         create_missing(settings.bootstrap_servers, names.values(), settings.partitions,
-                       settings.replication_factor, compacted=[names["templates"]])
+                       settings.replication_factor, compacted=[names["templates"]],
+                       security=settings.security)
     except KafkaError as exc:
         print(f"outbound-gate loadgen: cannot reach Kafka at {settings.bootstrap_servers}: "
               f"{exc}", file=sys.stderr)
@@ -68,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
                                  linger_ms=20, batch_size=256 * 1024,
-                                 max_request_size=4 * 1024 * 1024)
+                                 max_request_size=4 * 1024 * 1024,
+                                 **client_options(settings.security))
     except KafkaError as exc:
         print(f"outbound-gate loadgen: cannot reach Kafka at {settings.bootstrap_servers}: "
               f"{exc}", file=sys.stderr)

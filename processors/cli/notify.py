@@ -78,13 +78,20 @@ def run(args: argparse.Namespace) -> int:
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    from processors.kafka_security import access_problem, client_options
+
+    problem = access_problem(settings.bootstrap_servers, settings.security)
+    if problem:
+        print(f"outbound-gate notify: {problem}", file=sys.stderr)
+        return 2
     deliver = Delivery(args.webhook, args.retries, args.backoff)
     seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # recent (tenant, message_id)
     try:
         consumer = KafkaConsumer(settings.topics.rejected,
                                  bootstrap_servers=settings.bootstrap_servers,
                                  group_id=args.group, enable_auto_commit=False,
-                                 auto_offset_reset="earliest")
+                                 auto_offset_reset="earliest",
+                                 **client_options(settings.security))
     except KafkaError as exc:
         print(f"outbound-gate notify: cannot reach Kafka: {exc}", file=sys.stderr)
         return 1

@@ -45,11 +45,16 @@ def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError  # Kafka only when publishing
 
     from processors.kafka_io import producer
+    from processors.kafka_security import access_problem
     from processors.topics import ensure_topics
 
+    problem = access_problem(settings.bootstrap_servers, settings.security)
+    if problem:
+        print(f"outbound-gate policy: {problem}", file=sys.stderr)
+        return 2
     try:
         ensure_topics(settings)
-        out = producer(settings.bootstrap_servers)
+        out = producer(settings.bootstrap_servers, settings.security)
         with open(args.file, "rb") as source:
             sent = out.send(settings.topics.policy, key=policies.id.encode("utf-8"),
                             value=source.read())

@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=(
             "Consume outbound messages, decide each with the policy, and produce to the accepted, "
             "rejected and dead-letter topics. Creates missing topics first. Stops cleanly on "
-            "SIGINT/SIGTERM.\n\nenvironment:\n" + env
+            "SIGINT/SIGTERM. Exits 2 at once when Kafka refuses the TLS certificate or the SASL "
+            "credentials.\n\nenvironment:\n" + env
         ),
     )
     parser.add_argument("--web-port", type=int, help="HTTP port (default 6066)")
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     from processors.app import create_app
+    from processors.kafka_security import access_problem
     from processors.logs import logging_config
     from processors.policy import PolicyError, load_policy
     from processors.topics import ensure_topics
@@ -45,6 +47,11 @@ def run(args: argparse.Namespace) -> int:
         policies = load_policy(settings.policy_file)
     except (SettingsError, PolicyError) as exc:
         print(f"outbound-gate worker: {exc}", file=sys.stderr)
+        return 2
+    # A refused password or certificate stops here, at once, instead of in endless retries.
+    problem = access_problem(settings.bootstrap_servers, settings.security)
+    if problem:
+        print(f"outbound-gate worker: {problem}", file=sys.stderr)
         return 2
     try:
         ensure_topics(settings)

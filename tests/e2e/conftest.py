@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from processors.kafka_io import OutputReader, producer, send_json
-from processors.settings import TOPIC_ENV, Topics
+from processors.settings import TOPIC_ENV, KafkaSecurity, Topics, security_from_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,26 +91,32 @@ class Gate:
     log_path: Path
     env: dict[str, str]
 
+    @property
+    def security(self) -> KafkaSecurity:
+        """The worker's own Kafka security settings (TLS, SASL), for the test's clients."""
+        return security_from_env(self.env)
+
     def problem(self) -> str | None:
         if self.process.poll() is not None:
             return f"the worker exited with {self.process.returncode}; log: {self.log_path}"
         return None
 
     def send(self, topic: str, key: str | None, value: Any) -> None:
-        out = producer(self.bootstrap)
+        out = producer(self.bootstrap, self.security)
         send_json(out, topic, key, value)
         out.flush()
         out.close()
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        out = producer(self.bootstrap)
+        out = producer(self.bootstrap, self.security)
         out.send(topic, key=key, value=value)
         out.flush()
         out.close()
 
     def reader(self) -> OutputReader:
         return OutputReader(self.bootstrap,
-                            [self.topics.accepted, self.topics.rejected, self.topics.dlq])
+                            [self.topics.accepted, self.topics.rejected, self.topics.dlq],
+                            self.security)
 
     def catalog_entry(self, key: str) -> dict[str, Any] | None:
         status, body = http_json(f"{self.base_url}/catalog/{key}")
