@@ -1,4 +1,5 @@
-"""The Faust app and its settings: wiring only. Agents live in catalog.py and routing.py."""
+"""The Faust app and its settings: wiring only. The catalog agent lives in catalog.py, the route
+processor (a service of the app) in processing.py."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
-from processors import catalog, policy_feed, recipient_state, routing, views
+from processors import catalog, policy_feed, routing, views
 from processors.kafka_security import faust_credentials
 from processors.metrics import GateMetrics, adopt_faust_sensor
 from processors.policy import PolicySet, load_policy
 from processors.policy_feed import PolicyHolder
+from processors.processing import RouteProcessor
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings.security),
-        store="memory://",  # the catalog; recipient state names its own store
+        store="memory://",  # the catalog; recipient state lives in processors.processing
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -38,10 +40,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         # of 60 s keeps them idle for a minute after a crash).
         broker_session_timeout=settings.session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
-        # No standby replicas: with RocksDB stores, a standby promoted to active was seen to skip
-        # recovery (its offsets said "up to date" while its data was not), deciding with empty
-        # state. Without standbys a new owner always restores the partition from its changelog.
-        table_standby_replicas=0,
+        table_standby_replicas=0,  # only the catalog GlobalTable is Faust's: no standbys
         producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
         # The gate decodes raw bytes itself so that bad input can reach the dead-letter topic.
         key_serializer="raw",
@@ -57,9 +56,11 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     holder = PolicyHolder(policies or load_policy(settings.policy_file), metrics)
     policy_feed.register(app, settings, holder)
     catalog_table = catalog.register(app, settings, metrics)
-    state_table = recipient_state.register(app, settings)
-    routing.register(app, settings, holder, catalog_table, state_table, metrics)
-    views.register(app, settings, holder, catalog_table)
+    router = routing.Router(settings, holder, catalog_table, metrics)
+    processor = RouteProcessor(settings, router, metrics, lambda: faust_ready(app),
+                               loop=app.loop, beacon=app.beacon)
+    app.add_dependency(processor)  # started and stopped with the worker
+    views.register(app, settings, holder, catalog_table, processor)
 
     @app.task  # type: ignore[untyped-decorator]
     async def announce() -> None:  # runs once the worker has set up logging
@@ -77,3 +78,9 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
                                                         for tp in assigned)})
 
     return app
+
+
+def faust_ready(app: faust.App) -> bool:
+    """Faust's part is up: the catalog partitions assigned and its table recovered."""
+    return bool(app.assignor.assigned_actives()) and not app.in_recovery \
+        and not app.rebalancing

@@ -90,6 +90,20 @@ class GateMetrics:
         self.repartitioned = Counter(
             "outbound_gate_repartitioned_records",
             "Records re-keyed through the repartition topic.", registry=registry)
+        self.transactions = Counter(
+            "outbound_gate_transactions",
+            "Batches of the route processor by outcome (committed, aborted: read again).",
+            ["outcome"], registry=registry)
+        self.batch_records = Histogram(
+            "outbound_gate_batch_records", "Input records per committed batch and partition.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=registry)
+        self.rebalances = Counter(
+            "outbound_gate_route_rebalances",
+            "Partition revocations seen by the route processor.", registry=registry)
+        self.input_lag = Gauge(
+            "outbound_gate_input_lag",
+            "Records not yet processed per input topic partition, as of the last fetch.",
+            ["topic", "partition"], registry=registry)
         self.duplicates = Counter(
             "outbound_gate_duplicate_messages",
             "Outbound messages dropped because their message_id was already decided.",

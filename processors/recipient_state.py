@@ -1,44 +1,24 @@
-"""Per-(tenant, recipient) state in a changelog-backed Faust table (RocksDB by default).
+"""Per-(tenant, recipient) state on top of a partition store (processors.state_store).
 
-Values are the compact JSON of processors.policy.state.RecipientState. Keys are
-"tenant_id:recipient_e164", and the table is co-partitioned with the topics the route agent
-reads, so every change is written in the stream context of the partition that owns the key.
+Keys are "tenant_id:recipient_e164" (UTF-8), values the compact JSON of
+processors.policy.state.RecipientState. Every change is also a changelog record, collected in
+`changes` by the caller and produced in the transaction that commits the input.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import faust
-from yarl import URL
+import orjson
 
 from processors.policy import PolicySet, RecipientState
 from processors.policy import state as st
-from processors.settings import Settings
-
-log = logging.getLogger(__name__)
-
-StateTable = Any  # faust.Table of str -> compact state (untyped in Faust's stubs)
+from processors.state_store import PartitionStore
 
 
-def register(app: faust.App, settings: Settings) -> StateTable:
-    return app.Table(
-        "recipient-state",
-        default=None,
-        partitions=settings.partitions,
-        # "scheme:name", not "scheme://": Faust treats the empty-path URL as falsy and silently
-        # falls back to the app's store.
-        store=f"{URL(settings.store).scheme}:recipient-state",
-        schema=faust.Schema(key_serializer="json", value_serializer="json"),
-        help="tenant_id:recipient_e164 -> inbound times, preferences, 131049 times",
-    )
-
-
-def load(table: StateTable, key: str) -> RecipientState:
-    return st.from_json(table.get(key))
+def load(store: PartitionStore, key: str) -> RecipientState:
+    raw = store.get(key.encode("utf-8"))
+    return st.from_json(orjson.loads(raw)) if raw else st.EMPTY
 
 
 def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.Retention:
@@ -47,56 +27,31 @@ def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.R
                         dedup_seconds)
 
 
-def store(table: StateTable, key: str, state: RecipientState) -> None:
-    if state.is_empty():
-        table.pop(key, None)
-    else:
-        table[key] = st.to_json(state)
+def save(store: PartitionStore, key: str, state: RecipientState) -> tuple[bytes, bytes | None]:
+    """Stage the new state (an empty one deletes the key); returns the changelog record."""
+    raw_key = key.encode("utf-8")
+    value = None if state.is_empty() else orjson.dumps(st.to_json(state))
+    store.put(raw_key, value)
+    return raw_key, value
 
 
-def apply_event(table: StateTable, key: str, contract: str, document: dict[str, Any],
-                keep: st.Retention, now: float) -> None:
-    """Apply one state event (already validated) and store the pruned result."""
+def apply_event(store: PartitionStore, key: str, contract: str, document: dict[str, Any],
+                keep: st.Retention, now: float) -> tuple[bytes, bytes | None]:
+    """Apply one state event (already validated) and stage the pruned result."""
     reducer, _ = st.REDUCERS[contract]
-    store(table, key, st.prune(reducer(load(table, key), document), now, keep))
+    return save(store, key, st.prune(reducer(load(store, key), document), now, keep))
 
 
-def partition_items(table: StateTable, partition: int,
-                    partition_of: Callable[[str], int]) -> Iterator[tuple[str, Any]]:
-    """The (key, value) pairs of one partition.
-
-    RocksDB keeps one database per partition: read only that one (Faust 0.15's store offers
-    no public per-partition iterator, hence the private names). The memory store holds every
-    partition in one dict: filter it.
-    """
-    store = table.data
-    databases = getattr(store, "_dbs", None)
-    if databases is not None:
-        database = databases.get(partition)
-        if database is not None:
-            for raw_key, raw_value in list(store._visible_items(database)):
-                yield store._decode_key(raw_key), store._decode_value(raw_value)
-        return
-    for key, value in list(table.items()):
-        if partition_of(key) == partition:
-            yield key, value
-
-
-async def sweep(table: StateTable, partition: int, partition_of: Callable[[str], int],
-                policies: PolicySet, dedup_seconds: float, now: float) -> tuple[int, int]:
-    """Drop expired entries of one partition's keys; returns (kept, removed)."""
-    seen = removed = 0
-    expired: list[tuple[str, RecipientState]] = []
-    for key, value in partition_items(table, partition, partition_of):
-        seen += 1
-        if seen % 5000 == 0:
-            await asyncio.sleep(0)  # let the worker breathe during a long scan
-        state = st.from_json(value)
-        keep = retention(policies, key.split(":", 1)[0], dedup_seconds)
-        pruned = st.prune(state, now, keep)
+def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float,
+          now: float) -> tuple[int, list[tuple[bytes, bytes | None]]]:
+    """Drop what has expired in one partition; returns (entries kept, changelog records)."""
+    changes: list[tuple[bytes, bytes | None]] = []
+    kept = 0
+    for raw_key, raw_value in store.items():
+        key = raw_key.decode("utf-8")
+        state = st.from_json(orjson.loads(raw_value))
+        pruned = st.prune(state, now, retention(policies, key.split(":", 1)[0], dedup_seconds))
         if pruned is not state:
-            expired.append((key, pruned))
-    for key, pruned in expired:
-        removed += pruned.is_empty()
-        store(table, key, pruned)
-    return seen - removed, removed
+            changes.append(save(store, key, pruned))
+        kept += not pruned.is_empty()
+    return kept, changes

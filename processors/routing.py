@@ -1,25 +1,22 @@
-"""The route agent: decode -> co-partition by recipient -> state or decision -> produce.
+"""Routing: decode -> co-partition by recipient -> state or decision -> output records.
 
-One agent reads the outbound topic, the three state topics and the repartition topic, all with
-the same partition count, so that everything about one tenant:recipient meets in one partition
-on one worker, next to that key's state. A record whose partition is not the one its normalised
-key hashes to is re-keyed through the repartition topic; the rest are handled where they are.
+No Kafka I/O here: processors.processing consumes the records, calls Router.handle and produces
+what it returns in one transaction with the input offsets.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import faust
 import orjson
 from aiokafka.partitioner import murmur2
 
 from processors import catalog, outputs, recipient_state, webhooks
 from processors.catalog import CatalogTable
-from processors.dead_letters import DeadLetters
 from processors.decode import DecodeError, decode, parse_json
 from processors.enrich import parse_recipient
 from processors.metrics import NONE, GateMetrics
@@ -35,14 +32,13 @@ from processors.policy import (
 from processors.policy import state as st
 from processors.policy.state import REDUCERS, state_key
 from processors.policy_feed import PolicyHolder
-from processors.recipient_state import StateTable
 from processors.settings import Settings
+from processors.state_store import PartitionStore
 from processors.timeutil import parse_rfc3339
 from processors.webhooks import WEBHOOK, Document
 
 log = logging.getLogger(__name__)
 
-SWEEP = "sweep"
 ROUTED = frozenset({"outbound_message", *REDUCERS})
 
 
@@ -61,93 +57,126 @@ def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
     return state_key(document["tenant_id"], e164) if e164 else None
 
 
-def register(app: faust.App, settings: Settings, holder: PolicyHolder,
-             catalog_table: CatalogTable, state_table: StateTable,
-             metrics: GateMetrics) -> None:
-    topics = settings.topics
-    partitions = settings.partitions
-    rekeyed_name = settings.repartition_topic
-    contracts = {topics.outbound: "outbound_message", topics.statuses: "delivery_status",
-                 topics.inbound: "inbound_message", topics.preferences: "user_preference",
-                 topics.webhooks: WEBHOOK}
-    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    sources = app.topic(*contracts, rekeyed_name, **raw)
-    rekeyed = app.topic(rekeyed_name, partitions=partitions, **raw)
-    accepted = app.topic(topics.accepted, **raw)
-    rejected = app.topic(topics.rejected, **raw)
-    dead_letters = DeadLetters(app, settings, metrics)
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the router needs of one consumed record (aiokafka's ConsumerRecord, reshaped)."""
 
-    @app.agent(sources, name="route")
-    async def route(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            message = event.message
-            now = time.time()
-            consumed = message.time_in or time.monotonic()
-            if message.topic == rekeyed_name:
-                contract, document = unwrap(message.value)
-                if contract == SWEEP:
-                    await sweep_partition(message.partition, now)
-                    continue
-                await handle(message, contract, document, now, consumed)
-                continue
-            contract = contracts[message.topic]
-            metrics.input_records.labels(message.topic).inc()
-            try:
-                documents = read_input(contract, message, settings)
-            except DecodeError as error:
-                await dead_letters.send(message, error)
-                continue
-            # One Meta body can carry several events, for several recipients: each one goes
-            # its own way (handled here, or re-keyed to its home partition).
-            for contract, document in documents:
-                if contract in ROUTED:
-                    await handle(message, contract, document, now, consumed)
-                else:  # a catalog change in a body on a state topic: the catalog agent's
-                    metrics.webhook_ignored.labels(message.topic, contract).inc()
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float  # seconds
+    headers: Sequence[tuple[str, bytes]] = ()
+    consumed: float = 0.0  # time.monotonic() when it was fetched
 
-    async def handle(message: Any, contract: str, document: dict[str, Any], now: float,
-                     consumed: float) -> None:
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce in the transaction of the input it came from."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Router:
+    """One input record -> state changes and output records, for the partition that owns it.
+
+    Everything about one tenant:recipient meets in one partition: the outbound topic, the
+    state topics, the webhooks topic and the repartition topic have the same partition count,
+    and a record whose partition is not the one its normalised key hashes to is re-keyed
+    through the repartition topic; the rest are handled where they are.
+    """
+
+    def __init__(self, settings: Settings, holder: PolicyHolder, catalog_table: CatalogTable,
+                 metrics: GateMetrics) -> None:
+        topics = settings.topics
+        self.settings = settings
+        self.holder = holder
+        self.catalog_table = catalog_table
+        self.metrics = metrics
+        self.partitions = settings.partitions
+        self.rekeyed = settings.repartition_topic
+        self.changelog = settings.changelog_topic
+        self.contracts = {topics.outbound: "outbound_message",
+                          topics.statuses: "delivery_status", topics.inbound: "inbound_message",
+                          topics.preferences: "user_preference", topics.webhooks: WEBHOOK}
+
+    @property
+    def sources(self) -> list[str]:
+        return [*self.contracts, self.rekeyed]
+
+    def handle(self, record: Record, store: PartitionStore, out: list[Output]) -> None:
+        now = time.time()
+        if record.topic == self.rekeyed:
+            contract, document = unwrap(record.value)
+            self.route(record, contract, document, store, out, now)
+            return
+        contract = self.contracts[record.topic]
+        self.metrics.input_records.labels(record.topic).inc()
+        try:
+            documents = read_input(contract, record, self.settings)
+        except DecodeError as error:
+            out.append(self.dead_letter(record, error))
+            return
+        # One Meta body can carry several events, for several recipients: each one goes its
+        # own way (handled here, or re-keyed to its home partition).
+        for contract, document in documents:
+            if contract in ROUTED:
+                self.route(record, contract, document, store, out, now)
+            else:  # a catalog change in a body on a state topic: the catalog agent's
+                self.metrics.webhook_ignored.labels(record.topic, contract).inc()
+
+    def route(self, record: Record, contract: str, document: dict[str, Any],
+              store: PartitionStore, out: list[Output], now: float) -> None:
         key = recipient_key(contract, document)
         if key is None:
             if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
-                emit(document, EMPTY, now, consumed)
+                self.emit(document, EMPTY, now, record.consumed, out)
             else:
-                await dead_letters.send(message, DecodeError(
-                    "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number"))
+                out.append(self.dead_letter(record, DecodeError(
+                    "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number")))
             return
-        home = partition_for(key, partitions)
-        if message.partition != home:
-            rekeyed.send_soon(key=key.encode("utf-8"), partition=home,
-                              value=orjson.dumps({"c": contract, "d": document}))
-            metrics.repartitioned.inc()
+        home = partition_for(key, self.partitions)
+        if record.partition != home:
+            out.append(Output(self.rekeyed, key.encode("utf-8"),
+                              orjson.dumps({"c": contract, "d": document}), home))
+            self.metrics.repartitioned.inc()
             return
-        keep = recipient_state.retention(holder.current, document["tenant_id"],
-                                         settings.dedup_seconds)
+        dedup = self.settings.dedup_seconds
+        keep = recipient_state.retention(self.holder.current, document["tenant_id"], dedup)
         if contract != "outbound_message":
-            recipient_state.apply_event(state_table, key, contract, document, keep, now)
-            metrics.state_events.labels(contract).inc()
+            self.changed(record.partition, out, recipient_state.apply_event(
+                store, key, contract, document, keep, now))
+            self.metrics.state_events.labels(contract).inc()
             return
-        state = recipient_state.load(state_table, key)
+        state = recipient_state.load(store, key)
         if st.already_decided(state, document["message_id"]):
-            # Redelivered after a rebalance or restart: its decision is already out.
+            # The same message_id again (an upstream retry): its decision is already out.
             log.info("duplicate input dropped", extra={
                 "event": "duplicate", "tenant": document["tenant_id"],
                 "message_id": document["message_id"]})
-            metrics.duplicates.inc()
+            self.metrics.duplicates.inc()
             return
-        emit(document, state, now, consumed)
-        if not settings.dedup_seconds:  # idempotency switched off: nothing to remember
-            return
-        recipient_state.store(state_table, key, st.prune(
-            st.with_decided(state, document["message_id"], now), now, keep))
+        self.emit(document, state, now, record.consumed, out)
+        if dedup:  # remember the idempotency key (0 switches de-duplication off)
+            self.changed(record.partition, out, recipient_state.save(store, key, st.prune(
+                st.with_decided(state, document["message_id"], now), now, keep)))
 
-    def emit(document: dict[str, Any], state: RecipientState, now: float,
-             consumed: float) -> None:
-        verdict = judge(document, state, holder.current, catalog_table, now)
-        # send_soon: into the producer's buffer without a round of the event loop per record;
-        # Faust flushes that buffer before it commits the input offsets.
-        (accepted if verdict.decision.accepted else rejected).send_soon(
-            key=verdict.key.encode("utf-8"), value=orjson.dumps(verdict.record))
+    def changed(self, partition: int, out: list[Output],
+                change: tuple[bytes, bytes | None]) -> None:
+        out.append(Output(self.changelog, change[0], change[1], partition))
+
+    def emit(self, document: dict[str, Any], state: RecipientState, now: float,
+             consumed: float, out: list[Output]) -> None:
+        verdict = judge(document, state, self.holder.current, self.catalog_table, now)
+        topics = self.settings.topics
+        out.append(Output(topics.accepted if verdict.decision.accepted else topics.rejected,
+                          verdict.key.encode("utf-8"), orjson.dumps(verdict.record)))
+        metrics = self.metrics
         count(metrics, document, verdict)
         if verdict.recategorized is not None:  # Meta announced a new category, due later
             metrics.sends_before_recategorization.labels(
@@ -156,34 +185,37 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
         metrics.decision_latency.observe(time.monotonic() - consumed)
         metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
 
-    async def sweep_partition(partition: int, now: float) -> None:
-        kept, removed = await recipient_state.sweep(
-            state_table, partition, lambda key: partition_for(key, partitions),
-            holder.current, settings.dedup_seconds, now)
-        metrics.state_entries.labels(str(partition)).set(kept)
-        log.info("state sweep", extra={"event": "state_sweep", "partition": partition,
-                                       "kept": kept, "removed": removed})
+    def dead_letter(self, record: Record, error: DecodeError) -> Output:
+        letter = outputs.dead_letter(record.topic, record.partition, record.offset, record.key,
+                                     record.value, error.reason, str(error), time.time(),
+                                     record.headers)
+        self.metrics.dead_letters.labels(record.topic, error.reason).inc()
+        # Where and why only: the error text can quote the input, and input holds numbers.
+        log.warning("dead letter", extra={"event": "dead_letter", "reason": error.reason,
+                                          "topic": record.topic, "partition": record.partition,
+                                          "offset": record.offset})
+        return Output(self.settings.topics.dlq, record.key, orjson.dumps(letter))
 
-    @app.timer(interval=settings.state_sweep_seconds, on_leader=True)  # type: ignore[untyped-decorator]
-    async def schedule_sweeps() -> None:
-        # One marker per partition: each partition's owner sweeps its own keys in stream
-        # context, so the deletions reach the right changelog partition.
-        marker = orjson.dumps({"c": SWEEP, "d": {}})
-        for partition in range(partitions):
-            await rekeyed.send(key=SWEEP.encode(), value=marker, partition=partition)
+    def sweep(self, store: PartitionStore, now: float) -> list[Output]:
+        kept, changes = recipient_state.sweep(store, self.holder.current,
+                                              self.settings.dedup_seconds, now)
+        self.metrics.state_entries.labels(str(store.partition)).set(kept)
+        log.info("state sweep", extra={"event": "state_sweep", "partition": store.partition,
+                                       "kept": kept, "removed": len(changes)})
+        return [Output(self.changelog, key, value, store.partition) for key, value in changes]
 
 
-def read_input(contract: str, message: Any, settings: Settings) -> list[Document]:
+def read_input(contract: str, record: Record, settings: Settings) -> list[Document]:
     """The documents of one input record: Meta's body translated, or one contract document.
 
     The tenant of a Meta body is the record's tenant_id header, else the tenant map; the time
     of a change Meta does not date is the record's timestamp.
     """
     if contract == "outbound_message":
-        return [(contract, decode(contract, message.value, settings.max_message_bytes))]
-    document = parse_json(message.value, settings.max_message_bytes)
-    return webhooks.read(contract, document, message.timestamp or time.time(),
-                         webhooks.header_tenant(message.headers), settings.tenant_map)
+        return [(contract, decode(contract, record.value, settings.max_message_bytes))]
+    document = parse_json(record.value, settings.max_message_bytes)
+    return webhooks.read(contract, document, record.timestamp or time.time(),
+                         webhooks.header_tenant(record.headers), settings.tenant_map)
 
 
 def unwrap(value: bytes | None) -> tuple[str, dict[str, Any]]:

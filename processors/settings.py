@@ -101,6 +101,9 @@ class Settings:
     dedup_seconds: int = 3600
     session_timeout_seconds: int = 15
     tenant_label_cap: int = 500
+    processing_guarantee: str = "exactly_once"
+    batch_records: int = 2000
+    transaction_timeout_seconds: int = 60
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = field(default_factory=dict)
@@ -109,6 +112,11 @@ class Settings:
     def repartition_topic(self) -> str:
         """Where records are re-keyed by tenant_id:recipient_e164 (created by the gate)."""
         return f"{self.app_id}-recipient-events"
+
+    @property
+    def changelog_topic(self) -> str:
+        """The recipient state's changelog (compacted; created by the gate)."""
+        return f"{self.app_id}-recipient-state-changelog"
 
 
 ENV_HELP = {
@@ -139,6 +147,11 @@ ENV_HELP = {
                                    "0 switches de-duplication off",
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": "a silent worker loses its partitions after (15)",
     "OUTBOUND_GATE_TENANT_LABEL_CAP": "tenants with their own metric label; others fold (500)",
+    "OUTBOUND_GATE_PROCESSING_GUARANTEE": "exactly_once (Kafka transactions, default) or "
+                                          "at_least_once (a crash can repeat a decision)",
+    "OUTBOUND_GATE_BATCH_RECORDS": "most records per fetch and transaction (2000)",
+    "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": "the broker aborts a transaction left open by "
+                                                 "a dead worker after this (60)",
     "OUTBOUND_GATE_TENANT_MAP": "JSON file {\"waba:<WABA id>\": tenant, "
                                 "\"phone:<phone_number_id>\": tenant}: the tenant of Meta "
                                 "webhook bodies without a tenant_id record header",
@@ -246,6 +259,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     store = env.get("OUTBOUND_GATE_STORE") or "rocksdb://"
     if store not in {"rocksdb://", "memory://"}:
         raise SettingsError(f"OUTBOUND_GATE_STORE={store!r}: use rocksdb:// or memory://")
+    guarantee = (env.get("OUTBOUND_GATE_PROCESSING_GUARANTEE") or "exactly_once").lower()
+    if guarantee not in {"exactly_once", "at_least_once"}:
+        raise SettingsError(f"OUTBOUND_GATE_PROCESSING_GUARANTEE={guarantee!r}: use "
+                            "exactly_once or at_least_once")
     return Settings(
         bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
         app_id=env.get("OUTBOUND_GATE_APP_ID") or "outbound-gate",
@@ -264,5 +281,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600, minimum=0),
         session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
         tenant_label_cap=_int(env, "OUTBOUND_GATE_TENANT_LABEL_CAP", 500),
+        processing_guarantee=guarantee,
+        batch_records=_int(env, "OUTBOUND_GATE_BATCH_RECORDS", 2000),
+        transaction_timeout_seconds=_int(env, "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 60,
+                                         minimum=5),
         tenant_map=_tenant_map(env.get("OUTBOUND_GATE_TENANT_MAP")),
     )

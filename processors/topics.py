@@ -48,11 +48,13 @@ def create_missing(bootstrap_servers: str, names: Iterable[str], partitions: int
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
-    """The gate's topics: the catalog and the policy compacted, the policy in one partition
-    (every worker reads all of it, in order)."""
+    """The gate's topics: the catalog, the policy and the state changelog compacted, the
+    policy in one partition (every worker reads all of it, in order)."""
     topics = settings.topics
     return create_missing(
-        settings.bootstrap_servers, [*topics.all(), settings.repartition_topic],
+        settings.bootstrap_servers,
+        [*topics.all(), settings.repartition_topic, settings.changelog_topic],
         settings.partitions, settings.replication_factor,
-        compacted=[topics.templates, topics.policy], single_partition=[topics.policy],
+        compacted=[topics.templates, topics.policy, settings.changelog_topic],
+        single_partition=[topics.policy],
         timeout_ms=timeout_ms, security=settings.security)

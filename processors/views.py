@@ -12,6 +12,7 @@ from faust.web import Request, Response, View
 from processors.catalog import CatalogTable
 from processors.policy import templates as tpl
 from processors.policy_feed import PolicyHolder
+from processors.processing import RouteProcessor
 from processors.settings import Settings
 
 
@@ -41,7 +42,7 @@ class BrokerProbe:
 
 
 def register(app: faust.App, settings: Settings, holder: PolicyHolder,
-             catalog_table: CatalogTable) -> None:
+             catalog_table: CatalogTable, processor: RouteProcessor) -> None:
     broker = BrokerProbe(settings.bootstrap_servers)
 
     @app.page("/healthz")
@@ -52,12 +53,11 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            assigned = sorted(
-                f"{tp.topic}:{tp.partition}" for tp in app.assignor.assigned_actives()
-            )
-            # Recovery covers the catalog GlobalTable too: "recovered" means catalog loaded.
-            recovering = bool(app.in_recovery) or bool(app.rebalancing)
+            # Faust's recovery covers the catalog GlobalTable: "recovered" = catalog loaded;
+            # the route processor is ready once its partitions' state is restored.
+            recovering = bool(app.in_recovery) or bool(app.rebalancing) or not processor.ready
             reachable = await broker()
+            assigned = sorted(processor.lanes)
             ready = bool(assigned) and not recovering and holder.caught_up and reachable
             body: dict[str, Any] = {
                 "ready": ready,

@@ -242,21 +242,19 @@ def test_merge_folds_old_entries_beyond_the_history_limit() -> None:
 
 
 def test_route_agent_reads_a_record_with_headers_and_record_time() -> None:
-    from types import SimpleNamespace
-
     import orjson
 
-    from processors.routing import read_input
+    from processors.routing import Record, read_input
     from processors.settings import Settings
 
     body = meta_body("template_status_paused")
     del body["entry"][0]["time"]
-    record = SimpleNamespace(value=orjson.dumps(meta_body("two_entries")),
-                             headers=[("tenant_id", b"acme")], timestamp=RECEIVED)
+    record = Record("t", 0, 0, None, orjson.dumps(meta_body("two_entries")), RECEIVED,
+                    [("tenant_id", b"acme")])
     documents = read_input("delivery_status", record, Settings())
     assert [(c, d["tenant_id"]) for c, d in documents] == [
         ("delivery_status", "acme"), ("inbound_message", "acme")]
-    record = SimpleNamespace(value=orjson.dumps(body), headers=[], timestamp=RECEIVED)
+    record = Record("t", 0, 0, None, orjson.dumps(body), RECEIVED)
     mapped = Settings(tenant_map={f"waba:{WABA}": "globex"})
     [(_, update)] = read_input("meta_webhook", record, mapped)
     assert (update["tenant_id"], update["updated_at"]) == ("globex", "2026-11-26T12:05:00.000Z")

@@ -1,0 +1,144 @@
+"""One partition's recipient state: a local store that only ever holds committed state.
+
+Every change is written twice: to the partition's changelog topic, inside the Kafka transaction
+that also commits the input offsets, and to the local store once that transaction has committed.
+Until then changes live in an overlay that reads see first and an abort throws away, so a crash
+at any point leaves the local store equal to a prefix of the committed changelog. The store
+remembers how far into the changelog it is (the checkpoint); a restarted worker replays only
+the changelog after it. The memory store has no checkpoint and replays the whole changelog.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Protocol, cast
+
+from rocksdict import Options, Rdict, WriteBatch
+
+CHECKPOINT = b"\x00checkpoint"  # sorts before every "tenant:+E164" key
+
+
+class Backend(Protocol):
+    def get(self, key: bytes) -> bytes | None: ...
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None: ...
+    def items(self) -> list[tuple[bytes, bytes]]: ...
+    def checkpoint(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.offset = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.data.get(key)
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        for key, value in changes.items():
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        self.offset = max(self.offset, checkpoint)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return list(self.data.items())
+
+    def checkpoint(self) -> int:
+        return self.offset
+
+    def close(self) -> None:
+        self.data.clear()
+
+
+class RocksBackend:
+    """rocksdict in raw mode; the checkpoint is written in the same batch as the changes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = Rdict(str(path), options=Options(raw_mode=True))
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
+        return value
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT, str(checkpoint).encode())
+        self.db.write(batch)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        # raw mode: keys and values are bytes (rocksdict's stubs say any of its types)
+        return [(cast(bytes, k), cast(bytes, v)) for k, v in self.db.items() if k != CHECKPOINT]
+
+    def checkpoint(self) -> int:
+        raw = self.db.get(CHECKPOINT)
+        return int(raw) if raw else 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    def wipe(self) -> None:
+        self.db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.db = Rdict(str(self.path), options=Options(raw_mode=True))
+
+
+class PartitionStore:
+    """Committed state plus the pending changes of the open transaction."""
+
+    def __init__(self, partition: int, backend: Backend) -> None:
+        self.partition = partition
+        self.backend = backend
+        self.pending: dict[bytes, bytes | None] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        if key in self.pending:
+            return self.pending[key]
+        return self.backend.get(key)
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        self.pending[key] = value
+
+    def committed(self, changelog_next_offset: int) -> None:
+        """The transaction with the pending changes committed: keep them."""
+        self.backend.write(self.pending, changelog_next_offset)
+        self.pending = {}
+
+    def aborted(self) -> None:
+        self.pending = {}
+
+    def restore(self, changes: dict[bytes, bytes | None], next_offset: int) -> None:
+        self.backend.write(changes, next_offset)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return self.backend.items()
+
+    def checkpoint(self) -> int:
+        return self.backend.checkpoint()
+
+    def close(self) -> None:
+        self.pending = {}
+        self.backend.close()
+
+
+def open_store(scheme: str, data_dir: Path, partition: int) -> PartitionStore:
+    if scheme == "memory":
+        return PartitionStore(partition, MemoryBackend())
+    return PartitionStore(partition, RocksBackend(data_dir / f"recipient-state-{partition}"))
+
+
+def reset(store: PartitionStore) -> None:
+    """Forget everything (the changelog is shorter than the checkpoint: it was recreated)."""
+    if isinstance(store.backend, RocksBackend):
+        store.backend.wipe()
+    else:
+        store.backend = MemoryBackend()
