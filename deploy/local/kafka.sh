@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local single-node Kafka (KRaft, combined broker+controller) assembled from Maven Central jars.
-#   deploy/local/kafka.sh up|down|status|bootstrap
+#   deploy/local/kafka.sh up|down|kill|status|bootstrap   (kill: SIGKILL, for chaos runs)
 # Jars, data and logs live under $KAFKA_LOCAL_HOME (default: <repo>/.local/kafka, git-ignored);
 # KAFKA_LOCAL_LIBS points several homes at one jar folder (default: $KAFKA_LOCAL_HOME/libs).
 # When KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: that cluster is used as it is.
@@ -236,10 +236,22 @@ down() {
   log "stopped"
 }
 
+# SIGKILL, as a crash would (chaos runs use it; `up` starts it again and KRaft recovers).
+crash() {
+  if [[ -n ${KAFKA_BOOTSTRAP_SERVERS:-} ]] || ! running; then log "no local broker to kill"; exit 1; fi
+  local pid
+  pid=$(cat "$pidfile")
+  log "killing broker (pid $pid) with SIGKILL"
+  kill -KILL "$pid"
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.2; done
+  rm -f "$pidfile"
+}
+
 case ${1:-} in
   up) up ;;
+  kill) crash ;;
   down) down ;;
   status) if running; then echo "running (pid $(cat "$pidfile")) on $bootstrap"; else echo "not running"; exit 1; fi ;;
   bootstrap) echo "${KAFKA_BOOTSTRAP_SERVERS:-$bootstrap}" ;;
-  *) echo "usage: $0 up|down|status|bootstrap" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|kill|status|bootstrap" >&2; exit 2 ;;
 esac

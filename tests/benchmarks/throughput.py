@@ -8,8 +8,12 @@ runs, one after the other, each contender from the earliest offset with its own 
   gate         the real outbound-gate worker
   faust_plain  the same rules as a one-event-at-a-time Faust agent (Faust's documented style)
   quix         the same rules as a Quix Streams application
-Throughput is input records / (time from the first output to the last), watched on the wall
-clock by polling the output topics' end offsets, so start-up and group joins are not counted.
+  gate_at_least_once  the gate without transactions (the cost of exactly-once)
+  gate_2_workers      two gate workers in one group (full runs only)
+Throughput is input records / (time from the first output to the last): for the peers on the
+wall clock, polling the output topics' end offsets; for the gate, whose outputs are
+transactional, from the timestamps of the records a read_committed consumer counts (end offsets
+would also count commit markers). Start-up and group joins are not counted.
 Then the gate alone at a steady offered rate of half its maximum gives end-to-end latency
 (input record timestamp to output record timestamp).
 Writes tests/benchmarks/results/latest.json (quick.json with --quick) and prints a table.
@@ -31,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, TopicPartition
 
 from processors.loadgen import Workload
@@ -119,6 +124,41 @@ def wait_outputs(bootstrap: str, topics: list[str], expected: int, process: Any,
         consumer.close()
 
 
+def wait_committed(bootstrap: str, topics: list[str], expected: int,
+                   processes: list[Any], timeout: float) -> float:
+    """The gate's outputs are transactional: count what read_committed consumers see (end
+    offsets also count commit markers and aborted attempts). Returns the span between the
+    first and the last output record's timestamp."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    consumer.assign([ConfluentPartition(t, p) for t in topics for p in range(PARTITIONS)])
+    deadline = time.monotonic() + timeout
+    seen, first, last = 0, float("inf"), 0.0
+    last_report = time.monotonic()
+    try:
+        while seen < expected:
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error():
+                    continue
+                seen += 1
+                stamp = message.timestamp()[1]
+                first, last = min(first, stamp), max(last, stamp)
+            now = time.monotonic()
+            for process in processes:
+                if process.poll() is not None:
+                    raise SystemExit(f"gate exited with {process.returncode} at "
+                                     f"{seen}/{expected}")
+            if now > deadline:
+                raise SystemExit(f"timed out: {seen}/{expected} committed outputs")
+            if now - last_report > 10:
+                log(f"    {seen:,} / {expected:,} outputs")
+                last_report = now
+    finally:
+        consumer.close()
+    return max((last - first) / 1000.0, 1e-3)
+
+
 def run_peer(name: str, bootstrap: str, prefix: str, expected: int, timeout: float) -> float:
     output = f"{prefix}.out.{name}"
     create_missing(bootstrap, [output], PARTITIONS)
@@ -153,11 +193,11 @@ def gate_env(prefix: str, tag: str) -> dict[str, str]:
     }
 
 
-def start_gate(bootstrap: str, prefix: str, tag: str,
-               workers: int = 1) -> tuple[list[harness.Gate], list[str]]:
+def start_gate(bootstrap: str, prefix: str, tag: str, workers: int = 1,
+               extra: dict[str, str] | None = None) -> tuple[list[harness.Gate], list[str]]:
     """workers gate processes in one consumer group, all ready."""
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{tag}-"))
-    env = gate_env(prefix, tag)
+    env = {**gate_env(prefix, tag), **(extra or {})}
     gates = [harness.start_worker(bootstrap, tmp, uuid.uuid4().hex[:8], env, wait=False,
                                   name=f"worker-{index}") for index in range(workers)]
     for gate in gates:
@@ -191,9 +231,10 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int) -> dict[
         log(f"  latency: {count:,} records at {rate:,.0f}/s")
         sent = produce(bootstrap, records, rate=rate)
         expected = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
-        wait_outputs(bootstrap, outputs, expected, gate.process, 600)
+        wait_committed(bootstrap, outputs, expected, [gate.process], 600)
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", consumer_timeout_ms=3000)
+                                 auto_offset_reset="earliest", consumer_timeout_ms=3000,
+                                 isolation_level="read_committed")
         consumer.subscribe(outputs[:2])
         latencies = []
         for record in consumer:
@@ -232,7 +273,8 @@ def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="*",
-                        choices=["ceiling", "gate", "gate_2_workers", "faust_plain", "quix"])
+                        choices=["ceiling", "gate", "gate_at_least_once", "gate_2_workers",
+                                 "faust_plain", "quix"])
     args = parser.parse_args()
     events = 5_000 if args.quick else args.events
     latency_seconds = 3.0 if args.quick else args.latency_seconds
@@ -249,15 +291,19 @@ def main() -> None:
     outbound = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
     timeout = 120 + events / 200  # generous: at least 200 records/s
     results: dict[str, Any] = {}
-    default = ["ceiling", "gate", "faust_plain", "quix"]
+    default = ["ceiling", "gate", "gate_at_least_once", "faust_plain", "quix"]
     for name in args.only or (default if args.quick else [*default, "gate_2_workers"]):
         log(f"  {name}")
         if name.startswith("gate"):
             # Each gate run has its own consumer group and output topics (tag = name).
-            gates, outputs = start_gate(bootstrap, prefix, name.replace("_", "-"),
-                                        workers=2 if name == "gate_2_workers" else 1)
+            gates, outputs = start_gate(
+                bootstrap, prefix, name.replace("_", "-"),
+                workers=2 if name == "gate_2_workers" else 1,
+                extra={"OUTBOUND_GATE_PROCESSING_GUARANTEE": "at_least_once"}
+                if name == "gate_at_least_once" else None)
             try:
-                span = wait_outputs(bootstrap, outputs, outbound, gates[0].process, timeout)
+                span = wait_committed(bootstrap, outputs, outbound,
+                                      [gate.process for gate in gates], timeout)
                 rss = max(peak_rss_mb(gate.process.pid) for gate in gates)
             finally:
                 for gate in gates:
@@ -276,7 +322,7 @@ def main() -> None:
     if "gate" in results:
         gate_eps = results["gate"]["events_per_s"]
         summary["ratios"] = {f"gate/{name}": round(gate_eps / r["events_per_s"], 2)
-                             for name, r in results.items() if not name.startswith("gate")}
+                             for name, r in results.items() if name != "gate"}
         summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed)
         summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
     RESULTS.mkdir(exist_ok=True)

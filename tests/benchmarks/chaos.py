@@ -1,0 +1,389 @@
+"""`make chaos`: decisions through worker crashes, restarts and broker restarts, then an audit.
+
+    .venv/bin/python -m tests.benchmarks.chaos [--events 200000] [--short]
+
+1. Fresh topics; the template catalog, then the state events of a seeded processors.loadgen
+   workload (statuses, inbound messages, preferences), applied by the gate before any message.
+2. Two gate workers (one consumer group). The outbound messages of the workload (1% malformed)
+   stream in at --rate while, at random moments (seeded): a worker is SIGKILLed and started
+   again (--kills times), a worker is stopped with SIGTERM and started again, the broker is
+   restarted with SIGTERM (staying down --broker-down seconds) and with SIGKILL.
+3. Audit with a read_committed consumer of the accepted, rejected and dead-letter topics:
+   lost = inputs with no output, duplicated = inputs with more than one, wrong = outputs that
+   differ from the offline check (processors.offline) over the same records in the same order.
+   Prints one JSON line and exits 1 unless lost, duplicated and wrong are all 0.
+
+Broker restarts need the local broker (deploy/local/kafka.sh); with KAFKA_BOOTSTRAP_SERVERS set
+to another cluster they are skipped and the summary says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+from kafka import KafkaProducer
+
+from processors.loadgen import Workload
+from processors.offline import OfflineCheck
+from processors.policy import load_policy
+from processors.settings import TOPIC_ENV, Topics
+from processors.topics import create_missing
+from tests.e2e import conftest as harness
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKA = REPO / "deploy/local/kafka.sh"
+PARTITIONS = 4
+
+
+def log(text: str) -> None:
+    print(f"[chaos {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Sent:
+    """Every input record that must get exactly one output, and what the offline check says."""
+
+    by_message_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_position: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
+
+
+def expected_outcome(result: dict[str, Any]) -> dict[str, Any]:
+    if result["decision"] == "dead_letter":
+        return {"decision": "dead_letter", "reason": result["reason"]}
+    return {"decision": result["decision"], "error_code": result["error_code"]}
+
+
+class Cluster:
+    """The workers and the broker, and the chaos done to them."""
+
+    def __init__(self, bootstrap: str, run_id: str, tmp: Path, local_broker: bool) -> None:
+        self.bootstrap = bootstrap
+        self.run_id = run_id
+        self.tmp = tmp
+        self.local_broker = local_broker
+        self.env = {"OUTBOUND_GATE_PARTITIONS": str(PARTITIONS),
+                    "OUTBOUND_GATE_LOG_LEVEL": "info"}
+        self.workers: dict[str, harness.Gate] = {}
+        self.peak_rss: dict[str, float] = {}
+        self.down_rss: list[float] = []
+        self.actions: list[str] = []
+
+    def start(self, name: str) -> None:
+        gate = harness.start_worker(self.bootstrap, self.tmp, self.run_id, self.env,
+                                    wait=False, name=name)
+        self.workers[name] = gate
+        harness.wait_ready(gate, timeout=180)
+
+    def kill(self, name: str) -> None:
+        self.workers[name].process.kill()
+        self.workers[name].process.wait(timeout=30)
+        self.actions.append(f"SIGKILL {name}")
+
+    def stop(self, name: str) -> None:
+        code = harness.stop_worker(self.workers[name])
+        self.actions.append(f"SIGTERM {name} (exit {code})")
+
+    def broker(self, how: str, down_seconds: float) -> None:
+        command = "down" if how == "SIGTERM" else "kill"
+        subprocess.run([str(KAFKA), command], check=True, capture_output=True, timeout=120,
+                       env={**os.environ, "PYTHON": sys.executable})
+        deadline = time.monotonic() + down_seconds
+        while time.monotonic() < deadline:  # the outage itself: measure the workers meanwhile
+            self.down_rss.append(max(rss_mb(g.process.pid) for g in self.workers.values()
+                                     if g.process.poll() is None))
+            time.sleep(0.5)  # sampling interval of a measured outage, not a synchronisation
+        subprocess.run([str(KAFKA), "up"], check=True, capture_output=True, timeout=600,
+                       env={**os.environ, "PYTHON": sys.executable})
+        self.actions.append(f"broker {how}, down {down_seconds:.0f}s")
+
+    def sample(self) -> None:
+        for name, gate in self.workers.items():
+            if gate.process.poll() is None:
+                self.peak_rss[name] = max(self.peak_rss.get(name, 0.0), rss_mb(gate.process.pid))
+
+    def problems(self) -> list[str]:
+        found = []
+        for name, gate in self.workers.items():
+            text = gate.log()
+            if "Traceback" in text:
+                found.append(f"{name}: a traceback in {gate.log_path}")
+        return found
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+Records = list[tuple[str, bytes | None, bytes | None]]
+
+
+def produce_state(producer: KafkaProducer, topics: Topics, workload: Workload, events: int,
+                  now: float) -> tuple[Records, Records]:
+    """Split the workload: state events (sent now) and outbound records (streamed later)."""
+    state: Records = []
+    outbound: Records = []
+    for record in workload.events(events, now):
+        topic = getattr(topics, record.topic)
+        (outbound if record.topic == "outbound" else state).append((topic, record.key,
+                                                                     record.value))
+    for topic, key, value in state:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    return state, outbound
+
+
+def stream(producer: KafkaProducer, records: list[tuple[str, bytes, bytes]], rate: float,
+           positions: dict[int, tuple[int, int]], done: threading.Event) -> None:
+    """Send at `rate` records/s; remember where each landed (the audit needs the offsets)."""
+    started = time.monotonic()
+    futures = []
+    for index, (topic, key, value) in enumerate(records):
+        due = started + index / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)  # pacing of the offered rate
+        futures.append((index, producer.send(topic, key=key, value=value)))
+    producer.flush()
+    for index, future in futures:
+        metadata = future.get(timeout=300)
+        positions[index] = (metadata.partition, metadata.offset)
+    done.set()
+
+
+def read_outputs(bootstrap: str, topics: Topics, expected: int, timeout: float,
+                 quiet_seconds: float) -> list[tuple[str, dict[str, Any]]]:
+    """All committed outputs, once `expected` have arrived and nothing more came for a while."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"audit-{uuid.uuid4()}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    names = [topics.accepted, topics.rejected, topics.dlq]
+    consumer.assign([TopicPartition(t, p) for t in names for p in range(PARTITIONS)])
+    outputs: list[tuple[str, dict[str, Any]]] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    last_report = 0.0
+    try:
+        while True:
+            batch = consumer.consume(num_messages=5000, timeout=0.5)
+            for message in batch:
+                if message.error():
+                    continue
+                outputs.append((message.topic(), orjson.loads(message.value() or b"null")))
+            now = time.monotonic()
+            if batch:
+                last_new = now
+            if len(outputs) >= expected and now - last_new > quiet_seconds:
+                return outputs
+            if now > deadline:
+                log(f"audit deadline reached with {len(outputs):,} of {expected:,} outputs")
+                return outputs
+            if now - last_report > 10:
+                log(f"audit: {len(outputs):,} / {expected:,} outputs")
+                last_report = now
+    finally:
+        consumer.close()
+
+
+def audit(sent: Sent, outputs: list[tuple[str, dict[str, Any]]], topics: Topics
+          ) -> dict[str, int]:
+    seen: Counter[Any] = Counter()
+    wrong = extra = 0
+    for topic, record in outputs:
+        if topic == topics.dlq:
+            key: Any = (record["topic"], record["partition"], record["offset"])
+            expected = sent.by_position.get(key)
+            got = {"decision": "dead_letter", "reason": record["reason"]}
+        else:
+            key = record["message_id"]
+            expected = sent.by_message_id.get(key)
+            got = {"decision": "accepted" if topic == topics.accepted else "rejected",
+                   "error_code": record.get("error_code")}
+        if expected is None:
+            extra += 1
+            continue
+        seen[key] += 1
+        if seen[key] == 1 and got != expected:
+            wrong += 1
+    inputs = [*sent.by_message_id, *sent.by_position]
+    return {"inputs": len(inputs), "outputs": len(outputs),
+            "lost": sum(1 for key in inputs if not seen[key]),
+            "duplicated": sum(1 for key in inputs if seen[key] > 1),
+            "wrong": wrong, "unexpected_outputs": extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=1500.0, help="outbound records/s offered")
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--broker-down", type=float, default=60.0,
+                        help="seconds the broker stays down after its SIGTERM")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--short", action="store_true",
+                        help="20,000 events, 2 kills, a stop/start, the broker SIGKILLed once")
+    args = parser.parse_args()
+    if args.short:
+        args.events, args.kills, args.broker_down = 20_000, 2, 0.0
+    rng = random.Random(args.seed)
+    bootstrap = harness.bootstrap.__wrapped__()  # type: ignore[attr-defined]
+    local_broker = not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    run_id = uuid.uuid4().hex[:8]
+    topics = Topics(**{name: f"{getattr(Topics(), name)}.{run_id}" for name in TOPIC_ENV})
+    tmp = Path(tempfile.mkdtemp(prefix="chaos-"))
+    create_missing(bootstrap, topics.all(), PARTITIONS,
+                   compacted=[topics.templates, topics.policy], single_partition=[topics.policy])
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                             enable_idempotence=True, retries=2**31 - 1,
+                             delivery_timeout_ms=600_000, request_timeout_ms=30_000)
+    workload = Workload(args.seed)
+    now = time.time()
+    catalog = list(workload.catalog(now))
+    for record in catalog:
+        producer.send(topics.templates, key=record.key, value=record.value)
+    state, outbound = produce_state(producer, topics, workload, args.events, now)
+    log(f"run {run_id}: {len(catalog)} catalog entries, {len(state):,} state events sent; "
+        f"{len(outbound):,} outbound records to stream at {args.rate:,.0f}/s; data in {tmp}")
+
+    # The offline check over the same records in the same order says what each must become.
+    check = OfflineCheck(load_policy(None), topics)
+    line = 0
+    sent = Sent()
+    for record in catalog:
+        line += 1
+        check.line(line, orjson.dumps({"topic": topics.templates,
+                                       "value": orjson.loads(record.value or b"null")}))
+    state_dead: list[tuple[int, dict[str, Any]]] = []
+    for index, (topic, _, value) in enumerate(state):
+        line += 1
+        envelope = orjson.dumps({"topic": topic, "value": orjson.loads(value or b"null")})
+        result = check.line(line, envelope)
+        if result is not None:
+            state_dead.append((index, result))
+    if state_dead:
+        raise SystemExit(f"{len(state_dead)} state events would be dead letters: the workload "
+                         "sends only valid state events, so the audit cannot place them")
+    # A null value is what the live gate gets as an empty record: b"" reads the same offline.
+    expected_outbound = [check.line(line + i + 1, value or b"") for i, (_, _, value) in
+                         enumerate(outbound)]
+
+    cluster = Cluster(bootstrap, run_id, tmp, local_broker)
+    for name in ("w0", "w1"):
+        cluster.start(name)
+    log("workers ready; waiting for the catalog and the state events to be applied")
+    harness.poll(lambda: all(harness.http_json(f"{g.base_url}/readyz")[1]["catalog_entries"]
+                             >= len(catalog) for g in cluster.workers.values()),
+                 120, "both workers to hold the whole catalog")
+    wait_state_applied(bootstrap, run_id, topics, len(state))
+
+    positions: dict[int, tuple[int, int]] = {}
+    done = threading.Event()
+    sender = threading.Thread(target=stream, args=(producer, outbound, args.rate, positions,
+                                                   done), daemon=True)
+    started = time.monotonic()
+    sender.start()
+    window = len(outbound) / args.rate
+    plan = [("kill", rng.choice(["w0", "w1"])) for _ in range(args.kills)]
+    plan.append(("restart", "w1"))
+    if local_broker:
+        plan.append(("broker", "SIGKILL"))
+        if not args.short:
+            plan.append(("broker", "SIGTERM"))
+    rng.shuffle(plan)
+    moments = sorted(rng.uniform(0.05, 0.9) * window for _ in plan)
+    for (action, target), moment in zip(plan, moments, strict=True):
+        while time.monotonic() - started < moment:
+            cluster.sample()
+            time.sleep(0.2)  # waiting for the planned moment of the next fault
+        log(f"t={time.monotonic() - started:.0f}s: {action} {target}")
+        if action == "kill":
+            cluster.kill(target)
+            cluster.start(target)
+        elif action == "restart":
+            cluster.stop(target)
+            cluster.start(target)
+        else:
+            cluster.broker(target, args.broker_down if target == "SIGTERM" else 3.0)
+            for gate in cluster.workers.values():  # the workers ride it out, or crashed
+                if gate.process.poll() is not None:
+                    raise SystemExit(f"a worker exited during the broker restart: "
+                                     f"{gate.log_path}")
+    harness.poll(done.is_set, 900, "the producer to send every outbound record")
+    cluster.sample()
+    for index, result in enumerate(expected_outbound):
+        assert result is not None
+        if result["decision"] == "dead_letter":
+            partition, offset = positions[index]
+            sent.by_position[(topics.outbound, partition, offset)] = expected_outcome(result)
+        else:
+            sent.by_message_id[result["message_id"]] = expected_outcome(result)
+    log(f"all sent after {time.monotonic() - started:.0f}s; auditing")
+    outputs = read_outputs(bootstrap, topics, len(outbound), timeout=900, quiet_seconds=15)
+    cluster.sample()
+    result = audit(sent, outputs, topics)
+    for gate in cluster.workers.values():
+        harness.stop_worker(gate)
+    summary = {
+        "events": args.events, "state_events": len(state), "outbound_records": len(outbound),
+        **result,
+        "faults": cluster.actions,
+        "broker_restarts": "done" if local_broker else "skipped: external cluster",
+        "worker_peak_rss_mb": round(max(cluster.peak_rss.values(), default=0)),
+        "worker_rss_mb_while_broker_down": round(max(cluster.down_rss, default=0)),
+        "crash_traces": cluster.problems(),
+        "seconds": round(time.monotonic() - started),
+        "command": " ".join(["python -m tests.benchmarks.chaos", *sys.argv[1:]]),
+    }
+    print(json.dumps(summary))
+    ok = not (result["lost"] or result["duplicated"] or result["wrong"]
+              or result["unexpected_outputs"])
+    sys.exit(0 if ok else 1)
+
+
+def wait_state_applied(bootstrap: str, run_id: str, topics: Topics, count: int) -> None:
+    """Every state topic read and the repartition topic drained by the route group."""
+    group = f"outbound-gate-test-{run_id}-route"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    names = [topics.statuses, topics.inbound, topics.preferences,
+             f"outbound-gate-test-{run_id}-recipient-events"]
+    partitions = [TopicPartition(t, p) for t in names for p in range(PARTITIONS)]
+
+    def applied() -> bool:
+        committed = consumer.committed(partitions, timeout=10)
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            # A transactional topic ends with a commit marker: committed may stop one short.
+            if high - max(tp.offset, low) > 1:
+                return False
+        return True
+
+    try:
+        harness.poll(applied, 300, f"the {count:,} state events to be applied")
+    finally:
+        consumer.close()
+
+
+if __name__ == "__main__":
+    main()
