@@ -14,6 +14,7 @@ contract, odd Unicode, huge strings, deep nesting and numbers in every odd forma
 
 from __future__ import annotations
 
+import base64
 import json
 import string
 import time
@@ -407,3 +408,23 @@ def test_generator_covers_every_category_with_reasons() -> None:
 
 def test_printable_reasons_name_no_control_characters() -> None:
     assert all(c in string.printable for reason in REASONS for c in reason)
+
+
+@FAST
+@given(size=st.sampled_from([0, 1, 70_000, 674_000, 680_000, 999_000]),
+       key=st.none() | st.binary(max_size=64) | st.sampled_from(
+           [b"\x00" * 16_384, b"k" * 16_385, b"\xff" * 900_000]))
+def test_dead_letters_fit_in_one_record(size: int, key: bytes | None) -> None:
+    """Regression: a dead letter of a value near the broker's 1 MB limit was ~1.3 MB (base64)
+    and the route agent crashed on MessageSizeTooLargeError."""
+    value = bytes(range(256)) * (size // 256) + b"\xff" * (size % 256)
+    letter = outputs.dead_letter("t", 0, 1, key, value, "too_large", "too big", NOW)
+    kept_key = outputs.dead_letter_key(key)
+    assert len(orjson.dumps(letter)) + len(kept_key or b"") <= outputs.DEAD_LETTER_MAX_BYTES
+    assert contracts.first_error("dead_letter", letter) is None
+    raw = base64.b64decode(letter["value_base64"])
+    if raw != value:
+        assert value.startswith(raw) and len(raw) > 500_000
+        assert f"holds the first {len(raw)} of the value's {size} bytes" in letter["error"]
+    if key is not None and kept_key is None:
+        assert f"the key of {len(key)} bytes is not kept" in letter["error"]
