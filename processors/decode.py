@@ -29,6 +29,11 @@ def decode(contract: str, raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES)
     return validate(contract, parse_json(raw, max_bytes))
 
 
+# orjson writes a value back at most ~4.5 times as long as it was read
+# ("1e15" -> 1000000000000000.0).
+EXPANSION = 5
+
+
 def parse_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if not raw:
         raise DecodeError("empty", "the record has no value")
@@ -48,6 +53,15 @@ def parse_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and depth(document) > MAX_DEPTH:
         raise DecodeError("schema_invalid",
                           f"the value nests arrays/objects more than {MAX_DEPTH} levels deep")
+    # The size limit holds for the value as the gate writes it back (inside its outputs and the
+    # repartition envelope), not only as it was sent: numbers such as 1e15 are written back 3.6
+    # times longer, and a 900 KB input so written crashed the worker (MessageSizeTooLargeError
+    # from the broker). Measured only for inputs that could grow past the limit.
+    if len(raw) * EXPANSION > max_bytes:
+        written = len(orjson.dumps(document))
+        if written > max_bytes:
+            raise DecodeError("too_large", f"the value is {written} bytes as the gate writes it "
+                                           f"back ({len(raw)} as sent), over the {max_bytes} limit")
     return document
 
 
