@@ -20,6 +20,7 @@ from processors.settings import Settings
 log = logging.getLogger(__name__)
 
 CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Faust's stubs)
+ENTRY_FIELDS = ("tenant_id", "name", "language", "category", "status", "updated_at")
 
 
 def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> CatalogTable:
@@ -57,7 +58,12 @@ def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes
             raise DecodeError("empty", "a catalog tombstone without a key")
         table.pop(key.decode("utf-8", "replace"), None)
         return
-    entry = decode("template_entry", value, max_bytes)
+    document = decode("template_entry", value, max_bytes)
+    # Keep only the contract's fields: their lengths are bounded by the schema. Fields beyond
+    # them are allowed on the wire, and a history of up to four entries carrying ~600 KB each
+    # made a changelog record over the broker's limit (MessageSizeTooLargeError: the entry
+    # was in memory but never reached the changelog, so a restart lost it).
+    entry = {field: document[field] for field in ENTRY_FIELDS}
     name = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
     table[name] = list(tpl.merge(tuple(table.get(name) or ()), entry))
 
