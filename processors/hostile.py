@@ -214,7 +214,7 @@ WEIGHTS: dict[str, int] = {
     "empty": 4, "null_value": 3, "not_json": 12, "bad_number_token": 5, "invalid_utf8": 8,
     "not_object": 5, "wrong_type": 14, "missing_field": 8, "huge_string": 5,
     "deep_nesting": 6, "over_max": 1, "odd_number": 10, "odd_unicode": 5, "odd_key": 3,
-    "state_bad": 10, "state_bad_number": 3,
+    "state_bad": 10, "state_bad_number": 3, "expands": 1,
 }
 
 
@@ -414,6 +414,19 @@ class HostileInput:
         else:
             value = bytes(self.rng.randrange(256) for _ in range(64)) * (size // 64 + 1)
         return self._dlq("over_max", value, "too_large")
+
+    def _expands(self) -> Hostile:
+        """Under the size limit as sent, over it as the gate writes it: JSON numbers such as
+        1e15 are written back as 1000000000000000.0, 3.6 times as long."""
+        low = self.max_bytes // 40
+        high = self.max_bytes // 5 - min(2_000, self.max_bytes // 50)  # stay under the limit
+        count = self.rng.randrange(low, max(low + 1, high))
+        document = self._outbound()
+        raw = orjson.dumps(document)[:-1] + b',"extra":[' + b",".join([b"1e15"] * count) + b"]}"
+        within = len(orjson.dumps(orjson.loads(raw))) <= self.max_bytes
+        if within:
+            return self._decided("expands", document, "accepted", raw=raw)
+        return self._dlq("expands", raw, "too_large")
 
     def _odd_number(self) -> Hostile:
         recipient, region, expect = self.rng.choice(ODD_RECIPIENTS)

@@ -211,7 +211,7 @@ def run(bootstrap: str, events: int, seed: int = 42, max_bytes: int = 65_536,
         while not caught_up(consumer, partitions) and time.monotonic() < drain_deadline:
             drain(consumer, sent, tally, topics.dlq)
         alive = gate.process.poll() is None
-        rss = peak_rss_mb(gate.process.pid) if alive else float("nan")
+        rss = round(peak_rss_mb(gate.process.pid)) if alive else None
     finally:
         consumer.close()
         code = harness.stop_worker(gate) if gate.process.poll() is None else None
@@ -230,7 +230,7 @@ def run(bootstrap: str, events: int, seed: int = 42, max_bytes: int = 65_536,
         "mismatched": len(tally.mismatched), "lost": len(lost), "extra": extra,
         "dead_letter_bytes_differ": tally.bad_raw,
         "worker_alive": alive, "worker_exit_on_sigterm": code, "log_problems": len(problems),
-        "worker_peak_rss_mb": round(rss), "elapsed_s": round(elapsed, 1),
+        "worker_peak_rss_mb": rss, "elapsed_s": round(elapsed, 1),
         "events_per_s": round(len(records) / elapsed) if elapsed else None,
         "command": " ".join(["python -m tests.benchmarks.hostile", *sys.argv[1:]])
         if __name__ == "__main__" else f"tests.benchmarks.hostile.run(events={events})",

@@ -428,3 +428,33 @@ def test_dead_letters_fit_in_one_record(size: int, key: bytes | None) -> None:
         assert f"holds the first {len(raw)} of the value's {size} bytes" in letter["error"]
     if key is not None and kept_key is None:
         assert f"the key of {len(key)} bytes is not kept" in letter["error"]
+
+
+def test_catalog_keeps_only_the_contract_fields() -> None:
+    """Regression: extra fields went into the catalog's history (up to four entries) and its
+    changelog record outgrew the broker's limit, so the entry was lost on restart."""
+    from processors import catalog
+
+    table: dict[str, Any] = {}
+    for day in range(1, 6):
+        entry = hostile.example("template_entry", updated_at=f"2026-01-0{day}T00:00:00Z",
+                                pad="\u00e9" * 300_000)
+        catalog.apply(table, b"k", orjson.dumps(entry), 1_000_000)
+    (history,) = table.values()
+    assert len(history) == 4 and all(set(e) == set(catalog.ENTRY_FIELDS) for e in history)
+    assert len(json.dumps(history)) < 2_000
+
+
+@pytest.mark.parametrize(("count", "reason"), [(10_000, None), (60_000, "too_large")])
+def test_size_limit_holds_as_the_gate_writes_the_value(count: int, reason: str | None) -> None:
+    """Regression: 1e15 is written back as 1000000000000000.0; a 900 KB input grew to 3 MB
+    in the repartition envelope and crashed the worker (MessageSizeTooLargeError)."""
+    raw = orjson.dumps(hostile.example("outbound_message"))[:-1] + b',"n":[' + \
+        b",".join([b"1e15"] * count) + b"]}"
+    assert len(raw) < 400_000
+    result = decoded_or_reason("outbound_message", raw, 1_000_000)
+    if reason is None:
+        decide_live(result)
+    else:
+        assert isinstance(result, DecodeError) and result.reason == reason
+        assert "as the gate writes it back" in str(result)
