@@ -6,6 +6,7 @@ value, its category, and its expected outcome:
   "accepted"                  decided and allowed
   "rejected:<ERROR_CODE>"     decided and rejected with that code
   "dlq:<reason>"              a dead letter with that reason (processors.decode.DecodeError)
+  "none"                      a valid state event: it changes state and has no output
 Decided records carry their message_id (unique per run: the worker drops repeated ids), the
 rest are found in the dead-letter topic by topic/partition/offset.
 
@@ -201,12 +202,12 @@ class Hostile:
     key: bytes | None
     value: bytes | None
     category: str
-    expect: str  # "accepted" | "rejected:<CODE>" | "dlq:<reason>"
+    expect: str  # "accepted" | "rejected:<CODE>" | "dlq:<reason>" | "none"
     message_id: str | None = None  # set when the record must be decided
 
     @property
     def decided(self) -> bool:
-        return not self.expect.startswith("dlq:")
+        return self.expect == "accepted" or self.expect.startswith("rejected:")
 
 
 # Bad-event categories and their weights in a run.
@@ -214,7 +215,7 @@ WEIGHTS: dict[str, int] = {
     "empty": 4, "null_value": 3, "not_json": 12, "bad_number_token": 5, "invalid_utf8": 8,
     "not_object": 5, "wrong_type": 14, "missing_field": 8, "huge_string": 5,
     "deep_nesting": 6, "over_max": 1, "odd_number": 10, "odd_unicode": 5, "odd_key": 3,
-    "state_bad": 10, "state_bad_number": 3, "expands": 1,
+    "state_bad": 10, "state_bad_number": 3, "expands": 1, "state_good": 3,
 }
 
 
@@ -484,6 +485,23 @@ class HostileInput:
             return self._dlq("state_bad", nested_bytes(depth), reason, topic)
         return self._dlq("state_bad", b"{" + b" " * (self.max_bytes + 10) + b"}", "too_large",
                          topic)
+
+    def _state_good(self) -> Hostile:
+        """A valid state event, now and then with large extra fields; no output. Its tenant is
+        not the good events' tenant, so it changes no decision the run expects."""
+        topic = self.rng.choice(["statuses", "inbound", "preferences", "templates"])
+        contract = CONTRACT_OF_TOPIC[topic]
+        changes: dict[str, Any] = {"tenant_id": "hostile-state"}
+        if self.rng.random() < 0.2:
+            changes["pad"] = self._text(self.rng.randrange(1, max(2, self.max_bytes // 30)))
+        if contract == "template_entry":
+            changes["updated_at"] = f"2026-01-{self.rng.randrange(1, 29):02d}T00:00:00Z"
+        document = example(contract, **changes)
+        key = b"hostile-state:order_update:en_US" if topic == "templates" else b"k"
+        value = orjson.dumps(document)
+        if len(value) > self.max_bytes:
+            return self._dlq("state_good", value, "too_large", topic, key=key)
+        return Hostile(topic, key, value, "state_good", "none")
 
     def _state_bad_number(self) -> Hostile:
         """Valid state events whose recipient is no phone number: nowhere to keep them."""
