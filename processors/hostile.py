@@ -215,7 +215,7 @@ WEIGHTS: dict[str, int] = {
     "empty": 4, "null_value": 3, "not_json": 12, "bad_number_token": 5, "invalid_utf8": 8,
     "not_object": 5, "wrong_type": 14, "missing_field": 8, "huge_string": 5,
     "deep_nesting": 6, "over_max": 1, "odd_number": 10, "odd_unicode": 5, "odd_key": 3,
-    "state_bad": 10, "state_bad_number": 3, "expands": 1, "state_good": 3,
+    "state_bad": 10, "state_bad_number": 3, "expands": 1,
 }
 
 
@@ -237,14 +237,16 @@ class HostileInput:
         self._weights = list(WEIGHTS.values())
 
     # -- the stream ------------------------------------------------------------------------
-    def events(self, bad: int, good_every: int = 4,
+    def events(self, bad: int, good_every: int = 4, state_every: int = 36,
                only: Sequence[str] | None = None) -> Iterator[Hostile]:
-        """`bad` bad events (of the `only` categories if given), a good one after every
-        `good_every` of them."""
+        """`bad` bad events (of the `only` categories if given), a good outbound message after
+        every `good_every` of them and a valid state event after every `state_every`."""
         for index in range(1, bad + 1):
             yield self.bad(self.rng.choice(only) if only else None)
             if good_every and index % good_every == 0:
                 yield self.good()
+            if state_every and index % state_every == 0:
+                yield self.state_good()
 
     def bad(self, category: str | None = None) -> Hostile:
         name = category or self.rng.choices(self._names, weights=self._weights)[0]
@@ -486,7 +488,7 @@ class HostileInput:
         return self._dlq("state_bad", b"{" + b" " * (self.max_bytes + 10) + b"}", "too_large",
                          topic)
 
-    def _state_good(self) -> Hostile:
+    def state_good(self) -> Hostile:
         """A valid state event, now and then with large extra fields; no output. Its tenant is
         not the good events' tenant, so it changes no decision the run expects."""
         topic = self.rng.choice(["statuses", "inbound", "preferences", "templates"])

@@ -381,7 +381,7 @@ def test_generator_expectations_match_the_core() -> None:
     started = time.monotonic()
     records = list(hostile.HostileInput(seed=7, max_bytes=8_192).events(4_000))
     categories = Counter(r.category for r in records)
-    assert set(categories) == {*hostile.WEIGHTS, "good"}, categories
+    assert set(categories) == {*hostile.WEIGHTS, "good", "state_good"}, categories
     mismatches = [(r.category, r.expect, core_outcome(r, 8_192), r.value[:120] if r.value
                    else r.value) for r in records if core_outcome(r, 8_192) != r.expect]
     assert not mismatches, mismatches[:10]
