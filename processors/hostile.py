@@ -274,12 +274,11 @@ class HostileInput:
         return example("outbound_message", **{"message_id": self._id(), **changes})
 
     def _decided(self, category: str, document: dict[str, Any], expect: str,
-                 key: bytes | None = None, raw: bytes | None = None) -> Hostile:
+                 key: bytes | None = b"k", raw: bytes | None = None) -> Hostile:
         value = raw if raw is not None else orjson.dumps(document)
         if len(value) > self.max_bytes:  # size is checked first: too large to be decided
             return self._dlq(category, value, "too_large", key=key)
-        return Hostile("outbound", key if key is not None else b"k", value, category, expect,
-                       document["message_id"])
+        return Hostile("outbound", key, value, category, expect, document["message_id"])
 
     def _dlq(self, category: str, value: bytes | None, reason: str, topic: str = "outbound",
              key: bytes | None = b"k") -> Hostile:
