@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down bench clean
+.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down bench fuzz clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,12 @@ test: lint typecheck
 bench: install
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
 	  $(BIN)/python -m tests.benchmarks.throughput $(if $(QUICK),--quick,--events $(or $(N),1000000))
+
+# Hostile input through the real worker: N bad events (100,000 by default) of every kind, with
+# good ones between them; every input must get exactly one output of the expected class.
+fuzz: install
+	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
+	  $(BIN)/python -m tests.benchmarks.hostile --events $(or $(N),100000)
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CATALOG_CONTRACTS = frozenset({"template_entry", webhooks.TEMPLATE_UPDATE})
 
 CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Faust's stubs)
+ENTRY_FIELDS = ("tenant_id", "name", "language", "category", "status", "updated_at")
 
 
 def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> CatalogTable:
@@ -86,6 +87,11 @@ def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes
         if kind not in CATALOG_CONTRACTS:
             ignored.append(kind)
             continue
+        # Keep only the contract's fields: their lengths are bounded by the schema. Fields
+        # beyond them are allowed on the wire, and a history of up to four entries carrying
+        # ~600 KB each made a changelog record over the broker's limit (the entry was in memory
+        # but never reached the changelog, so a restart lost it).
+        entry = {field: entry[field] for field in ENTRY_FIELDS if field in entry}
         name = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
         table[name] = list(tpl.merge(tuple(table.get(name) or ()), entry))
     return ignored

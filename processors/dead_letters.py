@@ -28,7 +28,8 @@ class DeadLetters:
         letter = DeadLetter(**outputs.dead_letter(
             message.topic, message.partition, message.offset, message.key, message.value,
             error.reason, str(error), time.time(), message.headers))
-        await self.topic.send(key=message.key, value=orjson.dumps(letter.asdict()))
+        await self.topic.send(key=outputs.dead_letter_key(message.key),
+                              value=orjson.dumps(letter.asdict()))
         self.metrics.dead_letters.labels(message.topic, error.reason).inc()
         # Where and why only: the error text can quote the input, and input holds numbers.
         log.warning("dead letter", extra={"event": "dead_letter", "reason": error.reason,
