@@ -48,6 +48,8 @@ class OutputReader:
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers,
                                       enable_auto_commit=False, group_id=None,
                                       consumer_timeout_ms=200,
+                                      # the gate's outputs are transactional
+                                      isolation_level="read_committed",
                                       **client_options(security or KafkaSecurity()))
         partitions = [
             TopicPartition(topic, p)

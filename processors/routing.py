@@ -44,7 +44,11 @@ ROUTED = frozenset({"outbound_message", *REDUCERS})
 
 def partition_for(key: str, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a key (murmur2, as the Java client)."""
-    hashed: int = murmur2(key.encode("utf-8"))
+    return partition_for_bytes(key.encode("utf-8"), partitions)
+
+
+def partition_for_bytes(key: bytes, partitions: int) -> int:
+    hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions
 
 

@@ -19,7 +19,7 @@ OUT = Path(__file__).resolve().parent / "dashboards" / "outbound-gate.json"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 T = 'tenant=~"$tenant"'
 RATE = "$__rate_interval"
-LAG = "faust_topic_partition_end_offset - faust_topic_partition_offset_commited"
+LAG = "outbound_gate_input_lag"
 
 
 def q(expr: str, legend: str = "") -> dict[str, Any]:
@@ -65,11 +65,12 @@ PANELS: list[tuple[str, str, str, int, list[dict[str, Any]], str]] = [
      "Message created_at to decision: how late messages are decided."),
     ("Consumer lag by topic", "timeseries", "short", 8,
      [q(f"sum by (topic) ({LAG})", "{{topic}}")],
-     "Records not yet committed by the consumer group (Faust's sensor)."),
+     "Records of the route processor's input topics not yet processed and committed."),
     ("Rebalances", "timeseries", "short", 8,
-     [q("sum(faust_total_rebalances)", "rebalances"),
-      q("sum(faust_total_rebalances_recovering)", "recovering")],
-     "Consumer-group rebalances seen by the workers (Faust's sensor)."),
+     [q("sum(outbound_gate_route_rebalances_total)", "route group"),
+      q("sum(faust_total_rebalances)", "catalog group (Faust)"),
+      q("sum(faust_total_rebalances_recovering)", "catalog recovering (Faust)")],
+     "Consumer-group rebalances seen by the workers: the route processor's group and Faust's."),
     ("Rejections by recipient country", "bargauge", "ops", 8,
      [q("topk(10, sum by (country) (rate(outbound_gate_decisions_by_country_total"
         f'{{outcome="rejected"}}[{RATE}])))', "{{country}}")],

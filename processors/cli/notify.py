@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
                                  bootstrap_servers=settings.bootstrap_servers,
                                  group_id=args.group, enable_auto_commit=False,
                                  auto_offset_reset="earliest",
+                                 # the gate writes in transactions: skip aborted attempts
+                                 isolation_level="read_committed",
                                  **client_options(settings.security))
     except KafkaError as exc:
         print(f"outbound-gate notify: cannot reach Kafka: {exc}", file=sys.stderr)

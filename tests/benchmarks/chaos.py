@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from kafka import KafkaProducer
 
 from processors.loadgen import Workload
@@ -173,42 +173,52 @@ def stream(producer: KafkaProducer, records: list[tuple[str, bytes, bytes]], rat
 
 def read_outputs(bootstrap: str, topics: Topics, expected: int, timeout: float,
                  quiet_seconds: float) -> list[tuple[str, dict[str, Any]]]:
-    """All committed outputs, once `expected` have arrived and nothing more came for a while."""
+    """All committed outputs, once `expected` have arrived and nothing more came for a while.
+
+    Each pass reads everything from the start with a fresh consumer (a consumer created just
+    after a broker restart was seen to stay silent); passes repeat until the count is reached.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        outputs = read_pass(bootstrap, topics, quiet_seconds)
+        log(f"audit: {len(outputs):,} / {expected:,} outputs")
+        if len(outputs) >= expected or time.monotonic() > deadline:
+            return outputs
+
+
+def read_pass(bootstrap: str, topics: Topics, quiet_seconds: float
+              ) -> list[tuple[str, dict[str, Any]]]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"audit-{uuid.uuid4()}",
                          "isolation.level": "read_committed", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     names = [topics.accepted, topics.rejected, topics.dlq]
-    consumer.assign([TopicPartition(t, p) for t in names for p in range(PARTITIONS)])
+    # Explicit start offsets: no committed-offset lookup in the group (that lookup failing with
+    # NOT_COORDINATOR just after a broker restart left a consumer silent).
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in names
+                     for p in range(PARTITIONS)])
     outputs: list[tuple[str, dict[str, Any]]] = []
-    deadline = time.monotonic() + timeout
+    errors: Counter[str] = Counter()
     last_new = time.monotonic()
-    last_report = 0.0
     try:
-        while True:
-            batch = consumer.consume(num_messages=5000, timeout=0.5)
-            for message in batch:
+        while time.monotonic() - last_new < quiet_seconds:
+            for message in consumer.consume(num_messages=5000, timeout=0.5):
                 if message.error():
+                    errors[str(message.error())] += 1
                     continue
+                last_new = time.monotonic()
                 outputs.append((message.topic(), orjson.loads(message.value() or b"null")))
-            now = time.monotonic()
-            if batch:
-                last_new = now
-            if len(outputs) >= expected and now - last_new > quiet_seconds:
-                return outputs
-            if now > deadline:
-                log(f"audit deadline reached with {len(outputs):,} of {expected:,} outputs")
-                return outputs
-            if now - last_report > 10:
-                log(f"audit: {len(outputs):,} / {expected:,} outputs")
-                last_report = now
     finally:
         consumer.close()
+    if errors:
+        log(f"audit consumer errors: {dict(errors)}")
+    return outputs
 
 
 def audit(sent: Sent, outputs: list[tuple[str, dict[str, Any]]], topics: Topics
-          ) -> dict[str, int]:
+          ) -> dict[str, Any]:
     seen: Counter[Any] = Counter()
     wrong = extra = 0
+    samples: list[dict[str, Any]] = []
     for topic, record in outputs:
         if topic == topics.dlq:
             key: Any = (record["topic"], record["partition"], record["offset"])
@@ -225,11 +235,15 @@ def audit(sent: Sent, outputs: list[tuple[str, dict[str, Any]]], topics: Topics
         seen[key] += 1
         if seen[key] == 1 and got != expected:
             wrong += 1
+            if len(samples) < 10:
+                samples.append({"input": str(key), "expected": expected, "got": got,
+                                "record": {k: record.get(k) for k in
+                                           ("enrichment", "violations", "decided_at")}})
     inputs = [*sent.by_message_id, *sent.by_position]
     return {"inputs": len(inputs), "outputs": len(outputs),
             "lost": sum(1 for key in inputs if not seen[key]),
             "duplicated": sum(1 for key in inputs if seen[key] > 1),
-            "wrong": wrong, "unexpected_outputs": extra}
+            "wrong": wrong, "unexpected_outputs": extra, "wrong_samples": samples}
 
 
 def main() -> None:

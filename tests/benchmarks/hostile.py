@@ -182,7 +182,7 @@ def run(bootstrap: str, events: int, seed: int = 42, max_bytes: int = 65_536,
     outputs = [topics.accepted, topics.rejected, topics.dlq]
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{run_id}-reader",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "fetch.max.bytes": 52_428_800})
+                         "isolation.level": "read_committed", "fetch.max.bytes": 52_428_800})
     metadata = consumer.list_topics(timeout=30)
     partitions = [TopicPartition(t, p, 0) for t in outputs
                   for p in sorted(metadata.topics[t].partitions)]

@@ -80,7 +80,7 @@ def main() -> None:
             print(f"  produced {index:,}", flush=True)
     out.flush()
     out.close()
-    group = gate.env["OUTBOUND_GATE_APP_ID"]
+    group = gate.env["OUTBOUND_GATE_APP_ID"] + "-route"  # the route processor's group
     remaining = lag(bootstrap, group, gate.topics.inbound)
     while remaining > 0:
         if gate.problem():
