@@ -173,6 +173,12 @@ class RouteProcessor(Service):
                     # not processed, so read it again from the committed offsets.
                     await self.rewind(batches)
                     continue
+                if batches and not self.catalog_ready():
+                    # Faust's group is rebalancing and the catalog table may be recovering:
+                    # decide nothing until it is whole again.
+                    await self.rewind(batches)
+                    await self.sleep(0.2)
+                    continue
                 if batches:
                     await self.process(batches)
                 await self.maybe_sweep()

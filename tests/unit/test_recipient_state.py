@@ -34,7 +34,18 @@ def test_opt_out_lasts_until_resume() -> None:
     stopped = st.with_preference(EMPTY, 10.0, "stop")
     assert st.prune(stopped, 10.0**9, KEEP).preferences == ((10.0, "stop"),)
     resumed = st.with_preference(stopped, 20.0, "resume")
-    assert st.prune(resumed, 30.0, KEEP).is_empty()  # a lone resume is no preference
+    assert st.prune(resumed, 30.0, KEEP).preferences == ((20.0, "resume"),)
+    # a lone resume is no preference, once no stop can arrive late enough to come before it
+    assert st.prune(resumed, 20.0 + st.LATE_EVENT_SECONDS + 1, KEEP).is_empty()
+
+
+def test_a_stop_arriving_after_a_later_resume_does_not_opt_out() -> None:
+    # Found by the chaos audit: a preference "resume" was pruned as soon as it was alone, and a
+    # 131050 status stamped before it, read later from another topic, then opted the user out.
+    resumed = st.prune(st.with_preference(EMPTY, 20.0, "resume"), 30.0, KEEP)
+    late_stop = st.apply_status(resumed, {"timestamp": "1970-01-01T00:00:10Z",
+                                          "errors": [{"code": st.STOP_ERROR}]})
+    assert st.preference_at(st.prune(late_stop, 40.0, KEEP), 40.0) == "resume"
 
 
 def test_future_preference_is_kept_beside_the_current_one() -> None:
