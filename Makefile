@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down bench fuzz clean
+.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down bench fuzz chaos clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ bench: install
 
 # Hostile input through the real worker: N bad events (100,000 by default) of every kind, with
 # good ones between them; every input must get exactly one output of the expected class.
+# 200,000 events through worker SIGKILLs, a stop/start and broker restarts (SIGTERM, a minute
+# down, and SIGKILL), then a read_committed audit; exits 1 unless lost=duplicated=wrong=0.
+chaos: install
+	@$(KAFKA) up >/dev/null && \
+	  $(BIN)/python -m tests.benchmarks.chaos $(if $(SHORT),--short,--events $(or $(N),200000))
+
 fuzz: install
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
 	  $(BIN)/python -m tests.benchmarks.hostile --events $(or $(N),100000)
