@@ -100,7 +100,9 @@ def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes
 def lookup_with_upcoming(table: CatalogTable, tenant_id: str, name: str, language: str,
                          clock: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The entry in effect at the clock, and the next category change announced after it."""
-    history = table.get(tpl.catalog_key(tenant_id, name, language))
+    # The table's store directly: Table.get runs Faust's sensors on every read (4% of the
+    # route processor's time in a profile), and nothing here needs them.
+    history = table.data.get(tpl.catalog_key(tenant_id, name, language))
     if not history:
         return None, None
     history = tuple(history)

@@ -132,7 +132,7 @@ class GateMetrics:
         self._children: dict[tuple[str, ...], Any] = {}
 
     def count_decision(self, tenant_id: str, outcome: str, category: str, error_code: str,
-                       country: str, monitored: tuple[str, ...]) -> None:
+                       country: str, monitored: tuple[str, ...], amount: int = 1) -> None:
         """Count one decision; label children are cached (labels() is costly per event)."""
         key = (tenant_id, outcome, category, error_code, country)
         children = self._children.get(key)
@@ -141,10 +141,10 @@ class GateMetrics:
             children = self._children[key] = (
                 self.decisions.labels(tenant, outcome, category, error_code),
                 self.by_country.labels(country, outcome, error_code))
-        children[0].inc()
-        children[1].inc()
+        children[0].inc(amount)
+        children[1].inc(amount)
         for rule in monitored:
-            self.monitored.labels(self.tenant(tenant_id), rule).inc()
+            self.monitored.labels(self.tenant(tenant_id), rule).inc(amount)
 
     def policy_in_force(self, policy_id: str, version: str) -> None:
         self.policy_info.clear()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +38,7 @@ from mode import Service
 from processors import state_store
 from processors.kafka_security import client_options
 from processors.metrics import GateMetrics
-from processors.routing import Output, Record, Router, partition_for_bytes
+from processors.routing import Output, Record, Router, Tally, partition_for_bytes
 from processors.settings import Settings
 from processors.state_store import PartitionStore
 
@@ -106,6 +106,9 @@ class RouteProcessor(Service):
             linger_ms=5,
             max_batch_size=256 * 1024,
             max_request_size=max(self.settings.max_message_bytes * 2, 1_048_576),
+            # Back-to-back transactions meet CONCURRENT_TRANSACTIONS until the previous one's
+            # markers are written; aiokafka's 100 ms default backoff then dominates latency.
+            retry_backoff_ms=10,
             # A worker that dies inside a transaction and whose lane nobody takes over (no
             # other worker) blocks read_committed readers of its outputs this long at most.
             transaction_timeout_ms=self.settings.transaction_timeout_seconds * 1000,
@@ -285,15 +288,16 @@ class RouteProcessor(Service):
         lane = self.lanes.get(number)
         if lane is None:
             return
-        fetched = time.monotonic()
+        fetched, now = time.monotonic(), time.time()
         out: list[Output] = []
+        tally: Tally = Counter()
         offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
         try:
             if lane.failed:
                 await self.repair(lane)
             for records in batches.values():
                 for record in records:
-                    self.router.handle(as_record(record, fetched), lane.store, out)
+                    self.router.handle(as_record(record, fetched), lane.store, out, tally, now)
             await self.produce(lane, out, offsets)
         except Exception as exc:  # broker gone, fenced, timed out...: nothing is kept
             lane.store.aborted()
@@ -307,6 +311,7 @@ class RouteProcessor(Service):
                 self.consumer.seek(tp, records[0].offset)
             await asyncio.sleep(RETRY_SECONDS)
             return
+        self.router.counted(tally)
         self.metrics.transactions.labels("committed").inc()
         self.metrics.batch_records.observe(sum(len(r) for r in batches.values()))
 

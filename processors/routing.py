@@ -6,8 +6,10 @@ what it returns in one transaction with the input offsets.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +49,7 @@ def partition_for(key: str, partitions: int) -> int:
     return partition_for_bytes(key.encode("utf-8"), partitions)
 
 
+@functools.lru_cache(maxsize=65_536)  # keys recur (busy recipients); murmur2 is pure Python
 def partition_for_bytes(key: bytes, partitions: int) -> int:
     hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions
@@ -59,6 +62,10 @@ def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
     else:
         e164 = parse_recipient(document[REDUCERS[contract][1]]).e164
     return state_key(document["tenant_id"], e164) if e164 else None
+
+
+# (what, labels...) -> how many; counted once the batch has committed
+Tally = Counter[tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,49 +120,51 @@ class Router:
     def sources(self) -> list[str]:
         return [*self.contracts, self.rekeyed]
 
-    def handle(self, record: Record, store: PartitionStore, out: list[Output]) -> None:
-        now = time.time()
+    def handle(self, record: Record, store: PartitionStore, out: list[Output], tally: Tally,
+               now: float) -> None:
+        """now: the batch's clock. tally: what to count once the batch has committed."""
         if record.topic == self.rekeyed:
             contract, document = unwrap(record.value)
-            self.route(record, contract, document, store, out, now)
+            self.route(record, contract, document, store, out, tally, now)
             return
         contract = self.contracts[record.topic]
-        self.metrics.input_records.labels(record.topic).inc()
+        tally[("in", record.topic)] += 1
         try:
             documents = read_input(contract, record, self.settings)
         except DecodeError as error:
-            out.append(self.dead_letter(record, error))
+            out.append(self.dead_letter(record, error, tally, now))
             return
         # One Meta body can carry several events, for several recipients: each one goes its
         # own way (handled here, or re-keyed to its home partition).
         for contract, document in documents:
             if contract in ROUTED:
-                self.route(record, contract, document, store, out, now)
+                self.route(record, contract, document, store, out, tally, now)
             else:  # a catalog change in a body on a state topic: the catalog agent's
-                self.metrics.webhook_ignored.labels(record.topic, contract).inc()
+                tally[("ignored", record.topic, contract)] += 1
 
     def route(self, record: Record, contract: str, document: dict[str, Any],
-              store: PartitionStore, out: list[Output], now: float) -> None:
+              store: PartitionStore, out: list[Output], tally: Tally, now: float) -> None:
         key = recipient_key(contract, document)
         if key is None:
             if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
-                self.emit(document, EMPTY, now, record.consumed, out)
+                self.emit(document, EMPTY, now, record.consumed, out, tally)
             else:
                 out.append(self.dead_letter(record, DecodeError(
-                    "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number")))
+                    "schema_invalid", f"{REDUCERS[contract][1]} is not a valid number"),
+                    tally, now))
             return
         home = partition_for(key, self.partitions)
         if record.partition != home:
             out.append(Output(self.rekeyed, key.encode("utf-8"),
                               orjson.dumps({"c": contract, "d": document}), home))
-            self.metrics.repartitioned.inc()
+            tally[("rekeyed",)] += 1
             return
         dedup = self.settings.dedup_seconds
         keep = recipient_state.retention(self.holder.current, document["tenant_id"], dedup)
         if contract != "outbound_message":
             self.changed(record.partition, out, recipient_state.apply_event(
                 store, key, contract, document, keep, now))
-            self.metrics.state_events.labels(contract).inc()
+            tally[("state", contract)] += 1
             return
         state = recipient_state.load(store, key)
         if st.already_decided(state, document["message_id"]):
@@ -163,9 +172,9 @@ class Router:
             log.info("duplicate input dropped", extra={
                 "event": "duplicate", "tenant": document["tenant_id"],
                 "message_id": document["message_id"]})
-            self.metrics.duplicates.inc()
+            tally[("duplicate",)] += 1
             return
-        self.emit(document, state, now, record.consumed, out)
+        self.emit(document, state, now, record.consumed, out, tally)
         if dedup:  # remember the idempotency key (0 switches de-duplication off)
             self.changed(record.partition, out, recipient_state.save(store, key, st.prune(
                 st.with_decided(state, document["message_id"], now), now, keep)))
@@ -175,30 +184,59 @@ class Router:
         out.append(Output(self.changelog, change[0], change[1], partition))
 
     def emit(self, document: dict[str, Any], state: RecipientState, now: float,
-             consumed: float, out: list[Output]) -> None:
+             consumed: float, out: list[Output], tally: Tally) -> None:
         verdict = judge(document, state, self.holder.current, self.catalog_table, now)
         topics = self.settings.topics
-        out.append(Output(topics.accepted if verdict.decision.accepted else topics.rejected,
+        decision, enrichment = verdict.decision, verdict.enrichment
+        out.append(Output(topics.accepted if decision.accepted else topics.rejected,
                           verdict.key.encode("utf-8"), orjson.dumps(verdict.record)))
-        metrics = self.metrics
-        count(metrics, document, verdict)
+        tally[("decision", document["tenant_id"],
+               "accepted" if decision.accepted else "rejected",
+               enrichment.template_category or NONE, decision.error_code or NONE,
+               enrichment.recipient.region or "unknown", decision.monitored)] += 1
         if verdict.recategorized is not None:  # Meta announced a new category, due later
-            metrics.sends_before_recategorization.labels(
-                metrics.tenant(document["tenant_id"]),
-                verdict.enrichment.template_category or NONE, verdict.recategorized).inc()
-        metrics.decision_latency.observe(time.monotonic() - consumed)
-        metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
+            tally[("recategorized", document["tenant_id"],
+                   enrichment.template_category or NONE, verdict.recategorized)] += 1
+        self.metrics.decision_latency.observe(time.monotonic() - consumed)
+        self.metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
 
-    def dead_letter(self, record: Record, error: DecodeError) -> Output:
+    def counted(self, tally: Tally) -> None:
+        """The batch committed: count what it did."""
+        metrics = self.metrics
+        for key, amount in tally.items():
+            kind = key[0]
+            if kind == "decision":
+                tenant, outcome, category, code, country, monitored = key[1:]
+                metrics.count_decision(tenant, outcome, category, code, country, monitored,
+                                       amount)
+            elif kind == "in":
+                metrics.input_records.labels(key[1]).inc(amount)
+            elif kind == "state":
+                metrics.state_events.labels(key[1]).inc(amount)
+            elif kind == "rekeyed":
+                metrics.repartitioned.inc(amount)
+            elif kind == "duplicate":
+                metrics.duplicates.inc(amount)
+            elif kind == "dead_letter":
+                metrics.dead_letters.labels(key[1], key[2]).inc(amount)
+            elif kind == "ignored":
+                metrics.webhook_ignored.labels(key[1], key[2]).inc(amount)
+            elif kind == "recategorized":
+                metrics.sends_before_recategorization.labels(
+                    metrics.tenant(key[1]), key[2], key[3]).inc(amount)
+
+    def dead_letter(self, record: Record, error: DecodeError, tally: Tally,
+                    now: float) -> Output:
         letter = outputs.dead_letter(record.topic, record.partition, record.offset, record.key,
-                                     record.value, error.reason, str(error), time.time(),
+                                     record.value, error.reason, str(error), now,
                                      record.headers)
-        self.metrics.dead_letters.labels(record.topic, error.reason).inc()
+        tally[("dead_letter", record.topic, error.reason)] += 1
         # Where and why only: the error text can quote the input, and input holds numbers.
         log.warning("dead letter", extra={"event": "dead_letter", "reason": error.reason,
                                           "topic": record.topic, "partition": record.partition,
                                           "offset": record.offset})
-        return Output(self.settings.topics.dlq, record.key, orjson.dumps(letter))
+        return Output(self.settings.topics.dlq, outputs.dead_letter_key(record.key),
+                      orjson.dumps(letter))
 
     def sweep(self, store: PartitionStore, now: float) -> list[Output]:
         kept, changes = recipient_state.sweep(store, self.holder.current,
@@ -234,13 +272,6 @@ class Verdict:
     decision: Decision
     enrichment: Enrichment
     recategorized: str | None = None  # the category Meta announced for later, if any
-
-
-def count(metrics: GateMetrics, message: dict[str, Any], verdict: Verdict) -> None:
-    decision, enrichment = verdict.decision, verdict.enrichment
-    metrics.count_decision(message["tenant_id"], "accepted" if decision.accepted else "rejected",
-                           enrichment.template_category or NONE, decision.error_code or NONE,
-                           enrichment.recipient.region or "unknown", decision.monitored)
 
 
 def judge(message: dict[str, Any], state: RecipientState, policies: PolicySet,

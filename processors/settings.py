@@ -102,7 +102,7 @@ class Settings:
     session_timeout_seconds: int = 15
     tenant_label_cap: int = 500
     processing_guarantee: str = "exactly_once"
-    batch_records: int = 2000
+    batch_records: int = 500
     transaction_timeout_seconds: int = 60
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
@@ -149,7 +149,7 @@ ENV_HELP = {
     "OUTBOUND_GATE_TENANT_LABEL_CAP": "tenants with their own metric label; others fold (500)",
     "OUTBOUND_GATE_PROCESSING_GUARANTEE": "exactly_once (Kafka transactions, default) or "
                                           "at_least_once (a crash can repeat a decision)",
-    "OUTBOUND_GATE_BATCH_RECORDS": "most records per fetch and transaction (2000)",
+    "OUTBOUND_GATE_BATCH_RECORDS": "most records per fetch and transaction (500)",
     "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": "the broker aborts a transaction left open by "
                                                  "a dead worker after this (60)",
     "OUTBOUND_GATE_TENANT_MAP": "JSON file {\"waba:<WABA id>\": tenant, "
@@ -282,7 +282,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
         tenant_label_cap=_int(env, "OUTBOUND_GATE_TENANT_LABEL_CAP", 500),
         processing_guarantee=guarantee,
-        batch_records=_int(env, "OUTBOUND_GATE_BATCH_RECORDS", 2000),
+        batch_records=_int(env, "OUTBOUND_GATE_BATCH_RECORDS", 500),
         transaction_timeout_seconds=_int(env, "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 60,
                                          minimum=5),
         tenant_map=_tenant_map(env.get("OUTBOUND_GATE_TENANT_MAP")),

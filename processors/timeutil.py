@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 
@@ -42,6 +43,7 @@ EARLIEST = datetime(1, 1, 1, tzinfo=UTC).timestamp()
 LATEST = datetime(9999, 12, 31, 23, 59, 59, 999_000, tzinfo=UTC).timestamp()
 
 
+@functools.lru_cache(maxsize=4096)  # the same instants recur: a batch's clock, status times
 def format_rfc3339(epoch: float) -> str:
     """UTC, millisecond precision, 'Z' suffix: e.g. 2025-04-01T00:00:00.000Z.
 

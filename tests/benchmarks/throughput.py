@@ -58,7 +58,11 @@ def log(text: str) -> None:
 def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
             rate: float = 0.0) -> dict[str, float]:
     """Produce (topic, key, value); returns message_id -> send time (ms) for outbound JSON."""
+    # murmur2_random: Kafka's default (Java) partitioner, which kafka-python and the gate's
+    # producer helper use too; librdkafka's own default (CRC32) would put most keyed records
+    # off their home partition and make the gate re-key them.
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10,
+                         "partitioner": "murmur2_random",
                          "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
     sent: dict[str, float] = {}
     started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import subprocess
 import sys
 import time
@@ -71,7 +72,9 @@ def publish(gate: Gate, topic: str, body: dict[str, Any], tenant: str | None,
 def now_body(name: str, number: str | None = None) -> dict[str, Any]:
     """A fixture body dated now (Unix seconds, as Meta sends them), for `number`."""
     text = (FIXTURES / "meta_webhook" / f"{name}.json").read_text()
-    text = text.replace("1795694400", str(int(time.time())))
+    # Rounded up: Meta's times are whole seconds, and a body stamped in the second of an entry
+    # made before it (a catalog import, stamped to the millisecond) must still be the newer.
+    text = text.replace("1795694400", str(math.ceil(time.time())))
     for fixture_number in ("5511912345678", "14165550123", "5511987654321"):
         if number is not None:
             text = text.replace(fixture_number, number)
