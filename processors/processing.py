@@ -128,7 +128,8 @@ class RouteProcessor(Service):
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(1000, session_ms // 5),
             max_partition_fetch_bytes=max(self.settings.max_message_bytes, 1_048_576),
-            fetch_max_bytes=max(self.settings.max_message_bytes, 52_428_800),
+            # Bounded prefetch: what is fetched but not yet processed is resident memory.
+            fetch_max_bytes=max(self.settings.max_message_bytes, 8_388_608),
             **client_options(self.settings.security),
         )
 

@@ -276,6 +276,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 events: a smoke run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--output", type=Path,
+                        help="where to write the results (default: results/latest.json, "
+                             "results/quick.json with --quick)")
     parser.add_argument("--only", nargs="*",
                         choices=["ceiling", "gate", "gate_at_least_once", "gate_2_workers",
                                  "faust_plain", "quix"])
@@ -330,7 +333,7 @@ def main() -> None:
         summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed)
         summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("quick.json" if args.quick else "latest.json")
+    out = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{'contender':<14}{'events/s':>12}{'seconds':>10}")
     for name, result in results.items():
