@@ -21,10 +21,12 @@ def test_quick_bench_produces_every_figure(bootstrap: str) -> None:
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(RESULTS.read_text())
-    assert set(summary["contenders"]) == {"ceiling", "gate", "faust_plain", "quix"}
+    assert set(summary["contenders"]) == {"ceiling", "gate", "gate_at_least_once",
+                                          "faust_plain", "quix"}
     for name, figures in summary["contenders"].items():
         assert figures["events_per_s"] > 0, name
-    assert set(summary["ratios"]) == {"gate/ceiling", "gate/faust_plain", "gate/quix"}
+    assert set(summary["ratios"]) == {"gate/ceiling", "gate/gate_at_least_once",
+                                      "gate/faust_plain", "gate/quix"}
     latency = summary["latency"]
     assert latency["samples"] > 0
     assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
