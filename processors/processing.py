@@ -26,7 +26,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,6 @@ class Lane:
     store: PartitionStore
     producer: AIOKafkaProducer | None = None  # exactly-once: this lane's own
     failed: bool = False
-    pending: list[asyncio.Future[Any]] = field(default_factory=list)
 
 
 class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
-from processors import catalog, outputs, recipient_state, webhooks
+from processors import catalog, dead_letters, outputs, recipient_state, webhooks
 from processors.catalog import CatalogTable
 from processors.decode import DecodeError, decode, parse_json
 from processors.enrich import parse_recipient
@@ -227,16 +227,10 @@ class Router:
 
     def dead_letter(self, record: Record, error: DecodeError, tally: Tally,
                     now: float) -> Output:
-        letter = outputs.dead_letter(record.topic, record.partition, record.offset, record.key,
-                                     record.value, error.reason, str(error), now,
-                                     record.headers)
+        key, value = dead_letters.encode(record.topic, record.partition, record.offset,
+                                         record.key, record.value, record.headers, error, now)
         tally[("dead_letter", record.topic, error.reason)] += 1
-        # Where and why only: the error text can quote the input, and input holds numbers.
-        log.warning("dead letter", extra={"event": "dead_letter", "reason": error.reason,
-                                          "topic": record.topic, "partition": record.partition,
-                                          "offset": record.offset})
-        return Output(self.settings.topics.dlq, outputs.dead_letter_key(record.key),
-                      orjson.dumps(letter))
+        return Output(self.settings.topics.dlq, key, value)
 
     def sweep(self, store: PartitionStore, now: float) -> list[Output]:
         kept, changes = recipient_state.sweep(store, self.holder.current,

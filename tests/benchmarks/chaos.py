@@ -43,6 +43,7 @@ from processors.offline import OfflineCheck
 from processors.policy import load_policy
 from processors.settings import TOPIC_ENV, Topics
 from processors.topics import create_missing
+from tests.benchmarks.state_footprint import rss_mb
 from tests.e2e import conftest as harness
 
 REPO = Path(__file__).resolve().parents[2]
@@ -123,16 +124,6 @@ class Cluster:
             if "Traceback" in text:
                 found.append(f"{name}: a traceback in {gate.log_path}")
         return found
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 Records = list[tuple[str, bytes | None, bytes | None]]
