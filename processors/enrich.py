@@ -1,7 +1,9 @@
-"""Recipient number parsing (libphonenumber metadata) and template category resolution. Pure."""
+"""Recipient parsing (phone numbers with libphonenumber's metadata, Meta's business-scoped user
+IDs) and template category resolution. Pure."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -14,29 +16,65 @@ _TYPE_NAMES = {
     value: name for name, value in vars(PhoneNumberType).items() if isinstance(value, int)
 }
 _STRIP = str.maketrans("", "", " -().\u00a0")
+# Recipient kinds (the enrichment's recipient_kind).
+PHONE, BSUID, PARENT_BSUID = "phone", "bsuid", "parent_bsuid"
+# Meta's business-scoped user ID: "<ISO 3166 alpha-2>.<alphanumeric>", a parent BSUID has
+# "ENT." between. Anything starting with two letters and a dot is meant as one (no phone
+# number does), so a bad one is an invalid recipient rather than a number that fails to parse.
+_BSUID_LIKE = re.compile(r"[A-Za-z]{2}\.")
+_BSUID = re.compile(r"([A-Za-z]{2})\.(ENT\.)?([A-Za-z0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """What the number tells us. e164 is None when the number is not valid."""
+    """Who the recipient is. identity is None when it is neither a valid number nor a valid
+    BSUID; e164 is None unless the recipient is a phone number (or a BSUID linked to one)."""
 
     e164: str | None
     region: str | None
     calling_code: int | None
     number_type: str | None
     problem: str | None = None
+    kind: str | None = PHONE
+    identity: str | None = None  # the E.164 number or the BSUID: what state is keyed by
 
     @property
     def valid(self) -> bool:
-        return self.e164 is not None
+        return self.identity is not None
+
+
+def is_bsuid_like(recipient: str) -> bool:
+    return _BSUID_LIKE.match(recipient.strip()) is not None
+
+
+def parse_bsuid(text: str) -> Recipient:
+    """A business-scoped user ID (or parent BSUID): its region is its prefix, if libphonenumber
+    knows that region."""
+    text = text.strip()
+    meant = PARENT_BSUID if text[3:7].upper() == "ENT." else BSUID
+    match = _BSUID.fullmatch(text)
+    if match is None:
+        return Recipient(None, None, None, None, kind=meant,
+                         problem="not a valid business-scoped user ID")
+    region = match.group(1).upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        return Recipient(None, None, None, None, kind=meant,
+                         problem="business-scoped user ID of an unknown region")
+    kind = PARENT_BSUID if match.group(2) else BSUID
+    identity = f"{region}.{match.group(2) or ''}{match.group(3)}"
+    return Recipient(None, region, phonenumbers.country_code_for_region(region), None,
+                     kind=kind, identity=identity)
 
 
 @lru_cache(maxsize=262_144)
 def parse_recipient(recipient: str, region_hint: str | None = None) -> Recipient:
-    """Parse a recipient as E.164, Meta wa_id digits (international), or national + region hint.
+    """Parse a recipient as a BSUID, E.164, Meta wa_id digits (international), or national +
+    region hint.
 
     Cached: campaigns send to the same recipients over and over, and parsing dominates the cost.
     """
+    if is_bsuid_like(recipient):
+        return parse_bsuid(recipient)
     text = recipient.strip().translate(_STRIP)
     hint = region_hint.upper() if region_hint else None
     if not text.startswith("+") and hint is None:
@@ -50,11 +88,13 @@ def parse_recipient(recipient: str, region_hint: str | None = None) -> Recipient
         return Recipient(
             None, None, number.country_code, None, problem="not a valid number for any region"
         )
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Recipient(
-        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        e164=e164,
         region=phonenumbers.region_code_for_number(number),
         calling_code=number.country_code,
         number_type=_TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"),
+        identity=e164,
     )
 
 

@@ -100,7 +100,7 @@ WRONG_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
         "schema_version": ("1", 2, 0, True, None, 1.5, []),
         "message_id": (*_COMMON, "m" * 257),
         "tenant_id": (*_COMMON, "t" * 129),
-        "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 65),
+        "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 141),
         "recipient_region": ("USA", "U", "U1", "", 1, None, "\u00dfS", "\uff35\uff33"),
         "business_number": (1, None, [], "9" * 65),
         "kind": ("TEMPLATE", "freeform", "", 1, None, "template\u0000", []),
@@ -117,7 +117,7 @@ WRONG_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "delivery_status": {
         "tenant_id": (*_COMMON, "t" * 129),
-        "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 65),
+        "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 141),
         "status": ("FAILED", "bounced", 1, None),
         "timestamp": (1767225600, "now", "2026-01-01T00:00:00", None),
         "errors": ("131049", 131049, [131049], [{"code": "131049"}], [{"title": "x"}],
@@ -125,13 +125,13 @@ WRONG_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "inbound_message": {
         "tenant_id": (*_COMMON, "t" * 129),
-        "sender": (*NON_STRING_RECIPIENTS, "", "1" * 65),
+        "sender": (*NON_STRING_RECIPIENTS, "", "1" * 141),
         "timestamp": (1767225600, "now", "2026-01-01", None),
         "referral": ("ad", 1, [], {"source_type": 1}),
     },
     "user_preference": {
         "tenant_id": (*_COMMON, "t" * 129),
-        "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 65),
+        "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 141),
         "preference": ("STOP", "unsubscribe", 1, None, ""),
         "timestamp": (1767225600, "now", None),
     },

@@ -57,6 +57,8 @@ class DeliveryStatus(_Contract):
     timestamp: str
     errors: list[DeliveryError]
     message_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
 
 
 class Referral(_Contract):
@@ -68,6 +70,8 @@ class InboundMessage(_Contract):
     sender: str
     timestamp: str
     referral: Referral | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
 
 
 class UserPreference(_Contract):
@@ -75,10 +79,13 @@ class UserPreference(_Contract):
     recipient: str
     preference: str
     timestamp: str
+    user_id: str | None = None
+    parent_user_id: str | None = None
 
 
 class Enrichment(_Contract):
     recipient_e164: str | None
+    recipient_kind: str | None
     recipient_region: str | None
     calling_code: int | None
     number_type: str | None

@@ -12,14 +12,19 @@ from typing import Any
 NEXT_STEP = {
     "INVALID_RECIPIENT": "Check the customer's phone number and send again.",
     "RECIPIENT_REGION_UNSUPPORTED": "Reach this customer on another channel.",
+    "BSUID_RECIPIENT_UNSUPPORTED": "Send the authentication template to the customer's phone "
+                                   "number.",
     "TEMPLATE_DISABLED": "Choose another approved template.",
     "TEMPLATE_PAUSED": "Wait until Meta unpauses the template, or choose another one.",
     "TEMPLATE_NOT_APPROVED": "Wait for Meta to approve the template, or choose an approved one.",
+    "TEMPLATE_ARCHIVED": "Unarchive the template in WhatsApp Manager, or choose another one.",
     "OUTSIDE_SERVICE_WINDOW": "Send an approved template instead of a free-form message.",
     "BULK_MARKETING_NOT_ALLOWED": "Send marketing through a campaign, not a bulk action.",
     "MARKETING_OPTED_OUT": "Do not send marketing to this customer; service messages still work.",
     "MARKETING_PAUSED_US": "Use a utility or authentication template, or another channel.",
     "USER_MARKETING_TEMPLATE_LIMIT": "Wait before sending this customer more marketing.",
+    "PAIR_RATE_LIMITED": "Slow down: wait until the retry time before messaging this customer "
+                         "again from this number.",
 }
 
 

@@ -19,6 +19,8 @@ from typing import Any
 from processors import decode, webhooks
 from processors.enrich import parse_recipient
 from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, message_clock
+from processors.policy import identity as ids
+from processors.policy import state as st
 from processors.policy import templates as tpl
 from processors.policy.state import REDUCERS, state_key
 from processors.settings import Topics
@@ -140,13 +142,48 @@ class OfflineCheck:
 
     def _state_event(self, contract: str, document: dict[str, Any]) -> None:
         reducer, field_name = REDUCERS[contract]
-        recipient = parse_recipient(document[field_name]).e164
+        recipient = parse_recipient(document[field_name]).identity
         if recipient is None:
-            raise decode.DecodeError("schema_invalid", f"{field_name} is not a valid phone number")
-        key = state_key(document["tenant_id"], recipient)
+            raise decode.DecodeError("schema_invalid", f"{field_name} is not a valid phone "
+                                     "number or business-scoped user ID")
+        tenant, at = document["tenant_id"], parse_rfc3339(document["timestamp"])
+        for kind, member in ids.named_links(document, document[field_name]):
+            self._link(tenant, recipient, kind, member, at)
+        key = state_key(tenant, recipient)
         self.states[key] = reducer(self.states.get(key, EMPTY), document)
-        self.reached = max(self.reached, parse_rfc3339(document["timestamp"]))
+        self.reached = max(self.reached, at)
         self.summary.state_events += 1
+
+    def _link(self, tenant: str, number: str, kind: str, member: str, at: float) -> None:
+        """Both sides of a link at once (live, each side is applied in its own partition)."""
+        head_key = state_key(tenant, number)
+        head, replaced, changed = ids.link(self.states.get(head_key, EMPTY), kind, member, at)
+        self.states[head_key] = head
+        if not changed:
+            return
+        if replaced is not None:  # the BSUID this number was linked to is on its own again
+            old_key = state_key(tenant, replaced)
+            old = self.states.get(old_key, EMPTY)
+            if old.home is not None and old.home[0] == number:
+                self.states[old_key] = ids.claim_released(old)
+        member_key = state_key(tenant, member)
+        claimed, previous, _ = ids.claim(self.states.get(member_key, EMPTY), number, at)
+        self.states[member_key] = claimed
+        if previous is not None:  # the number the BSUID was linked to before lets it go
+            previous_key = state_key(tenant, previous)
+            self.states[previous_key] = ids.unlink(self.states.get(previous_key, EMPTY), member)
+
+    def _group(self, tenant: str, identity: str) -> tuple[list[str], str | None]:
+        """The state keys of the user an identity belongs to, and the number when linked."""
+        own = self.states.get(state_key(tenant, identity), EMPTY)
+        head = own.home[0] if own.home is not None else identity
+        head_state = self.states.get(state_key(tenant, head), EMPTY)
+        keys = [state_key(tenant, head)]
+        for member in ids.members(head_state):
+            home = self.states.get(state_key(tenant, member), EMPTY).home
+            if home is not None and home[0] == head:
+                keys.append(state_key(tenant, member))
+        return keys, (head if head != identity else None)
 
     def _decide(self, number: int, message: dict[str, Any]) -> dict[str, Any]:
         clock = message_clock(message, self.at)
@@ -158,11 +195,22 @@ class OfflineCheck:
             entry = tpl.entry_at(self.catalog.get(key), clock)
             if tpl.pending_category(self.catalog.get(key), clock) is not None:
                 self.summary.before_recategorization += 1
-        enrichment = enrich(message, entry)
-        e164 = enrichment.recipient.e164
-        state = self.states.get(state_key(message["tenant_id"], e164), EMPTY) if e164 else EMPTY
-        policy = self.policies.for_tenant(message["tenant_id"])
+        tenant = message["tenant_id"]
+        identity = parse_recipient(message["recipient"], message.get("recipient_region")).identity
+        keys: list[str] = []
+        linked = None
+        if identity is not None:
+            keys, linked = self._group(tenant, identity)
+        enrichment = enrich(message, entry, linked)
+        state = st.combine([self.states.get(key, EMPTY) for key in keys], clock) if keys \
+            else EMPTY
+        policy = self.policies.for_tenant(tenant)
         decision = decide(message, enrichment, state, entry, policy, clock)
+        if decision.accepted and identity is not None:  # an accepted send uses the pair budget
+            key = state_key(tenant, identity)
+            self.states[key] = st.with_send(self.states.get(key, EMPTY),
+                                            message.get("business_number") or "", clock,
+                                            policy.parameters.pair_rate_interval_seconds)
         outcome = "accepted" if decision.accepted else "rejected"
         self.summary.decisions[outcome] += 1
         country = enrichment.recipient.region or "unknown"

@@ -22,8 +22,8 @@ DEAD_LETTER_KEY_MAX_BYTES = 16_384
 
 
 def output_key(message: dict[str, Any], enrichment: Enrichment) -> str:
-    """tenant_id:recipient_e164 (the raw recipient when it is not a valid number)."""
-    return f"{message['tenant_id']}:{enrichment.recipient.e164 or message['recipient']}"
+    """tenant_id:identity: the E.164 number or the BSUID (the raw recipient when invalid)."""
+    return f"{message['tenant_id']}:{enrichment.recipient.identity or message['recipient']}"
 
 
 def _policy_ref(decision: Decision) -> dict[str, Any]:

@@ -42,10 +42,13 @@ PREFERENCES = frozenset({"stop", "resume"})
 
 # Meta's template status (webhook "event", or "status" of the template list) -> catalog status.
 # Events that do not change whether a template can be sent (FLAGGED: quality warning;
-# LOCKED/UNLOCKED: editing; ARCHIVED/UNARCHIVED...) are ignored.
+# LOCKED/UNLOCKED: editing) are ignored. Archived templates cannot be sent until unarchived
+# (Meta's "Template archival"); the gate takes an unarchived one as approved again.
 TEMPLATE_STATUSES: Mapping[str, str] = {
     "APPROVED": "APPROVED",
     "REINSTATED": "APPROVED",
+    "UNARCHIVED": "APPROVED",
+    "ARCHIVED": "ARCHIVED",
     "PENDING": "PENDING",
     "IN_APPEAL": "PENDING",
     "PAUSED": "PAUSED",
@@ -179,26 +182,54 @@ def _items(value: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
         yield from (item for item in items if isinstance(item, dict))
 
 
+def _user(phone: Any, user_id: Any, parent_user_id: Any) -> dict[str, str] | None:
+    """Who an event is about: {field: value} with the phone number as the primary identity
+    when Meta gave it (the BSUIDs then link to it), else the BSUID, else the parent BSUID.
+    Since 2026 Meta may omit the number of a user who has a username (business-scoped user
+    IDs); None when the event names nobody."""
+    ids = {name: str(value) for name, value in (("primary", phone), ("user_id", user_id),
+                                                ("parent_user_id", parent_user_id))
+           if isinstance(value, str | int) and not isinstance(value, bool) and str(value)}
+    if "primary" in ids:
+        return ids
+    primary = ids.get("user_id") or ids.get("parent_user_id")
+    return {"primary": primary} if primary else None
+
+
+def _named(document: dict[str, Any], field: str, user: dict[str, str]) -> dict[str, Any]:
+    document[field] = user["primary"]
+    for name in ("user_id", "parent_user_id"):
+        if name in user:
+            document[name] = user[name]
+    return document
+
+
 def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:
+    contacts = {str(c.get("wa_id")): c for c in _items(value, "contacts") if "wa_id" in c}
     for status in _items(value, "statuses"):
-        if status.get("status") not in DELIVERY_STATUSES or "recipient_id" not in status:
+        user = _user(status.get("recipient_id"), status.get("recipient_user_id"),
+                     status.get("recipient_parent_user_id"))
+        if status.get("status") not in DELIVERY_STATUSES or user is None:
             continue  # e.g. a group message status, or a status the gate has no use for
         errors = [{"code": error["code"], **({"title": error["title"]}
                                              if isinstance(error.get("title"), str) else {})}
                   for error in status.get("errors") or () if isinstance(error, dict)
                   and isinstance(error.get("code"), int) and not isinstance(error["code"], bool)]
-        document: dict[str, Any] = {
-            "tenant_id": tenant, "recipient": str(status["recipient_id"]),
-            "status": status["status"], "timestamp": _timestamp(status, "a status"),
-            "errors": errors}
+        document: dict[str, Any] = _named({
+            "tenant_id": tenant, "status": status["status"],
+            "timestamp": _timestamp(status, "a status"), "errors": errors}, "recipient", user)
         if isinstance(status.get("id"), str):
             document["message_id"] = status["id"]
         yield "delivery_status", document
     for message in _items(value, "messages"):
-        if "from" not in message:
+        contact = contacts.get(str(message.get("from")), {})
+        user = _user(message.get("from"), message.get("from_user_id") or contact.get("user_id"),
+                     message.get("from_parent_user_id") or contact.get("parent_user_id"))
+        if user is None:
             continue
-        inbound: dict[str, Any] = {"tenant_id": tenant, "sender": str(message["from"]),
-                                   "timestamp": _timestamp(message, "a message")}
+        inbound: dict[str, Any] = _named({"tenant_id": tenant,
+                                          "timestamp": _timestamp(message, "a message")},
+                                         "sender", user)
         referral = message.get("referral")
         if isinstance(referral, dict):
             source_type = referral.get("source_type")
@@ -209,12 +240,13 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
 
 def _user_preferences(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:
     for item in _items(value, "user_preferences"):
+        user = _user(item.get("wa_id"), item.get("user_id"), item.get("parent_user_id"))
         if item.get("category") != "marketing_messages" or item.get("value") not in PREFERENCES \
-                or "wa_id" not in item:
+                or user is None:
             continue
-        yield "user_preference", {"tenant_id": tenant, "recipient": str(item["wa_id"]),
-                                  "preference": item["value"],
-                                  "timestamp": _timestamp(item, "a user preference")}
+        yield "user_preference", _named({"tenant_id": tenant, "preference": item["value"],
+                                         "timestamp": _timestamp(item, "a user preference")},
+                                        "recipient", user)
 
 
 def _template(value: dict[str, Any], tenant: str) -> dict[str, Any] | None:

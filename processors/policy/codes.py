@@ -13,13 +13,16 @@ class Code:
     reason: str
 
 
-# Precedence order (DESIGN §4): the first that fires is the error_code.
+# Precedence order: the first that fires is the error_code.
 CODES: tuple[Code, ...] = (
     Code("INVALID_RECIPIENT", None, False,
          "The recipient's phone number is not a valid number, so WhatsApp cannot deliver to it; "
          "check the number."),
     Code("RECIPIENT_REGION_UNSUPPORTED", None, False,
          "WhatsApp Business messages cannot be sent to recipients in this country."),
+    Code("BSUID_RECIPIENT_UNSUPPORTED", 131062, False,
+         "Authentication templates cannot be sent to a customer known only by their WhatsApp "
+         "user ID; send it to the customer's phone number."),
     Code("TEMPLATE_DISABLED", 132016, False,
          "Meta has disabled this template, so it can no longer be sent; use another template."),
     Code("TEMPLATE_PAUSED", 132015, True,
@@ -27,6 +30,9 @@ CODES: tuple[Code, ...] = (
     Code("TEMPLATE_NOT_APPROVED", 132001, False,
          "This template is not approved by Meta (pending, rejected or deleted), so it cannot be "
          "sent."),
+    Code("TEMPLATE_ARCHIVED", None, False,
+         "Meta archived this template because it was not used for 12 months; unarchive it in "
+         "WhatsApp Manager or use another template."),
     Code("OUTSIDE_SERVICE_WINDOW", 131047, False,
          "The customer has not written in the last 24 hours, so only a template message can be "
          "sent now."),
@@ -41,6 +47,9 @@ CODES: tuple[Code, ...] = (
     Code("USER_MARKETING_TEMPLATE_LIMIT", 131049, True,
          "This customer has reached Meta's limit on marketing messages; sending again too soon "
          "can block them for longer, so wait until the retry time."),
+    Code("PAIR_RATE_LIMITED", 131056, True,
+         "Too many messages to this customer from this business number in a short time; wait "
+         "until the retry time."),
 )
 
 BY_CODE = {entry.code: entry for entry in CODES}

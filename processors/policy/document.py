@@ -36,6 +36,8 @@ class Parameters:
     bulk_origins: frozenset[str]
     marketing_cooldown_seconds: float
     service_window_seconds: float
+    pair_rate_burst: int
+    pair_rate_interval_seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,8 @@ def _parameters(raw: Mapping[str, Any]) -> Parameters:
         bulk_origins=frozenset(raw["bulk_origins"]),
         marketing_cooldown_seconds=float(raw["marketing_cooldown_seconds"]),
         service_window_seconds=float(raw["service_window_seconds"]),
+        pair_rate_burst=int(raw["pair_rate_burst"]),
+        pair_rate_interval_seconds=float(raw["pair_rate_interval_seconds"]),
     )
 
 

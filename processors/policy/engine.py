@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from processors.enrich import Recipient, parse_recipient, resolve_category
@@ -22,6 +22,7 @@ class Enrichment:
     def as_dict(self) -> dict[str, Any]:
         return {
             "recipient_e164": self.recipient.e164,
+            "recipient_kind": self.recipient.kind,
             "recipient_region": self.recipient.region,
             "calling_code": self.recipient.calling_code,
             "number_type": self.recipient.number_type,
@@ -44,8 +45,12 @@ class Decision:
     policy_version: str
 
 
-def enrich(message: dict[str, Any], catalog_entry: dict[str, Any] | None) -> Enrichment:
+def enrich(message: dict[str, Any], catalog_entry: dict[str, Any] | None,
+           linked_e164: str | None = None) -> Enrichment:
+    """linked_e164: the number a BSUID recipient is linked to, when the gate knows it."""
     recipient = parse_recipient(message["recipient"], message.get("recipient_region"))
+    if linked_e164 is not None and recipient.e164 is None and recipient.valid:
+        recipient = replace(recipient, e164=linked_e164)
     category, source = resolve_category(message, catalog_entry)
     return Enrichment(recipient, category, source)
 

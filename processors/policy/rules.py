@@ -1,4 +1,4 @@
-"""The ten rules of DESIGN §4, one small predicate each, in precedence order. Pure.
+"""The rules, one small predicate each, in precedence order (processors.policy.codes). Pure.
 
 A predicate returns None when its rule does not fire, else a Fired with the retry time if the
 rule knows one.
@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from processors.enrich import Recipient
+from processors.enrich import BSUID, PARENT_BSUID, Recipient
 from processors.policy import state as st
 from processors.policy.codes import RULE_CODES
 from processors.policy.document import Parameters
@@ -49,6 +49,14 @@ def region_unsupported(facts: Facts, params: Parameters) -> Fired | None:
     return FIRED if facts.recipient.region in params.unsupported_regions else None
 
 
+def bsuid_unsupported(facts: Facts, _: Parameters) -> Fired | None:
+    # Meta 131062: authentication templates (their OTP buttons) still need a phone number.
+    if facts.category == "AUTHENTICATION" and facts.recipient.valid \
+            and facts.recipient.kind in (BSUID, PARENT_BSUID):
+        return FIRED
+    return None
+
+
 def template_disabled(facts: Facts, _: Parameters) -> Fired | None:
     return FIRED if facts.template_status == "DISABLED" else None
 
@@ -59,6 +67,10 @@ def template_paused(facts: Facts, _: Parameters) -> Fired | None:
 
 def template_not_approved(facts: Facts, _: Parameters) -> Fired | None:
     return FIRED if facts.template_status in {"PENDING", "REJECTED", "DELETED"} else None
+
+
+def template_archived(facts: Facts, _: Parameters) -> Fired | None:
+    return FIRED if facts.template_status == "ARCHIVED" else None
 
 
 def outside_service_window(facts: Facts, params: Parameters) -> Fired | None:
@@ -97,16 +109,27 @@ def marketing_limit(facts: Facts, params: Parameters) -> Fired | None:
     return None
 
 
+def pair_rate(facts: Facts, params: Parameters) -> Fired | None:
+    if not facts.recipient.valid:
+        return None
+    retry = st.pair_retry(facts.state, facts.message.get("business_number") or "", facts.clock,
+                          params.pair_rate_burst, params.pair_rate_interval_seconds)
+    return None if retry is None else Fired(retry_after=retry)
+
+
 RULES: tuple[tuple[str, Predicate], ...] = (
     ("INVALID_RECIPIENT", invalid_recipient),
     ("RECIPIENT_REGION_UNSUPPORTED", region_unsupported),
+    ("BSUID_RECIPIENT_UNSUPPORTED", bsuid_unsupported),
     ("TEMPLATE_DISABLED", template_disabled),
     ("TEMPLATE_PAUSED", template_paused),
     ("TEMPLATE_NOT_APPROVED", template_not_approved),
+    ("TEMPLATE_ARCHIVED", template_archived),
     ("OUTSIDE_SERVICE_WINDOW", outside_service_window),
     ("BULK_MARKETING_NOT_ALLOWED", bulk_marketing),
     ("MARKETING_OPTED_OUT", marketing_opted_out),
     ("MARKETING_PAUSED_US", marketing_paused_region),
     ("USER_MARKETING_TEMPLATE_LIMIT", marketing_limit),
+    ("PAIR_RATE_LIMITED", pair_rate),
 )
 assert tuple(code for code, _ in RULES) == RULE_CODES, "rules and codes out of order"

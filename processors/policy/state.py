@@ -25,13 +25,28 @@ LATE_EVENT_SECONDS = 24 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class RecipientState:
+    """What the gate knows of one identity (a phone number or a BSUID) of one tenant.
+
+    links and home describe how identities are linked (processors.policy.identity): a phone
+    number lists the BSUIDs it is linked to, a BSUID names the number it is linked to.
+    """
+
     inbound: tuple[float, ...] = ()  # inbound user messages (open the service window)
     preferences: tuple[tuple[float, str], ...] = ()  # (time, "stop" | "resume")
     limit_hits: tuple[float, ...] = ()  # delivery statuses with 131049
     decided: tuple[tuple[float, str], ...] = ()  # (time, message_id) recently decided
+    # Pair rate (GCRA): (business number or "", theoretical arrival time, last send time).
+    pair: tuple[tuple[str, float, float], ...] = ()
+    links: tuple[tuple[str, str, float], ...] = ()  # (kind, identity, linked at): a number's
+    home: tuple[str, float] | None = None  # (number, linked at): a BSUID's
 
     def is_empty(self) -> bool:
-        return not (self.inbound or self.preferences or self.limit_hits or self.decided)
+        return not (self.inbound or self.preferences or self.limit_hits or self.decided
+                    or self.pair or self.links or self.home)
+
+    def history(self) -> RecipientState:
+        """The state without its links: what moves with an identity."""
+        return replace(self, links=(), home=None)
 
 
 EMPTY = RecipientState()
@@ -68,6 +83,77 @@ def with_decided(state: RecipientState, message_id: str, at: float,
 
 def already_decided(state: RecipientState, message_id: str) -> bool:
     return any(known == message_id for _, known in state.decided)
+
+
+def pair_budget(state: RecipientState, business_number: str) -> tuple[float, float] | None:
+    """(tat, last send) of the pair, if it has sent lately."""
+    for number, tat, last in state.pair:
+        if number == business_number:
+            return tat, last
+    return None
+
+
+def pair_retry(state: RecipientState, business_number: str, clock: float, burst: int,
+               interval: float) -> float | None:
+    """None if one more send fits the pair's budget at the clock, else when it will.
+
+    A token bucket of `burst` sends refilled one every `interval` seconds, kept as GCRA's
+    theoretical arrival time (tat): a send fits while the time owed (tat - clock) is at most
+    (burst - 1) intervals. The bucket's clock never runs backwards: a send dated before the
+    last one (an unsorted campaign file) is counted as if sent with it.
+    """
+    budget = pair_budget(state, business_number)
+    if budget is None:
+        return None
+    tat, last = budget
+    allowance = (burst - 1) * interval
+    if tat - max(clock, last) <= allowance:
+        return None
+    return tat - allowance
+
+
+def with_send(state: RecipientState, business_number: str, clock: float,
+              interval: float) -> RecipientState:
+    """An accepted send takes one interval of the pair's budget."""
+    budget = pair_budget(state, business_number)
+    at = clock if budget is None else max(clock, budget[1])
+    tat = (at if budget is None else max(budget[0], at)) + interval
+    others = [p for p in state.pair if p[0] != business_number]
+    return replace(state, pair=tuple(sorted([*others, (business_number, tat, at)])))
+
+
+def combine(states: list[RecipientState], clock: float) -> RecipientState:
+    """One user's state from the states of its linked identities: histories merged; pair
+    budgets added up (the time each identity owes past the clock). The links stay out."""
+    if len(states) == 1:
+        return states[0].history()
+    inbound: set[float] = set()
+    preferences: set[tuple[float, str]] = set()
+    hits: set[float] = set()
+    decided: set[tuple[float, str]] = set()
+    budgets: dict[str, list[tuple[float, float]]] = {}
+    for state in states:
+        inbound.update(state.inbound)
+        preferences.update(state.preferences)
+        hits.update(state.limit_hits)
+        decided.update(state.decided)
+        for number, tat, last in state.pair:
+            budgets.setdefault(number, []).append((tat, last))
+    pair = []
+    for number, parts in budgets.items():
+        last = max(part[1] for part in parts)
+        at = max(clock, last)
+        pair.append((number, at + sum(max(0.0, tat - at) for tat, _ in parts), last))
+    return RecipientState(
+        tuple(sorted(inbound))[-MAX_HISTORY:], tuple(sorted(preferences))[-MAX_HISTORY:],
+        tuple(sorted(hits))[-MAX_HISTORY:], tuple(sorted(decided))[-MAX_DECIDED:],
+        tuple(sorted(pair)))
+
+
+def merge(into: RecipientState, moved: RecipientState, clock: float) -> RecipientState:
+    """An identity's history moved into another record of the same identity (re-homing)."""
+    combined = combine([into.history(), moved.history()], clock)
+    return replace(combined, links=into.links, home=into.home)
 
 
 def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
@@ -142,25 +228,33 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
     inbound = tuple(t for t in state.inbound if t > now - keep.service_window_seconds)
     hits = tuple(t for t in state.limit_hits if t > now - keep.cooldown_seconds)
     decided = tuple(d for d in state.decided if d[0] > now - keep.dedup_seconds)
+    pair = tuple(p for p in state.pair if p[1] > now)  # a whole budget needs no record
     past = [p for p in state.preferences if p[0] <= now]
     future = tuple(p for p in state.preferences if p[0] > now)
     preferences = ((past[-1],) if past else ()) + future
     if preferences and not future and preferences[-1][1] == "resume" \
             and preferences[-1][0] <= now - LATE_EVENT_SECONDS:
         preferences = ()
-    pruned = RecipientState(inbound, preferences, hits, decided)
+    pruned = RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
     return state if pruned == state else pruned
 
 
 def to_json(state: RecipientState) -> list[Any]:
-    """Compact table value: [inbound, [[time, preference]...], limit_hits, [[time, id]...]]."""
+    """Compact store value: [inbound, [[time, preference]...], limit_hits, [[time, id]...],
+    [[business number, tat]...], [[kind, identity, at]...], [number, at] | null]."""
     return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits),
-            [list(d) for d in state.decided]]
+            [list(d) for d in state.decided], [list(p) for p in state.pair],
+            [list(link) for link in state.links], list(state.home) if state.home else None]
 
 
 def from_json(value: list[Any] | None) -> RecipientState:
     if not value:
         return EMPTY
-    inbound, preferences, hits, decided = value
+    inbound, preferences, hits, decided = value[:4]
+    # Values written before pair budgets and links have four fields.
+    pair, links, home = (value[4:7] if len(value) >= 7 else ([], [], None))
     return RecipientState(tuple(inbound), tuple((float(t), str(p)) for t, p in preferences),
-                          tuple(hits), tuple((float(t), str(m)) for t, m in decided))
+                          tuple(hits), tuple((float(t), str(m)) for t, m in decided),
+                          tuple((str(n), float(t), float(last)) for n, t, last in pair),
+                          tuple((str(k), str(i), float(t)) for k, i, t in links),
+                          (str(home[0]), float(home[1])) if home else None)
