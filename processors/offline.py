@@ -206,8 +206,8 @@ class OfflineCheck:
             else EMPTY
         policy = self.policies.for_tenant(tenant)
         decision = decide(message, enrichment, state, entry, policy, clock)
-        if decision.accepted and identity is not None:  # an accepted send uses the pair budget
-            key = state_key(tenant, identity)
+        if decision.accepted and keys:  # an accepted send uses the user's pair budget
+            key = keys[0]  # the head of the user's identities keeps it, as live
             self.states[key] = st.with_send(self.states.get(key, EMPTY),
                                             message.get("business_number") or "", clock,
                                             policy.parameters.pair_rate_interval_seconds)

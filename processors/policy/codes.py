@@ -16,8 +16,8 @@ class Code:
 # Precedence order: the first that fires is the error_code.
 CODES: tuple[Code, ...] = (
     Code("INVALID_RECIPIENT", None, False,
-         "The recipient's phone number is not a valid number, so WhatsApp cannot deliver to it; "
-         "check the number."),
+         "The recipient is neither a valid phone number nor a valid WhatsApp user ID (BSUID), so "
+         "WhatsApp cannot deliver to it; check the recipient."),
     Code("RECIPIENT_REGION_UNSUPPORTED", None, False,
          "WhatsApp Business messages cannot be sent to recipients in this country."),
     Code("BSUID_RECIPIENT_UNSUPPORTED", 131062, False,

@@ -19,8 +19,6 @@ MAX_HISTORY = 8
 MAX_DECIDED = 32
 LIMIT_ERROR = 131049  # per-user marketing limit
 STOP_ERROR = 131050  # user stopped marketing messages
-# How late a state event may arrive (stamped before events already applied) and still count.
-LATE_EVENT_SECONDS = 24 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,10 +218,10 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
 
     Inbound messages older than the window, 131049 hits older than the cool-down and decided
     message ids older than the de-duplication window expire; of the preferences only the one in
-    force now (and any stated for later) matter. A lone "resume" is no preference at all once it
-    is LATE_EVENT_SECONDS old; until then it is kept, because state events arrive in any order
-    (a 131050 status and a preference travel on different topics) and a stop stamped before the
-    resume that arrives after it must not take effect.
+    force now (and any stated for later) matter. A lone "resume" is kept too: state events
+    arrive in any order (a 131050 status and a preference travel on different topics), so a
+    stop stamped before the resume that arrives after it must not take effect; and once the
+    identity is linked to another one, the resume still outranks that identity's older stop.
     """
     inbound = tuple(t for t in state.inbound if t > now - keep.service_window_seconds)
     hits = tuple(t for t in state.limit_hits if t > now - keep.cooldown_seconds)
@@ -232,9 +230,6 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
     past = [p for p in state.preferences if p[0] <= now]
     future = tuple(p for p in state.preferences if p[0] > now)
     preferences = ((past[-1],) if past else ()) + future
-    if preferences and not future and preferences[-1][1] == "resume" \
-            and preferences[-1][0] <= now - LATE_EVENT_SECONDS:
-        preferences = ()
     pruned = RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
     return state if pruned == state else pruned
 

@@ -35,8 +35,9 @@ def test_opt_out_lasts_until_resume() -> None:
     assert st.prune(stopped, 10.0**9, KEEP).preferences == ((10.0, "stop"),)
     resumed = st.with_preference(stopped, 20.0, "resume")
     assert st.prune(resumed, 30.0, KEEP).preferences == ((20.0, "resume"),)
-    # a lone resume is no preference, once no stop can arrive late enough to come before it
-    assert st.prune(resumed, 20.0 + st.LATE_EVENT_SECONDS + 1, KEEP).is_empty()
+    # a lone resume stays: a stop stamped before it may still arrive, or come from a linked
+    # identity, and must not opt the user out again
+    assert st.prune(resumed, 10.0**9, KEEP).preferences == ((20.0, "resume"),)
 
 
 def test_a_stop_arriving_after_a_later_resume_does_not_opt_out() -> None:
