@@ -7,8 +7,11 @@
                    "kind": "template", "template": {"name": "order_update", "language": "en_US"},
                    "created_at": "2026-11-26T10:00:00Z"})
 
-A message that breaks the contract raises InvalidMessage before anything is sent; a number that
-is not valid raises InvalidRecipient; a broker that refuses the record raises PublishError.
+The recipient is a phone number (E.164, wa_id digits, or national with recipient_region) or
+Meta's business-scoped user ID (``US.13491208655302741918``, parent ``US.ENT.1181...``): send
+the number when you have it, the BSUID otherwise. A message that breaks the contract raises
+InvalidMessage before anything is sent; a recipient that is neither a valid number nor a valid
+BSUID raises InvalidRecipient; a broker that refuses the record raises PublishError.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class InvalidMessage(GateClientError):
 
 
 class InvalidRecipient(GateClientError):
-    """The recipient is not a valid phone number (the gate would reject it)."""
+    """The recipient is neither a valid phone number nor a valid business-scoped user ID (the
+    gate would reject it)."""
 
 
 class PublishError(GateClientError):
@@ -43,11 +47,13 @@ class PublishError(GateClientError):
 
 
 def gate_key(message: dict[str, Any]) -> str:
-    """tenant_id:+E164, the key the gate keeps recipient state under (no repartition hop)."""
+    """tenant_id:identity (the +E164 number, or the BSUID): the key the gate keeps recipient
+    state under, so it need not re-key the record (the gate itself forwards a send addressed to
+    a BSUID it has linked to a number to that number's partition)."""
     recipient = parse_recipient(message["recipient"], message.get("recipient_region"))
-    if recipient.e164 is None:
+    if recipient.identity is None:
         raise InvalidRecipient(f"message {message['message_id']}: {recipient.problem}")
-    return f"{message['tenant_id']}:{recipient.e164}"
+    return f"{message['tenant_id']}:{recipient.identity}"
 
 
 class OutboundProducer:

@@ -169,6 +169,9 @@ class OfflineCheck:
         member_key = state_key(tenant, member)
         claimed, previous, _ = ids.claim(self.states.get(member_key, EMPTY), number, at)
         self.states[member_key] = claimed
+        if claimed.home is not None and claimed.home[0] != number:
+            # A stale link: the BSUID follows a newer number, and this one lets it go.
+            self.states[head_key] = ids.unlink(head, member)
         if previous is not None:  # the number the BSUID was linked to before lets it go
             previous_key = state_key(tenant, previous)
             self.states[previous_key] = ids.unlink(self.states.get(previous_key, EMPTY), member)

@@ -281,6 +281,11 @@ class Router:
             if not changed:
                 if claimed != own:
                     self.put(store, out, own_key, claimed)
+                if claimed.home is not None and claimed.home[0] != envelope["h"]:
+                    # A stale link: the BSUID follows a newer number; the claimant lets go.
+                    self.send_on(out, state_key(tenant, envelope["h"]), {
+                        "k": RELEASE, "t": tenant, "x": member, "from": envelope["h"],
+                        "to": claimed.home[0]})
                 return
             self.put(store, out, own_key, st.RecipientState(
                 home=claimed.home))

@@ -24,7 +24,7 @@ import yaml
 from processors.policy import load_policy
 from processors.timeutil import format_rfc3339
 from tests.e2e.conftest import Gate, free_port, http_json, poll, start_worker, stop_worker
-from tests.factories import message, status, template_entry
+from tests.factories import inbound, message, preference, status, template_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,11 @@ DASHBOARD = REPO / "deploy/grafana/dashboards/outbound-gate.json"
 TENANT_CAP = 4
 TENANTS = [f"tenant-{i}" for i in range(7)]  # three past the cap
 US, CA, BR_LIMITED = "12025550143", "14165550123", "5511987654321"
-RECIPIENTS = [US, CA, BR_LIMITED, "447400123456", "5511912345678", "919812345678"]
+US_BSUID, BR_PARENT_BSUID = "US.13491208655302741918", "BR.ENT.11815799212886844830"
+# Business-scoped user IDs are personal data like numbers: the scans below look for both.
+RECIPIENTS = [US, CA, BR_LIMITED, "447400123456", "5511912345678", "919812345678", US_BSUID,
+              BR_PARENT_BSUID]
+BSUID_LIKE = re.compile(r"\b[A-Z]{2}\.(?:ENT\.)?[0-9A-Za-z]{8,}")
 
 
 def need(tool: str) -> str:
@@ -55,6 +59,10 @@ def traffic(gate: Gate) -> int:
         gate.send(gate.topics.templates, f"{tenant}:notice:en_US",
                   template_entry("notice", "UTILITY", "APPROVED", stamp, tenant))
     gate.send(gate.topics.statuses, BR_LIMITED, status(BR_LIMITED, 131049, stamp, TENANTS[0]))
+    # A BSUID-only opt-out, and an inbound message that links a number and a BSUID.
+    gate.send(gate.topics.preferences, US_BSUID, preference(US_BSUID, "stop", stamp, TENANTS[1]))
+    gate.send(gate.topics.inbound, CA, {**inbound(CA, stamp, TENANTS[1]),
+                                         "parent_user_id": BR_PARENT_BSUID})
     sent = 0
     for round_ in range(5):
         for index, tenant in enumerate(TENANTS):
@@ -182,8 +190,9 @@ def test_scrape_passes_promtool_and_holds_no_phone_number(observed: tuple[Gate, 
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     text = scrape.decode()
     for number in RECIPIENTS:
-        assert number not in text, "a phone number reached /metrics"
+        assert number not in text, "a phone number or BSUID reached /metrics"
     assert not re.search(r"\+\d{7,15}", text), "something like an E.164 number in /metrics"
+    assert not BSUID_LIKE.search(text), "something like a BSUID in /metrics"
 
 
 def test_tenant_labels_are_capped(observed: tuple[Gate, str]) -> None:
@@ -205,4 +214,5 @@ def test_worker_log_is_json_lines_without_numbers(observed: tuple[Gate, str]) ->
     assert {"reason", "topic", "partition", "offset"} <= set(letter)
     text = gate.log()
     for number in RECIPIENTS:
-        assert number not in text, "a phone number reached the worker's log"
+        assert number not in text, "a phone number or BSUID reached the worker's log"
+    assert not BSUID_LIKE.search(text), "something like a BSUID in the worker's log"

@@ -68,7 +68,8 @@ def test_us_marketing_rejected_with_every_field(gate: Gate) -> None:
     assert rejection["violations"] == ["MARKETING_PAUSED_US"]
     assert rejection["policy"]["id"] == "meta-whatsapp-default" and rejection["policy"]["version"]
     assert rejection["enrichment"] == {
-        "recipient_e164": "+12025550143", "recipient_region": "US", "calling_code": 1,
+        "recipient_e164": "+12025550143", "recipient_kind": "phone", "recipient_region": "US",
+        "calling_code": 1,
         "number_type": "FIXED_LINE_OR_MOBILE", "template_category": "MARKETING",
         "category_source": "catalog"}
     assert rejection["message"] == sent

@@ -77,6 +77,7 @@ def test_region_unsupported(recipient: str) -> None:
     ("PENDING", "TEMPLATE_NOT_APPROVED", 132001, False),
     ("REJECTED", "TEMPLATE_NOT_APPROVED", 132001, False),
     ("DELETED", "TEMPLATE_NOT_APPROVED", 132001, False),
+    ("ARCHIVED", "TEMPLATE_ARCHIVED", None, False),
 ])
 def test_template_status(template_status: str, code: str, meta: int, retryable: bool) -> None:
     decision = run(message(recipient=CA), template_entry(category="UTILITY",
@@ -218,7 +219,114 @@ def test_other_status_codes_start_no_cooldown() -> None:
     assert run(message(recipient=BR), state=state).accepted
 
 
+BSUID = "US.13491208655302741918"
+CA_BSUID = "CA.13491208655302741918"
+CA_PARENT = "CA.ENT.11815799212886844830"
+
+
+@pytest.mark.parametrize("recipient", [CA_BSUID, CA_PARENT])
+def test_authentication_template_to_a_bsuid(recipient: str) -> None:
+    decision = run(message(recipient=recipient), template_entry(category="AUTHENTICATION"))
+    assert (decision.error_code, decision.meta_error_code, decision.retryable) == \
+        ("BSUID_RECIPIENT_UNSUPPORTED", 131062, False)
+
+
+def test_declared_authentication_template_to_a_bsuid() -> None:
+    doc = message(recipient=CA_BSUID, template={"name": "otp", "language": "en_US",
+                                                "category": "AUTHENTICATION"})
+    assert run(doc).error_code == "BSUID_RECIPIENT_UNSUPPORTED"
+
+
+@pytest.mark.parametrize(("recipient", "category"), [
+    (CA, "AUTHENTICATION"), (CA_BSUID, "UTILITY"), (CA_PARENT, "MARKETING"),
+    (BSUID, "UTILITY")])
+def test_other_sends_to_bsuids_and_numbers_pass(recipient: str, category: str) -> None:
+    assert run(message(recipient=recipient), template_entry(category=category)).accepted
+
+
+def test_free_form_to_a_bsuid_needs_its_window() -> None:
+    doc = message(recipient=CA_BSUID, kind="free_form", template=None)
+    assert run(doc).error_code == "OUTSIDE_SERVICE_WINDOW"
+    state = st.apply_inbound(EMPTY, inbound(CA_BSUID, "2026-11-26T11:00:00Z"))
+    assert run(doc, state=state).accepted
+
+
+def _sent(count: int, at: str = NOW, business_number: str = "",
+          interval: float = 6.0) -> RecipientState:
+    """The state after `count` accepted sends at `at` (each takes one interval of the budget)."""
+    state = EMPTY
+    for _ in range(count):
+        state = st.with_send(state, business_number, parse_rfc3339(at), interval)
+    return state
+
+
+def test_pair_rate_limited() -> None:
+    utility = template_entry(category="UTILITY")
+    assert run(message(recipient=CA), utility, state=_sent(44)).accepted
+    decision = run(message(recipient=CA), utility, state=_sent(45), clock="2026-11-26T12:00:01Z")
+    assert (decision.error_code, decision.meta_error_code, decision.retryable) == \
+        ("PAIR_RATE_LIMITED", 131056, True)
+    assert decision.retry_after == parse_rfc3339("2026-11-26T12:00:06Z")
+    assert run(message(recipient=CA), utility, state=_sent(45), clock="2026-11-26T12:00:06Z") \
+        .accepted
+
+
+def test_pair_rate_is_per_business_number() -> None:
+    utility = template_entry(category="UTILITY")
+    state = _sent(45, business_number="+15550783881")
+    assert run(message(recipient=CA, business_number="+15550783881"), utility,
+               state=state).error_code == "PAIR_RATE_LIMITED"
+    assert run(message(recipient=CA, business_number="+15550783882"), utility,
+               state=state).accepted
+    assert run(message(recipient=CA), utility, state=state).accepted  # no number: its own
+
+
+def test_pair_rate_figures_per_tenant() -> None:
+    policies = parse_policy(document(tenants={"slow": {"parameters": {
+        "pair_rate_burst": 1, "pair_rate_interval_seconds": 60}}}))
+    utility = template_entry(category="UTILITY")
+    state = _sent(1, interval=60)
+    decision = run(message(recipient=CA, tenant_id="slow"), utility, state=state,
+                   policies=policies, clock="2026-11-26T12:00:30Z")
+    assert decision.error_code == "PAIR_RATE_LIMITED"
+    assert decision.retry_after == parse_rfc3339("2026-11-26T12:01:00Z")
+    assert run(message(recipient=CA), utility, state=state, policies=policies).accepted
+
+
+def test_pair_rate_monitor_mode() -> None:
+    policies = parse_policy(document(rules__PAIR_RATE_LIMITED__mode="monitor"))
+    decision = run(message(recipient=CA), template_entry(category="UTILITY"), state=_sent(45),
+                   policies=policies)
+    assert decision.accepted and decision.monitored == ("PAIR_RATE_LIMITED",)
+    assert decision.violations == ()
+
+
 # --- precedence ----------------------------------------------------------------------------
+
+
+def test_bsuid_rule_after_region_and_before_template_status() -> None:
+    decision = run(message(recipient="CU.1"), template_entry(category="AUTHENTICATION",
+                                                             status="DISABLED"))
+    assert decision.violations == ("RECIPIENT_REGION_UNSUPPORTED", "BSUID_RECIPIENT_UNSUPPORTED",
+                                   "TEMPLATE_DISABLED")
+
+
+def test_archived_template_after_the_bsuid_rule_and_before_marketing_rules() -> None:
+    state = st.apply_preference(EMPTY, preference(BSUID, "stop", "2026-11-20T00:00:00Z"))
+    decision = run(message(recipient=BSUID, origin="bulk"),
+                   template_entry(category="MARKETING", status="ARCHIVED"), state=state)
+    assert decision.violations == ("TEMPLATE_ARCHIVED", "BULK_MARKETING_NOT_ALLOWED",
+                                   "MARKETING_OPTED_OUT", "MARKETING_PAUSED_US")
+    assert (decision.error_code, decision.retryable) == ("TEMPLATE_ARCHIVED", False)
+
+
+def test_pair_rate_is_last_and_its_retry_after_only_when_it_is_first() -> None:
+    state = st.apply_status(_sent(45), status(BR, 131049, "2026-11-26T11:00:00Z"))
+    decision = run(message(recipient=BR), state=state)
+    assert decision.violations == ("USER_MARKETING_TEMPLATE_LIMIT", "PAIR_RATE_LIMITED")
+    assert decision.retry_after == parse_rfc3339("2026-11-27T11:00:00Z")  # the first rule's
+
+
 
 
 def test_every_fired_rule_is_listed_in_precedence_order() -> None:
@@ -349,6 +457,8 @@ def test_default_policy_is_shipped_and_valid() -> None:
     assert POLICY.base.parameters.paused_regions == frozenset({"US"})
     assert POLICY.base.parameters.unsupported_regions == frozenset({"CU", "IR", "KP", "SY"})
     assert POLICY.base.parameters.marketing_cooldown_seconds == 86400
+    assert (POLICY.base.parameters.pair_rate_burst,
+            POLICY.base.parameters.pair_rate_interval_seconds) == (45, 6.0)
 
 
 @pytest.mark.parametrize(("changes", "problem"), [
@@ -356,6 +466,8 @@ def test_default_policy_is_shipped_and_valid() -> None:
     ({"rules__MARKETING_PAUSED_US__from": "April"}, "from"),
     ({"parameters__marketing_cooldown_seconds": -5}, "marketing_cooldown_seconds"),
     ({"parameters__paused_regions": ["usa"]}, "paused_regions"),
+    ({"parameters__pair_rate_burst": 0}, "pair_rate_burst"),
+    ({"parameters__pair_rate_interval_seconds": 0}, "pair_rate_interval_seconds"),
     ({"tenants": {"t": {"rules": {"NOT_A_RULE": {"mode": "off"}}}}}, "NOT_A_RULE"),
 ])
 def test_invalid_policy_is_refused_with_a_reason(changes: dict[str, Any], problem: str) -> None:

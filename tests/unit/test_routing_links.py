@@ -219,3 +219,18 @@ def test_live_linking_decides_as_the_offline_check(seed: int) -> None:
     live = {message_id: cluster.code(message_id) for message_id in offline}
     assert live == offline
     assert len(offline) > 50 and len(set(offline.values())) > 3
+
+
+def test_the_newest_link_wins_after_a_stale_one_live() -> None:
+    cluster = Cluster()
+    other = "+5511912345679"
+    link = [(NUMBER, -4 * 3600), (other, -2 * 3600), (NUMBER, -3 * 3600), (NUMBER, -3600)]
+    cluster.publish(TOPICS.preferences, preference(X1, "stop", format_rfc3339(T0 - 3 * 3600)),
+                    T0)
+    for number, offset in link:  # to the number, to the other, stale, then newest
+        cluster.publish(TOPICS.statuses, {**status(number, None, format_rfc3339(T0 + offset),
+                                                   state="read"), "user_id": X1}, T0)
+    send(cluster, "number", NUMBER, T0)
+    send(cluster, "other-number", other, T0)
+    assert cluster.code("number") == "MARKETING_OPTED_OUT"
+    assert cluster.code("other-number") is None

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
-from processors import webhooks
+from processors import contracts, webhooks
 from processors.decode import DecodeError
 from processors.policy import templates as tpl
 from processors.timeutil import parse_rfc3339
-from tests.factories import meta_body, template_entry
+from tests.factories import FIXTURES, meta_body, template_entry
 
 AT = "2026-11-26T12:00:00.000Z"  # the fixtures' timestamp (1795694400)
 RECEIVED = parse_rfc3339("2026-11-26T12:05:00Z")
@@ -79,7 +79,8 @@ def test_template_approved_with_its_category() -> None:
 
 
 @pytest.mark.parametrize(("event", "status"), [
-    ("PENDING_DELETION", "DELETED"), ("REJECTED", "REJECTED"), ("REINSTATED", "APPROVED")])
+    ("PENDING_DELETION", "DELETED"), ("REJECTED", "REJECTED"), ("REINSTATED", "APPROVED"),
+    ("ARCHIVED", "ARCHIVED"), ("UNARCHIVED", "APPROVED")])
 def test_template_event_mapping(event: str, status: str) -> None:
     body = meta_body("template_status_paused")
     body["entry"][0]["changes"][0]["value"]["event"] = event
@@ -87,10 +88,118 @@ def test_template_event_mapping(event: str, status: str) -> None:
     assert update["status"] == status
 
 
-def test_template_events_that_change_nothing_are_ignored() -> None:
+@pytest.mark.parametrize("event", ["FLAGGED", "LOCKED", "UNLOCKED"])
+def test_template_events_that_change_nothing_are_ignored(event: str) -> None:
     body = meta_body("template_status_paused")
-    body["entry"][0]["changes"][0]["value"]["event"] = "FLAGGED"
+    body["entry"][0]["changes"][0]["value"]["event"] = event
     assert webhooks.translate(body, RECEIVED, "acme") == []
+
+
+@pytest.mark.parametrize(("name", "status"), [("archived", "ARCHIVED"),
+                                              ("unarchived", "APPROVED")])
+def test_template_archival(name: str, status: str) -> None:
+    assert translate(f"template_status_{name}") == [("template_update", {
+        "tenant_id": "acme", "name": "promo", "language": "en_US", "status": status,
+        "updated_at": AT})]
+
+
+def test_template_list_keeps_archived_templates() -> None:
+    text = (FIXTURES / "template_list_archived.json").read_text()
+    entries, skipped = webhooks.template_list_entries(text, "acme", RECEIVED)
+    assert [(e["name"], e["status"], e["category"]) for e in entries] == [
+        ("winter_sale", "ARCHIVED", "MARKETING"), ("shipping_update", "APPROVED", "UTILITY")]
+    assert skipped == []
+    pending_deletion = text.replace('"ARCHIVED"', '"PENDING_DELETION"')
+    entries, _ = webhooks.template_list_entries(pending_deletion, "acme", RECEIVED)
+    assert entries[0]["status"] == "DELETED"
+
+
+# Business-scoped user IDs (BSUIDs): Meta names a user by phone number, BSUID, parent BSUID, or
+# (a user with a username who has not written for 30 days) by BSUID alone.
+
+CA_BSUID = "CA.13491208655302741918"
+CA_PARENT = "CA.ENT.11815799212886844830"
+BR_BSUID = "BR.1502576394655843"
+
+
+def test_inbound_message_naming_the_number_and_bsuids_links_them() -> None:
+    assert translate("inbound_text_linking") == [("inbound_message", {
+        "tenant_id": "acme", "sender": "14165550123", "timestamp": AT,
+        "user_id": CA_BSUID, "parent_user_id": CA_PARENT})]
+
+
+def test_the_bsuids_of_contacts_link_a_message_that_omits_them() -> None:
+    body = meta_body("inbound_text_linking")
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["from_user_id"], message["from_parent_user_id"]
+    [(_, document)] = webhooks.translate(body, RECEIVED, "acme")
+    assert (document["sender"], document["user_id"], document["parent_user_id"]) == (
+        "14165550123", CA_BSUID, CA_PARENT)
+
+
+def test_inbound_message_by_bsuid_alone() -> None:
+    assert translate("inbound_text_bsuid_only") == [("inbound_message", {
+        "tenant_id": "acme", "sender": CA_BSUID, "timestamp": AT})]
+
+
+def test_inbound_message_by_parent_bsuid_alone() -> None:
+    body = meta_body("inbound_text_bsuid_only")
+    value = body["entry"][0]["changes"][0]["value"]
+    del value["messages"][0]["from_user_id"]
+    value["messages"][0]["from_parent_user_id"] = CA_PARENT
+    value["contacts"] = [{"profile": {"name": "Sheena Nelson"}, "parent_user_id": CA_PARENT}]
+    [(_, document)] = webhooks.translate(body, RECEIVED, "acme")
+    assert document["sender"] == CA_PARENT and "user_id" not in document
+
+
+def test_a_message_that_names_nobody_is_skipped() -> None:
+    body = meta_body("inbound_text_bsuid_only")
+    del body["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"]
+    assert webhooks.translate(body, RECEIVED, "acme") == []
+
+
+def test_status_by_bsuid_alone() -> None:
+    [(contract, document)] = translate("status_failed_131049_bsuid_only")
+    assert contract == "delivery_status"
+    assert document["recipient"] == BR_BSUID and document["errors"][0]["code"] == 131049
+    assert "user_id" not in document
+
+
+def test_status_naming_the_number_and_bsuid_links_them() -> None:
+    [(_, document)] = translate("status_delivered_linking")
+    assert (document["recipient"], document["user_id"], document["status"]) == (
+        "5511912345678", BR_BSUID, "delivered")
+
+
+def test_status_by_parent_bsuid_alone() -> None:
+    body = meta_body("status_failed_131049_bsuid_only")
+    item = body["entry"][0]["changes"][0]["value"]["statuses"][0]
+    del item["recipient_user_id"]
+    item["recipient_parent_user_id"] = "BR.ENT.1502576394655843"
+    [(_, document)] = webhooks.translate(body, RECEIVED, "acme")
+    assert document["recipient"] == "BR.ENT.1502576394655843"
+
+
+def test_user_preference_by_bsuid_alone() -> None:
+    assert translate("user_preferences_stop_bsuid_only") == [("user_preference", {
+        "tenant_id": "acme", "recipient": CA_BSUID, "preference": "stop", "timestamp": AT})]
+
+
+def test_user_preference_naming_the_number_and_bsuids_links_them() -> None:
+    body = meta_body("user_preferences_stop")
+    item = body["entry"][0]["changes"][0]["value"]["user_preferences"][0]
+    item.update(user_id=CA_BSUID, parent_user_id=CA_PARENT)
+    [(_, document)] = webhooks.translate(body, RECEIVED, "acme")
+    assert (document["recipient"], document["user_id"], document["parent_user_id"]) == (
+        "14165550123", CA_BSUID, CA_PARENT)
+
+
+def test_bsuid_documents_follow_the_contracts() -> None:
+    for name in ("inbound_text_linking", "inbound_text_bsuid_only",
+                 "status_failed_131049_bsuid_only", "status_delivered_linking",
+                 "user_preferences_stop_bsuid_only"):
+        for contract, document in translate(name):
+            assert contracts.first_error(contract, document) is None, name
 
 
 def test_template_status_without_entry_time_takes_the_record_time() -> None:
