@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test lint typecheck unit e2e kafka-up kafka-down bench fuzz chaos clean
+.PHONY: install deps run test lint typecheck unit e2e kafka-up kafka-down bench fuzz chaos clean
 
 install: $(VENV)/.installed
 
@@ -35,8 +35,13 @@ typecheck: install
 unit: install
 	$(BIN)/pytest -q tests/unit
 
+# Java, Maven, Prometheus (promtool), Chromium, openssl: installed with apt-get when missing
+# (silent when nothing is); without root it says the one command to run.
+deps:
+	@deploy/local/install-deps.sh
+
 # The e2e tests start the local Kafka themselves (or use KAFKA_BOOTSTRAP_SERVERS).
-test: lint typecheck
+test: deps lint typecheck
 	$(BIN)/pytest -q tests
 
 # The gate against a confluent-kafka ceiling, a plain Faust agent and a Quix Streams app on the

@@ -1,5 +1,11 @@
 """The Faust app and its settings: wiring only. The catalog agent lives in catalog.py, the route
-processor (a service of the app) in processing.py."""
+loop (a service of the app) in processors.runtime.stream_thread.
+
+What Faust does in the gate: the worker's lifecycle (start, signals, clean stop), the web
+server (/healthz, /readyz, /catalog, /metrics with its sensor's consumer and producer metrics),
+the template catalog as a GlobalTable every worker holds whole, and the policy follower task.
+What it does not do: the route step. That is processors.runtime's own exactly-once loop (see
+StreamThread for why)."""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from processors.kafka_security import faust_credentials
 from processors.metrics import GateMetrics, adopt_faust_sensor
 from processors.policy import PolicySet, load_policy
 from processors.policy_feed import PolicyHolder
-from processors.processing import RouteProcessor
+from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,7 +35,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         broker_credentials=faust_credentials(settings.security),
-        store="memory://",  # the catalog; recipient state lives in processors.processing
+        store="memory://",  # the catalog; recipient state lives in processors.runtime
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
@@ -57,8 +63,8 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     policy_feed.register(app, settings, holder)
     catalog_table = catalog.register(app, settings, metrics)
     router = routing.Router(settings, holder, catalog_table, metrics)
-    processor = RouteProcessor(settings, router, metrics, lambda: faust_ready(app),
-                               loop=app.loop, beacon=app.beacon)
+    processor = StreamThread(settings, router, metrics, lambda: faust_ready(app),
+                             loop=app.loop, beacon=app.beacon)
     app.add_dependency(processor)  # started and stopped with the worker
     views.register(app, settings, holder, catalog_table, processor)
 

@@ -20,12 +20,10 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from processors import contracts
+from processors import contracts, kafka_clients
 from processors.enrich import parse_recipient
-from processors.kafka_security import client_options
 from processors.settings import KafkaSecurity, Topics
 
 
@@ -61,11 +59,9 @@ class OutboundProducer:
                  security: KafkaSecurity | None = None, **producer_config: Any) -> None:
         self.topic = topic or Topics().outbound
         try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap_servers,
-                # Idempotent: a retried send is written once.
-                enable_idempotence=True, acks="all", linger_ms=5,
-                **{**client_options(security or KafkaSecurity()), **producer_config})
+            # Idempotent: a retried send is written once.
+            self._producer = kafka_clients.producer(bootstrap_servers, security,
+                                                    **producer_config)
         except KafkaError as exc:
             raise PublishError(f"cannot reach Kafka at {bootstrap_servers}: {exc}") from exc
 

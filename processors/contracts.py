@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,18 @@ def _date_time(instance: object) -> bool:
 
 
 def schemas_dir() -> Path:
-    """schemas/ at the repository root (editable install), or OUTBOUND_GATE_SCHEMAS_DIR."""
+    """Where the JSON Schemas are read from.
+
+    OUTBOUND_GATE_SCHEMAS_DIR when set; else the copy packaged with `processors` (package data:
+    in a checkout processors/schemas is a symlink to the top-level schemas/, which a wheel build
+    copies); else schemas/ beside the package (a checkout whose symlink was not kept).
+    """
     override = os.environ.get("OUTBOUND_GATE_SCHEMAS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "schemas"
+    package = Path(str(resources.files("processors")))
+    packaged = package / "schemas"
+    return packaged if packaged.is_dir() else package.parent / "schemas"
 
 
 @cache

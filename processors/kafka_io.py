@@ -8,20 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer, TopicPartition
 
-from processors.kafka_security import client_options
+from processors import kafka_clients
 from processors.settings import KafkaSecurity
 
 
 def producer(bootstrap_servers: str, security: KafkaSecurity | None = None) -> KafkaProducer:
-    return KafkaProducer(
-        bootstrap_servers=bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        **client_options(security or KafkaSecurity()),
-    )
+    return kafka_clients.producer(bootstrap_servers, security)
 
 
 def send_json(producer_: KafkaProducer, topic: str, key: str | None, value: Any) -> None:
@@ -45,12 +39,8 @@ class OutputReader:
 
     def __init__(self, bootstrap_servers: str, topics: Iterable[str],
                  security: KafkaSecurity | None = None) -> None:
-        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers,
-                                      enable_auto_commit=False, group_id=None,
-                                      consumer_timeout_ms=200,
-                                      # the gate's outputs are transactional
-                                      isolation_level="read_committed",
-                                      **client_options(security or KafkaSecurity()))
+        self.consumer = kafka_clients.consumer(bootstrap_servers, security, group_id=None,
+                                               consumer_timeout_ms=200)
         partitions = [
             TopicPartition(topic, p)
             for topic in topics

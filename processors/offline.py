@@ -18,7 +18,8 @@ from typing import Any
 
 from processors import decode, webhooks
 from processors.enrich import parse_recipient
-from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, message_clock
+from processors.judge import judge
+from processors.policy import EMPTY, PolicySet, RecipientState, message_clock
 from processors.policy import identity as ids
 from processors.policy import state as st
 from processors.policy import templates as tpl
@@ -204,11 +205,11 @@ class OfflineCheck:
         linked = None
         if identity is not None:
             keys, linked = self._group(tenant, identity)
-        enrichment = enrich(message, entry, linked)
         state = st.combine([self.states.get(key, EMPTY) for key in keys], clock) if keys \
             else EMPTY
         policy = self.policies.for_tenant(tenant)
-        decision = decide(message, enrichment, state, entry, policy, clock)
+        verdict = judge(message, state, entry, policy, clock, linked)
+        decision, enrichment = verdict.decision, verdict.enrichment
         if decision.accepted and keys:  # an accepted send uses the user's pair budget
             key = keys[0]  # the head of the user's identities keeps it, as live
             self.states[key] = st.with_send(self.states.get(key, EMPTY),

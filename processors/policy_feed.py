@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import faust
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from processors.kafka_security import client_options
+from processors import kafka_clients
 from processors.metrics import GateMetrics
 from processors.policy import PolicyError, PolicySet, parse_policy
 from processors.settings import Settings
@@ -63,10 +63,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder) -> None:
 
     @app.task  # type: ignore[untyped-decorator]
     async def follow_policy() -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                    group_id=None, enable_auto_commit=False,
-                                    client_id=f"{settings.app_id}-policy",
-                                    **client_options(settings.security))
+        consumer = kafka_clients.follower_consumer(settings, "policy")
         await consumer.start()
         try:
             await consumer.topics()  # fetch metadata so that partitions are known

@@ -1,7 +1,7 @@
 """Routing: decode -> co-partition by recipient -> state or decision -> output records.
 
-No Kafka I/O here: processors.processing consumes the records, calls Router.handle and produces
-what it returns in one transaction with the input offsets.
+No Kafka I/O here: processors.runtime's tasks consume the records, call Router.handle and
+produce what it returns in one transaction with the input offsets.
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from typing import Any
 import orjson
 from aiokafka.partitioner import murmur2
 
-from processors import catalog, dead_letters, outputs, recipient_state, webhooks
+from processors import catalog, dead_letters, recipient_state, webhooks
 from processors.catalog import CatalogTable
 from processors.decode import DecodeError, decode, parse_json
 from processors.enrich import parse_recipient
+from processors.judge import Verdict, judge
 from processors.metrics import NONE, GateMetrics
 from processors.policy import (
     EMPTY,
-    Decision,
-    Enrichment,
-    PolicySet,
     RecipientState,
-    decide,
-    enrich,
 )
 from processors.policy import identity as ids
 from processors.policy import state as st
@@ -354,8 +350,15 @@ class Router:
     def emit(self, document: dict[str, Any], state: RecipientState, now: float,
              consumed: float, out: list[Output], tally: Tally,
              linked_e164: str | None = None) -> Verdict:
-        verdict = judge(document, state, self.holder.current, self.catalog_table, now,
-                        linked_e164)
+        entry = upcoming = None
+        if document["kind"] == "template":
+            template = document["template"]
+            entry, upcoming = catalog.lookup_with_upcoming(
+                self.catalog_table, document["tenant_id"], template["name"],
+                template["language"], now)
+        verdict = judge(document, state, entry,
+                        self.holder.current.for_tenant(document["tenant_id"]), now,
+                        linked_e164, upcoming)
         topics = self.settings.topics
         decision, enrichment = verdict.decision, verdict.enrichment
         out.append(Output(topics.accepted if decision.accepted else topics.rejected,
@@ -423,29 +426,3 @@ def read_input(contract: str, record: Record, settings: Settings) -> list[Docume
     document = parse_json(record.value, settings.max_message_bytes)
     return webhooks.read(contract, document, record.timestamp or time.time(),
                          webhooks.header_tenant(record.headers), settings.tenant_map)
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    key: str
-    record: dict[str, Any]
-    decision: Decision
-    enrichment: Enrichment
-    recategorized: str | None = None  # the category Meta announced for later, if any
-
-
-def judge(message: dict[str, Any], state: RecipientState, policies: PolicySet,
-          catalog_table: CatalogTable, now: float, linked_e164: str | None = None) -> Verdict:
-    """Gather the inputs of the pure core for one message, call it, shape the output record."""
-    entry = upcoming = None
-    if message["kind"] == "template":
-        template = message["template"]
-        entry, upcoming = catalog.lookup_with_upcoming(
-            catalog_table, message["tenant_id"], template["name"], template["language"], now)
-    enrichment = enrich(message, entry, linked_e164)
-    decision = decide(message, enrichment, state, entry,
-                      policies.for_tenant(message["tenant_id"]), now)
-    build = outputs.accepted if decision.accepted else outputs.rejection
-    return Verdict(outputs.output_key(message, enrichment),
-                   build(message, enrichment, decision, now), decision, enrichment,
-                   upcoming["category"] if upcoming else None)

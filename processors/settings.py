@@ -1,17 +1,192 @@
-"""Environment -> typed configuration. Every topic name is configurable (DESIGN §3)."""
+"""Environment -> typed configuration. Every topic name is configurable (DESIGN §3).
+
+Each setting is declared once: a dataclass field whose metadata, built by `setting()`, holds its
+environment variable, the value used when the variable is unset, how it is checked (a minimum,
+the allowed values, a parser) and its help text. `from_env`, `security_from_env` and `ENV_HELP`
+(the worker's `--help`) are generated from those declarations. Topic names are the defaults of
+`Topics`, each read from OUTBOUND_GATE_TOPIC_<NAME>.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from processors.webhooks import WEBHOOK, load_tenant_map
 
 
 class SettingsError(ValueError):
     """A configuration value that cannot be used; the message names the variable."""
+
+
+# ---- declarations --------------------------------------------------------------------------------
+
+_METADATA_KEY = "setting"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """How one field is read from its environment variable (see `setting()`)."""
+
+    env: str
+    help: str
+    # The value when the variable is unset or empty (for a field that only some security
+    # protocols use: when one of them is in use).
+    default: Any
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    # Applied to the raw value before it is checked against `choices` and parsed.
+    case: Callable[[str], str] | None = None
+    # (setting, value) -> the field's value; raises SettingsError naming `env`.
+    parse: Callable[[Setting, str], Any] | None = None
+    # The value may instead be read from the file named by <env>_FILE (a mounted secret).
+    secret: bool = False
+    # Only these KAFKA_SECURITY_PROTOCOL values use it (empty: always read).
+    protocols: tuple[str, ...] = ()
+    # Those protocols need a value (there is no default).
+    required: bool = False
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        return (self.env, f"{self.env}_FILE") if self.secret else (self.env,)
+
+    def is_set(self, env: Mapping[str, str]) -> bool:
+        return any(env.get(name) for name in self.variables)
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        """The value from `env`, or the default when the variable is unset or empty."""
+        if self.secret:
+            return _secret(env, self.env)
+        raw = env.get(self.env)
+        if not raw:
+            return self.default
+        value = self.case(raw) if self.case else raw
+        if self.choices and value not in self.choices:
+            raise SettingsError(f"{self.env}={value!r}: use {_either(self.choices)}")
+        return self.parse(self, value) if self.parse else value
+
+    def help_lines(self) -> dict[str, str]:
+        """ENV_HELP entries: the variable (and <env>_FILE for a secret) -> one line of help."""
+        protocols = f"with {' or '.join(self.protocols)}"
+        notes = []
+        if self.protocols and self.required:
+            either = f"it or {self.env}_FILE " if self.secret else ""
+            notes.append(f"{either}required {protocols}")
+        elif self.protocols:
+            notes.append(protocols)
+        if self.choices:
+            notes.append(_either(self.choices))
+        if self.minimum is not None:
+            notes.append(f"at least {self.minimum}")
+        if self.default is not None and self.default != {}:
+            notes.append(f"default {show_default(self.default)}")
+        lines = {self.env: f"{self.help} ({'; '.join(notes)})" if notes else self.help}
+        if self.secret:
+            used = f"{protocols}; " if self.protocols else ""
+            lines[f"{self.env}_FILE"] = (f"a file holding {self.env}, a mounted secret say "
+                                         f"({used}instead of {self.env})")
+        return lines
+
+
+def setting(env: str, default: Any, help: str, *, minimum: int | None = None,
+            choices: tuple[str, ...] = (), case: Callable[[str], str] | None = None,
+            parse: Callable[[Setting, str], Any] | None = None, secret: bool = False,
+            protocols: tuple[str, ...] = (), required: bool = False) -> Any:
+    """A dataclass field read from the environment variable `env`.
+
+    An int default is parsed as an integer and needs a `minimum`; a bool default reads
+    true/false/1/0/yes/no. A field used only by some security `protocols` is None under the
+    others; `default` is its value when one of them is used and the variable is unset, unless
+    it is `required`.
+    """
+    if parse is None and isinstance(default, bool):
+        parse, case = _boolean, str.lower
+    elif parse is None and isinstance(default, int):
+        if minimum is None:
+            raise TypeError(f"{env}: an integer setting needs a minimum")
+        parse = _integer
+    spec = Setting(env=env, help=help, default=default, minimum=minimum, choices=choices,
+                   case=case, parse=parse, secret=secret, protocols=protocols,
+                   required=required)
+    metadata = {_METADATA_KEY: spec}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=None if protocols else default, metadata=metadata, repr=not secret)
+
+
+def declared(cls: type) -> dict[str, Setting]:
+    """Field name -> its declaration, for the fields of `cls` read from the environment."""
+    return {f.name: f.metadata[_METADATA_KEY] for f in fields(cls)
+            if _METADATA_KEY in f.metadata}
+
+
+def show_default(value: Any) -> str:
+    """A default as written in an environment variable (and in ENV_HELP)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _either(choices: tuple[str, ...]) -> str:
+    return choices[0] if len(choices) == 1 else f"{', '.join(choices[:-1])} or {choices[-1]}"
+
+
+# ---- parsers (each error names the variable) -----------------------------------------------------
+
+
+def _integer(spec: Setting, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{spec.env}={raw!r} is not an integer") from exc
+    if spec.minimum is not None and value < spec.minimum:
+        raise SettingsError(f"{spec.env}={value} is below {spec.minimum}")
+    return value
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _boolean(spec: Setting, value: str) -> bool:
+    if value not in (*_TRUE, *_FALSE):
+        raise SettingsError(f"{spec.env}={value!r}: use true or false")
+    return value in _TRUE
+
+
+def _existing_file(spec: Setting, path: str) -> str:
+    if not os.path.isfile(path):
+        raise SettingsError(f"{spec.env}={path!r}: no such file")
+    return path
+
+
+def _tenant_map(spec: Setting, path: str) -> dict[str, str]:
+    try:
+        return load_tenant_map(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"{spec.env}={path!r}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise SettingsError(f"{spec.env}={path!r}: {exc}") from exc
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """NAME, or the contents of the file NAME_FILE (one trailing newline dropped)."""
+    value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
+    if value is not None and path is not None:
+        raise SettingsError(f"set {name} or {name}_FILE, not both")
+    if path is None:
+        return value
+    try:
+        with open(path, encoding="utf-8") as source:
+            text = source.read()
+    except OSError as exc:
+        raise SettingsError(f"{name}_FILE={path!r}: {exc.strerror or exc}") from exc
+    return text[:-1] if text.endswith("\n") else text
+
+
+# ---- topics --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,31 +218,58 @@ class Topics:
         return [getattr(self, f.name) for f in fields(self)]
 
 
+TOPIC_ENV = {f.name: f"OUTBOUND_GATE_TOPIC_{f.name.upper()}" for f in fields(Topics)}
+
+
+def topics_from_env(env: Mapping[str, str]) -> Topics:
+    return Topics(**{name: env[var] for name, var in TOPIC_ENV.items() if env.get(var)})
+
+
+# ---- Kafka security ------------------------------------------------------------------------------
+
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT")
 SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+_SASL = ("SASL_SSL", "SASL_PLAINTEXT")
+_TLS = ("SSL", "SASL_SSL")
 
 
 @dataclass(frozen=True, slots=True)
 class KafkaSecurity:
     """How every Kafka client of the gate connects (processors/kafka_security.py applies it)."""
 
-    protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = field(default=None, repr=False)
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_key_password: str | None = field(default=None, repr=False)
-    ssl_check_hostname: bool = True
+    protocol: str = setting(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "how every Kafka client connects",
+        choices=SECURITY_PROTOCOLS, case=str.upper)
+    sasl_mechanism: str | None = setting(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "SASL mechanism",
+        choices=SASL_MECHANISMS, case=str.upper, protocols=_SASL)
+    sasl_username: str | None = setting(
+        "KAFKA_SASL_USERNAME", None, "SASL user", protocols=_SASL, required=True)
+    sasl_password: str | None = setting(
+        "KAFKA_SASL_PASSWORD", None, "SASL password", secret=True, protocols=_SASL,
+        required=True)
+    ssl_cafile: str | None = setting(
+        "KAFKA_SSL_CAFILE", None, "PEM CA bundle the broker certificate must chain to; "
+        "unset: the system store", parse=_existing_file, protocols=_TLS)
+    ssl_certfile: str | None = setting(
+        "KAFKA_SSL_CERTFILE", None, "PEM client certificate, for brokers that require one: "
+        "mutual TLS", parse=_existing_file, protocols=_TLS)
+    ssl_keyfile: str | None = setting(
+        "KAFKA_SSL_KEYFILE", None, "PEM private key of KAFKA_SSL_CERTFILE, if not in that file",
+        parse=_existing_file, protocols=_TLS)
+    ssl_key_password: str | None = setting(
+        "KAFKA_SSL_KEY_PASSWORD", None, "password of an encrypted KAFKA_SSL_KEYFILE",
+        secret=True, protocols=_TLS)
+    ssl_check_hostname: bool = setting(
+        "KAFKA_SSL_CHECK_HOSTNAME", True, "check the broker certificate names the host")
 
     @property
     def uses_ssl(self) -> bool:
-        return self.protocol in {"SSL", "SASL_SSL"}
+        return self.protocol in _TLS
 
     @property
     def uses_sasl(self) -> bool:
-        return self.protocol in {"SASL_SSL", "SASL_PLAINTEXT"}
+        return self.protocol in _SASL
 
     def describe(self) -> str:
         """For logs: the protocol, the SASL user and whether a client certificate is used."""
@@ -79,34 +281,96 @@ class KafkaSecurity:
         return ", ".join(parts)
 
 
-TOPIC_ENV = {f.name: f"OUTBOUND_GATE_TOPIC_{f.name.upper()}" for f in fields(Topics)}
+def security_from_env(env: Mapping[str, str]) -> KafkaSecurity:
+    specs = declared(KafkaSecurity)
+    protocol: str = specs["protocol"].read(env)
+    used = {name: not spec.protocols or protocol in spec.protocols
+            for name, spec in specs.items()}
+    # A variable that would be ignored is a mistake (say, a forgotten KAFKA_SECURITY_PROTOCOL).
+    for name, spec in specs.items():
+        for variable in [] if used[name] else spec.variables:
+            if env.get(variable):
+                raise SettingsError(f"{variable} is set but KAFKA_SECURITY_PROTOCOL={protocol} "
+                                    f"does not use it: use {spec.protocols[0]}")
+    if not any(protocol in spec.protocols for spec in specs.values()):
+        return KafkaSecurity()  # PLAINTEXT: nothing else is read
+    values: dict[str, Any] = {}
+    for name, spec in specs.items():
+        if used[name]:
+            values[name] = spec.read(env)
+            if spec.required and values[name] is None:
+                raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs "
+                                    f"{' or '.join(spec.variables)}")
+    if values.get("ssl_keyfile") and not values.get("ssl_certfile"):
+        raise SettingsError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE")
+    return KafkaSecurity(**values)
+
+
+# ---- the gate ------------------------------------------------------------------------------------
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+STORES = ("rocksdb://", "memory://")
+PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    bootstrap_servers: str = "127.0.0.1:9092"
-    app_id: str = "outbound-gate"
-    topics: Topics = field(default_factory=Topics)
-    security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    partitions: int = 8
-    replication_factor: int = 1
-    web_port: int = 6066
-    web_host: str = "127.0.0.1"
-    policy_file: str | None = None
-    data_dir: str = ".local/worker"
-    max_message_bytes: int = 1_000_000
-    log_level: str = "info"
-    store: str = "rocksdb://"
-    state_sweep_seconds: int = 600
-    dedup_seconds: int = 3600
-    session_timeout_seconds: int = 15
-    tenant_label_cap: int = 500
-    processing_guarantee: str = "exactly_once"
-    batch_records: int = 500
-    transaction_timeout_seconds: int = 60
+    bootstrap_servers: str = setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", "broker list, host:port[,host:port]")
+    app_id: str = setting(
+        "OUTBOUND_GATE_APP_ID", "outbound-gate",
+        "Faust app id: consumer group and table topic prefix")
+    topics: Topics = field(default_factory=Topics)  # OUTBOUND_GATE_TOPIC_<NAME>
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)  # KAFKA_SECURITY_* ...
+    partitions: int = setting(
+        "OUTBOUND_GATE_PARTITIONS", 8, "partitions of topics the gate creates: the most workers",
+        minimum=1)
+    replication_factor: int = setting(
+        "OUTBOUND_GATE_REPLICATION_FACTOR", 1, "replication factor of topics the gate creates",
+        minimum=1)
+    web_port: int = setting("OUTBOUND_GATE_WEB_PORT", 6066, "HTTP port of the worker", minimum=1)
+    web_host: str = setting(
+        "OUTBOUND_GATE_WEB_HOST", "127.0.0.1",
+        "address the HTTP server binds; 0.0.0.0 in containers")
+    policy_file: str | None = setting(
+        "OUTBOUND_GATE_POLICY_FILE", None, "policy document replacing the packaged default")
+    data_dir: str = setting("OUTBOUND_GATE_DATA_DIR", ".local/worker", "worker data directory")
+    max_message_bytes: int = setting(
+        "OUTBOUND_GATE_MAX_MESSAGE_BYTES", 1_000_000,
+        "larger input values go to the dead-letter topic", minimum=1)
+    log_level: str = setting(
+        "OUTBOUND_GATE_LOG_LEVEL", "info", "log level", choices=LOG_LEVELS, case=str.lower)
+    store: str = setting(
+        "OUTBOUND_GATE_STORE", "rocksdb://",
+        "recipient-state store: rocksdb:// is persistent, memory:// is not", choices=STORES)
+    state_sweep_seconds: int = setting(
+        "OUTBOUND_GATE_STATE_SWEEP_SECONDS", 600, "how often expired recipient state is swept",
+        minimum=1)
+    dedup_seconds: int = setting(
+        "OUTBOUND_GATE_DEDUP_SECONDS", 3600,
+        "a message_id seen again within this is dropped; 0 switches de-duplication off",
+        minimum=0)
+    session_timeout_seconds: int = setting(
+        "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15,
+        "a silent worker loses its partitions after this", minimum=6)
+    tenant_label_cap: int = setting(
+        "OUTBOUND_GATE_TENANT_LABEL_CAP", 500,
+        "tenants with their own metric label; others fold", minimum=1)
+    processing_guarantee: str = setting(
+        "OUTBOUND_GATE_PROCESSING_GUARANTEE", "exactly_once",
+        "exactly_once uses Kafka transactions; with at_least_once a crash can repeat a decision",
+        choices=PROCESSING_GUARANTEES, case=str.lower)
+    batch_records: int = setting(
+        "OUTBOUND_GATE_BATCH_RECORDS", 500, "most records per fetch and transaction", minimum=1)
+    transaction_timeout_seconds: int = setting(
+        "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 60,
+        "the broker aborts a transaction left open by a dead worker after this", minimum=5)
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
-    tenant_map: Mapping[str, str] = field(default_factory=dict)
+    tenant_map: Mapping[str, str] = setting(
+        "OUTBOUND_GATE_TENANT_MAP", {},
+        'JSON file {"waba:<WABA id>": tenant, "phone:<phone_number_id>": tenant}: the tenant '
+        "of Meta webhook bodies without a tenant_id record header", parse=_tenant_map)
 
     @property
     def repartition_topic(self) -> str:
@@ -119,171 +383,27 @@ class Settings:
         return f"{self.app_id}-recipient-state-changelog"
 
 
-ENV_HELP = {
-    "KAFKA_BOOTSTRAP_SERVERS": "broker list, host:port[,host:port] (default 127.0.0.1:9092)",
-    "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT (default), SSL, SASL_SSL or SASL_PLAINTEXT",
-    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512 (default with SASL), SCRAM-SHA-256 or PLAIN",
-    "KAFKA_SASL_USERNAME": "SASL user (required with SASL_SSL / SASL_PLAINTEXT)",
-    "KAFKA_SASL_PASSWORD": "SASL password",
-    "KAFKA_SASL_PASSWORD_FILE": "a file holding the SASL password (a mounted secret, say)",
-    "KAFKA_SSL_CAFILE": "PEM CA bundle the broker certificate must chain to (system store)",
-    "KAFKA_SSL_CERTFILE": "PEM client certificate, for brokers that require one (mutual TLS)",
-    "KAFKA_SSL_KEYFILE": "PEM private key of KAFKA_SSL_CERTFILE (if not in that file)",
-    "KAFKA_SSL_KEY_PASSWORD": "password of an encrypted KAFKA_SSL_KEYFILE",
-    "KAFKA_SSL_KEY_PASSWORD_FILE": "a file holding KAFKA_SSL_KEY_PASSWORD",
-    "KAFKA_SSL_CHECK_HOSTNAME": "check the broker certificate names the host (true)",
-    "OUTBOUND_GATE_APP_ID": "Faust app id: consumer group and table topic prefix (outbound-gate)",
-    "OUTBOUND_GATE_PARTITIONS": "partitions of topics the gate creates (8): the most workers",
-    "OUTBOUND_GATE_REPLICATION_FACTOR": "replication factor of topics the gate creates (1)",
-    "OUTBOUND_GATE_WEB_PORT": "HTTP port of the worker (6066)",
-    "OUTBOUND_GATE_WEB_HOST": "address the HTTP server binds (127.0.0.1; 0.0.0.0 in containers)",
-    "OUTBOUND_GATE_POLICY_FILE": "policy document replacing the packaged default",
-    "OUTBOUND_GATE_DATA_DIR": "worker data directory (.local/worker)",
-    "OUTBOUND_GATE_MAX_MESSAGE_BYTES": "larger input values go to the dead-letter topic (1000000)",
-    "OUTBOUND_GATE_LOG_LEVEL": "debug, info, warning or error (info)",
-    "OUTBOUND_GATE_STORE": "recipient-state store: rocksdb:// (persistent) or memory://",
-    "OUTBOUND_GATE_STATE_SWEEP_SECONDS": "how often expired recipient state is swept (600)",
-    "OUTBOUND_GATE_DEDUP_SECONDS": "a message_id seen again within this is dropped (3600); "
-                                   "0 switches de-duplication off",
-    "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": "a silent worker loses its partitions after (15)",
-    "OUTBOUND_GATE_TENANT_LABEL_CAP": "tenants with their own metric label; others fold (500)",
-    "OUTBOUND_GATE_PROCESSING_GUARANTEE": "exactly_once (Kafka transactions, default) or "
-                                          "at_least_once (a crash can repeat a decision)",
-    "OUTBOUND_GATE_BATCH_RECORDS": "most records per fetch and transaction (500)",
-    "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": "the broker aborts a transaction left open by "
-                                                 "a dead worker after this (60)",
-    "OUTBOUND_GATE_TENANT_MAP": "JSON file {\"waba:<WABA id>\": tenant, "
-                                "\"phone:<phone_number_id>\": tenant}: the tenant of Meta "
-                                "webhook bodies without a tenant_id record header",
-    **{env: f"topic name ({getattr(Topics(), name)})" for name, env in TOPIC_ENV.items()},
-}
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
-    if value < minimum:
-        raise SettingsError(f"{name}={value} is below {minimum}")
-    return value
-
-
-def _tenant_map(path: str | None) -> dict[str, str]:
-    if not path:
-        return {}
-    try:
-        return load_tenant_map(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"OUTBOUND_GATE_TENANT_MAP={path!r}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise SettingsError(f"OUTBOUND_GATE_TENANT_MAP={path!r}: {exc}") from exc
-
-
-def _secret(env: Mapping[str, str], name: str) -> str | None:
-    """NAME, or the contents of the file NAME_FILE (one trailing newline dropped)."""
-    value, path = env.get(name) or None, env.get(f"{name}_FILE") or None
-    if value is not None and path is not None:
-        raise SettingsError(f"set {name} or {name}_FILE, not both")
-    if path is None:
-        return value
-    try:
-        with open(path, encoding="utf-8") as source:
-            text = source.read()
-    except OSError as exc:
-        raise SettingsError(f"{name}_FILE={path!r}: {exc.strerror or exc}") from exc
-    return text[:-1] if text.endswith("\n") else text
-
-
-def _file(env: Mapping[str, str], name: str) -> str | None:
-    path = env.get(name) or None
-    if path is not None and not os.path.isfile(path):
-        raise SettingsError(f"{name}={path!r}: no such file")
-    return path
-
-
-def security_from_env(env: Mapping[str, str]) -> KafkaSecurity:
-    protocol = (env.get("KAFKA_SECURITY_PROTOCOL") or "PLAINTEXT").upper()
-    if protocol not in SECURITY_PROTOCOLS:
-        raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol!r}: use "
-                            f"{', '.join(SECURITY_PROTOCOLS)}")
-    sasl = protocol.startswith("SASL_")
-    ssl = protocol in {"SSL", "SASL_SSL"}
-    sasl_vars = ["KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD",
-                 "KAFKA_SASL_PASSWORD_FILE"]
-    ssl_vars = ["KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE",
-                "KAFKA_SSL_KEY_PASSWORD", "KAFKA_SSL_KEY_PASSWORD_FILE"]
-    # A variable that would be ignored is a mistake (say, a forgotten KAFKA_SECURITY_PROTOCOL).
-    for name in [*([] if sasl else sasl_vars), *([] if ssl else ssl_vars)]:
-        if env.get(name):
-            raise SettingsError(f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not "
-                                f"use it: use {'SASL_SSL' if name in sasl_vars else 'SSL'}")
-    if not (sasl or ssl):
-        return KafkaSecurity()
-    mechanism = username = password = None
-    if sasl:
-        mechanism = (env.get("KAFKA_SASL_MECHANISM") or "SCRAM-SHA-512").upper()
-        if mechanism not in SASL_MECHANISMS:
-            raise SettingsError(f"KAFKA_SASL_MECHANISM={mechanism!r}: use "
-                                f"{', '.join(SASL_MECHANISMS)}")
-        username = env.get("KAFKA_SASL_USERNAME") or None
-        if username is None:
-            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME")
-        password = _secret(env, "KAFKA_SASL_PASSWORD")
-        if password is None:
-            raise SettingsError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_PASSWORD "
-                                f"or KAFKA_SASL_PASSWORD_FILE")
-    certfile, keyfile = _file(env, "KAFKA_SSL_CERTFILE"), _file(env, "KAFKA_SSL_KEYFILE")
-    if keyfile and not certfile:
-        raise SettingsError("KAFKA_SSL_KEYFILE is set without KAFKA_SSL_CERTFILE")
-    check = (env.get("KAFKA_SSL_CHECK_HOSTNAME") or "true").lower()
-    if check not in {"true", "false", "1", "0", "yes", "no"}:
-        raise SettingsError(f"KAFKA_SSL_CHECK_HOSTNAME={check!r}: use true or false")
-    return KafkaSecurity(
-        protocol=protocol, sasl_mechanism=mechanism, sasl_username=username,
-        sasl_password=password, ssl_cafile=_file(env, "KAFKA_SSL_CAFILE"),
-        ssl_certfile=certfile, ssl_keyfile=keyfile,
-        ssl_key_password=_secret(env, "KAFKA_SSL_KEY_PASSWORD") if ssl else None,
-        ssl_check_hostname=check in {"true", "1", "yes"})
-
-
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
-    topics = Topics(**{name: env[var] for name, var in TOPIC_ENV.items() if env.get(var)})
-    level = env.get("OUTBOUND_GATE_LOG_LEVEL", "info").lower()
-    if level not in {"debug", "info", "warning", "error"}:
-        raise SettingsError(f"OUTBOUND_GATE_LOG_LEVEL={level!r}: use debug, info, warning or error")
-    store = env.get("OUTBOUND_GATE_STORE") or "rocksdb://"
-    if store not in {"rocksdb://", "memory://"}:
-        raise SettingsError(f"OUTBOUND_GATE_STORE={store!r}: use rocksdb:// or memory://")
-    guarantee = (env.get("OUTBOUND_GATE_PROCESSING_GUARANTEE") or "exactly_once").lower()
-    if guarantee not in {"exactly_once", "at_least_once"}:
-        raise SettingsError(f"OUTBOUND_GATE_PROCESSING_GUARANTEE={guarantee!r}: use "
-                            "exactly_once or at_least_once")
-    return Settings(
-        bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092",
-        app_id=env.get("OUTBOUND_GATE_APP_ID") or "outbound-gate",
-        topics=topics,
-        security=security_from_env(env),
-        partitions=_int(env, "OUTBOUND_GATE_PARTITIONS", 8),
-        replication_factor=_int(env, "OUTBOUND_GATE_REPLICATION_FACTOR", 1),
-        web_port=_int(env, "OUTBOUND_GATE_WEB_PORT", 6066),
-        web_host=env.get("OUTBOUND_GATE_WEB_HOST") or "127.0.0.1",
-        policy_file=env.get("OUTBOUND_GATE_POLICY_FILE") or None,
-        data_dir=env.get("OUTBOUND_GATE_DATA_DIR") or ".local/worker",
-        max_message_bytes=_int(env, "OUTBOUND_GATE_MAX_MESSAGE_BYTES", 1_000_000),
-        log_level=level,
-        store=store,
-        state_sweep_seconds=_int(env, "OUTBOUND_GATE_STATE_SWEEP_SECONDS", 600),
-        dedup_seconds=_int(env, "OUTBOUND_GATE_DEDUP_SECONDS", 3600, minimum=0),
-        session_timeout_seconds=_int(env, "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", 15, minimum=6),
-        tenant_label_cap=_int(env, "OUTBOUND_GATE_TENANT_LABEL_CAP", 500),
-        processing_guarantee=guarantee,
-        batch_records=_int(env, "OUTBOUND_GATE_BATCH_RECORDS", 500),
-        transaction_timeout_seconds=_int(env, "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 60,
-                                         minimum=5),
-        tenant_map=_tenant_map(env.get("OUTBOUND_GATE_TENANT_MAP")),
-    )
+    values = {name: spec.read(env) for name, spec in declared(Settings).items()
+              if spec.is_set(env)}
+    return Settings(topics=topics_from_env(env), security=security_from_env(env), **values)
+
+
+def _env_help() -> Iterator[tuple[str, str]]:
+    """Every variable the gate reads, with its help, in the order of the fields."""
+    for f in fields(Settings):
+        if f.name == "topics":
+            for name, variable in TOPIC_ENV.items():
+                yield variable, f"topic name (default {getattr(Topics(), name)})"
+        elif f.name == "security":
+            for spec in declared(KafkaSecurity).values():
+                yield from spec.help_lines().items()
+        elif _METADATA_KEY in f.metadata:
+            yield from f.metadata[_METADATA_KEY].help_lines().items()
+
+
+# Variable -> help, for the worker's --help: Kafka's first, the topic names last.
+ENV_HELP: dict[str, str] = dict(sorted(
+    _env_help(), key=lambda item: (not item[0].startswith("KAFKA_"),
+                                   item[0] in TOPIC_ENV.values())))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from processors.kafka_security import client_options
+from processors import kafka_clients
 from processors.settings import KafkaSecurity, Settings
 
 log = logging.getLogger(__name__)
@@ -20,9 +20,7 @@ def create_missing(bootstrap_servers: str, names: Iterable[str], partitions: int
                    security: KafkaSecurity | None = None) -> list[str]:
     """Create the named topics that do not exist yet; returns the names created."""
     compact, single = set(compacted), set(single_partition)
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="outbound-gate-admin",
-                             request_timeout_ms=timeout_ms,
-                             **client_options(security or KafkaSecurity()))
+    admin = kafka_clients.admin(bootstrap_servers, security, timeout_ms)
     try:
         existing = set(admin.list_topics())
         created = []

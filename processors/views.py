@@ -12,7 +12,7 @@ from faust.web import Request, Response, View
 from processors.catalog import CatalogTable
 from processors.policy import templates as tpl
 from processors.policy_feed import PolicyHolder
-from processors.processing import RouteProcessor
+from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
 
 
@@ -42,7 +42,7 @@ class BrokerProbe:
 
 
 def register(app: faust.App, settings: Settings, holder: PolicyHolder,
-             catalog_table: CatalogTable, processor: RouteProcessor) -> None:
+             catalog_table: CatalogTable, processor: StreamThread) -> None:
     broker = BrokerProbe(settings.bootstrap_servers)
 
     @app.page("/healthz")
@@ -57,7 +57,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
             # the route processor is ready once its partitions' state is restored.
             recovering = bool(app.in_recovery) or bool(app.rebalancing) or not processor.ready
             reachable = await broker()
-            assigned = sorted(processor.lanes)
+            assigned = sorted(processor.owned)
             ready = bool(assigned) and not recovering and holder.caught_up and reachable
             body: dict[str, Any] = {
                 "ready": ready,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from processors import sample
 from processors.policy.templates import catalog_key
-from processors.settings import from_env
+from processors.settings import Settings, from_env
 
 if TYPE_CHECKING:
     from processors.kafka_io import Output
@@ -34,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "running until Ctrl-C."
         ),
     )
-    parser.add_argument("--web-port", type=int, default=None, help="worker HTTP port (6066)")
+    parser.add_argument("--web-port", type=int, default=None,
+                        help=f"worker HTTP port ({Settings().web_port})")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds to wait for the worker and its decisions (120)")
     parser.add_argument("--no-wait", action="store_true",

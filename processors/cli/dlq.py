@@ -37,14 +37,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _read_all(bootstrap: str, topic: str, security: KafkaSecurity) -> list[tuple[str, Any]]:
     """(partition:offset, record) for every record of a topic, from the beginning."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    from processors.kafka_security import client_options
+    from kafka import TopicPartition
 
     # read_committed: an aborted replay must not count as done in the ledger.
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             group_id=None, isolation_level="read_committed",
-                             **client_options(security))
+    from processors import kafka_clients  # Kafka only when the command needs it
+
+    consumer = kafka_clients.consumer(bootstrap, security, group_id=None)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     if not partitions:
         consumer.close()
@@ -124,9 +122,6 @@ def run(args: argparse.Namespace) -> int:
 
 def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run: bool,
            security: KafkaSecurity | None = None) -> int:
-    from kafka import KafkaProducer
-
-    from processors.kafka_security import client_options
     from processors.topics import create_missing
 
     ledger = f"{dlq}.replays"
@@ -144,9 +139,10 @@ def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run:
     if not todo:
         print(f"0 replayed, {skipped} already replayed before", file=sys.stderr)
         return 0
-    producer = KafkaProducer(bootstrap_servers=bootstrap,
-                             transactional_id=f"outbound-gate-dlq-{uuid.uuid4().hex}",
-                             **client_options(security))
+    from processors import kafka_clients  # Kafka only when the command needs it
+
+    producer = kafka_clients.producer(bootstrap, security,
+                                      transactional_id=f"outbound-gate-dlq-{uuid.uuid4().hex}")
     producer.init_transactions()
     producer.begin_transaction()
     try:

@@ -75,10 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"outbound-gate notify: {exc}", file=sys.stderr)
         return 2
-    from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from processors.kafka_security import access_problem, client_options
+    from processors.kafka_security import access_problem
 
     problem = access_problem(settings.bootstrap_servers, settings.security)
     if problem:
@@ -87,13 +86,12 @@ def run(args: argparse.Namespace) -> int:
     deliver = Delivery(args.webhook, args.retries, args.backoff)
     seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # recent (tenant, message_id)
     try:
-        consumer = KafkaConsumer(settings.topics.rejected,
-                                 bootstrap_servers=settings.bootstrap_servers,
-                                 group_id=args.group, enable_auto_commit=False,
-                                 auto_offset_reset="earliest",
-                                 # the gate writes in transactions: skip aborted attempts
-                                 isolation_level="read_committed",
-                                 **client_options(settings.security))
+        # read_committed: the gate writes in transactions, aborted attempts are skipped
+        from processors import kafka_clients  # Kafka only when the command needs it
+
+        consumer = kafka_clients.consumer(settings.bootstrap_servers, settings.security,
+                                          settings.topics.rejected, group_id=args.group,
+                                          auto_offset_reset="earliest")
     except KafkaError as exc:
         print(f"outbound-gate notify: cannot reach Kafka: {exc}", file=sys.stderr)
         return 1

@@ -6,11 +6,12 @@ import argparse
 import dataclasses
 import sys
 
-from processors.settings import ENV_HELP, SettingsError, from_env
+from processors.settings import ENV_HELP, LOG_LEVELS, Settings, SettingsError, from_env
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    env = "\n".join(f"  {name:<36} {text}" for name, text in ENV_HELP.items())
+    width = max(map(len, ENV_HELP))
+    env = "\n".join(f"  {name:<{width}}  {text}" for name, text in ENV_HELP.items())
     parser = subparsers.add_parser(
         "worker",
         help="run the live gate (Faust worker)",
@@ -22,9 +23,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "credentials.\n\nenvironment:\n" + env
         ),
     )
-    parser.add_argument("--web-port", type=int, help="HTTP port (default 6066)")
+    parser.add_argument("--web-port", type=int, help=f"HTTP port (default {Settings().web_port})")
     parser.add_argument("--policy", metavar="FILE", help="policy document to use")
-    parser.add_argument("--loglevel", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--loglevel", choices=LOG_LEVELS)
     parser.set_defaults(run=run)
 
 

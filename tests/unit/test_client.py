@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from processors import client
+from processors import kafka_clients
 from processors.client import InvalidMessage, InvalidRecipient, OutboundProducer, gate_key
 from processors.routing import recipient_key
 from tests.factories import message
@@ -54,7 +54,7 @@ class FakeProducer:
 
 
 def test_send_to_a_bsuid_is_keyed_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(client, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(kafka_clients, "KafkaProducer", FakeProducer)
     with OutboundProducer("127.0.0.1:9", topic="out") as gate:
         assert gate.send(message(recipient="BR.1502576394655843",
                                  template={"name": "notice", "language": "pt_BR"})) == (3, 0)
