@@ -24,6 +24,7 @@ kafka-down:
 
 # Starts the local Kafka unless KAFKA_BOOTSTRAP_SERVERS is set, then a worker and a sample.
 run: install
+	@deploy/local/install-deps.sh run
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && $(BIN)/outbound-gate demo
 
 lint: install

@@ -5,7 +5,8 @@
 #   chromium     headless Chromium: the pre-flight report's screenshot test
 #   openssl      throw-away certificates for the TLS/SASL end-to-end test (make-certs.sh)
 #   make
-# Called by `make test` (its `deps` prerequisite) and by .ci/run. When nothing is missing it
+# Called by `make test` (its `deps` prerequisite) and by .ci/run; `install-deps.sh run` (make
+# run) asks only for what running the gate needs: Java, Maven and make. When nothing is missing it
 # prints nothing and exits 0 at once. Otherwise it runs apt-get update and apt-get install
 # (non-interactive, --no-install-recommends, --no-upgrade: nothing installed is touched) as
 # root or through passwordless sudo; when it can do neither, it prints the one command to run
@@ -28,12 +29,19 @@ scan() {
   missing=() packages=()
   need java openjdk-17-jre-headless
   need mvn maven
+  need make make
+  [[ $mode == run ]] && return 0
   need prometheus prometheus
   need promtool prometheus
   need "chromium|chromium-browser" chromium
   need openssl openssl
-  need make make
 }
+
+mode=${1:-test}
+if [[ $mode != run && $mode != test ]]; then
+  say "usage: install-deps.sh [run|test]   (test, the default: everything make test needs)"
+  exit 2
+fi
 
 scan
 ((${#missing[@]})) || exit 0
