@@ -40,7 +40,7 @@ def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> Catalo
     topics = settings.topics
     source = app.topic(topics.templates, topics.webhooks, key_serializer="raw",
                        value_serializer="raw")
-    contracts = {topics.templates: "template_entry", topics.webhooks: webhooks.WEBHOOK}
+    contracts = {topic: topics.contracts()[topic] for topic in (topics.templates, topics.webhooks)}
     dead_letters = DeadLetters(app, settings, metrics)
 
     @app.agent(source, name="catalog")

@@ -34,7 +34,7 @@ from processors.policy_feed import PolicyHolder
 from processors.settings import Settings
 from processors.state_store import PartitionStore
 from processors.timeutil import parse_rfc3339
-from processors.webhooks import WEBHOOK, Document
+from processors.webhooks import Document
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,9 @@ class Router:
         self.partitions = settings.partitions
         self.rekeyed = settings.repartition_topic
         self.changelog = settings.changelog_topic
-        self.contracts = {topics.outbound: "outbound_message",
-                          topics.statuses: "delivery_status", topics.inbound: "inbound_message",
-                          topics.preferences: "user_preference", topics.webhooks: WEBHOOK}
+        # Every input topic but the catalog's (the catalog agent reads that one).
+        self.contracts = {topic: contract for topic, contract in topics.contracts().items()
+                          if topic != topics.templates}
 
     @property
     def sources(self) -> list[str]:
