@@ -29,6 +29,12 @@ import orjson
 CA = "+14165550123"
 US = "+12015550123"
 CREATED = "2026-01-01T00:00:00Z"
+# Business-scoped user IDs (Meta, 2026): the region is the prefix, so a BSUID of Canada is sent
+# to like a Canadian number, one of the US is under the US marketing pause; an authentication
+# template to any BSUID is refused (BSUID_RECIPIENT_UNSUPPORTED, Meta 131062).
+CA_BSUID = "CA.13491208655302741918"
+CA_PARENT = "CA.ENT.11815799212886844830"
+US_BSUID = "US.10293847561029384756"
 
 # Recipients in odd formats -> expected outcome of an otherwise good UTILITY message. The
 # number is read as libphonenumber reads it: punctuation, spaces, Unicode digits of any script
@@ -72,6 +78,24 @@ ODD_RECIPIENTS: tuple[tuple[str, str | None, str], ...] = (
     ("4165550123", "ZZ", "rejected:INVALID_RECIPIENT"),  # unknown region
     ("acme support", None, "rejected:INVALID_RECIPIENT"),
     ("\U0001f4de +14165550123", None, "rejected:INVALID_RECIPIENT"),  # a telephone emoji
+    # Business-scoped user IDs: "<region>.<alphanumeric>", a parent one with "ENT." between.
+    (CA_BSUID, None, "accepted"),
+    (CA_PARENT, None, "accepted"),
+    ("ca.13491208655302741918", None, "accepted"),  # the region in lower case
+    ("  CA.13491208655302741918  ", None, "accepted"),
+    ("CA.abcDEF123", None, "accepted"),  # alphanumeric
+    (CA_BSUID, "US", "accepted"),  # a region hint does not apply to a BSUID
+    ("ZZ.13491208655302741918", None, "rejected:INVALID_RECIPIENT"),  # no such region
+    ("CA.", None, "rejected:INVALID_RECIPIENT"),  # nothing after the dot
+    ("CA.ENT.", None, "rejected:INVALID_RECIPIENT"),
+    ("CA..13491208655302741918", None, "rejected:INVALID_RECIPIENT"),
+    ("CA.1349-1208-6553", None, "rejected:INVALID_RECIPIENT"),
+    ("CA.1349 1208 6553", None, "rejected:INVALID_RECIPIENT"),
+    ("CA.ENT.ENT.1181579921", None, "rejected:INVALID_RECIPIENT"),
+    ("CA.\u0661\u0663\u0664\u0669", None, "rejected:INVALID_RECIPIENT"),  # Arabic-Indic digits
+    ("CA.13491208655302741918\u200b", None, "rejected:INVALID_RECIPIENT"),  # zero-width space
+    ("\uff23\uff21.13491208655302741918", None, "rejected:INVALID_RECIPIENT"),  # full-width CA
+    ("CA." + "9" * 137, None, "accepted"),  # the longest recipient the schema allows
 )
 
 # Recipients that are not strings: JSON numbers and others; the schema refuses them.
@@ -95,6 +119,12 @@ BAD_UTF8: tuple[bytes, ...] = (
 )
 # Field -> wrong values the schema refuses, per contract.
 _COMMON: tuple[Any, ...] = (None, 1, -1, 1.5, True, [], {}, "")
+# The optional BSUID fields of a state event that link it to the user's number: strings.
+_LINK_FIELDS: dict[str, tuple[Any, ...]] = {
+    "user_id": (None, 1, 13491208655302741918, True, [], {"id": CA_BSUID}, [CA_BSUID],
+                "U" * 141),
+    "parent_user_id": (None, 1, False, [], {}, [CA_PARENT], "P" * 141),
+}
 WRONG_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
     "outbound_message": {
         "schema_version": ("1", 2, 0, True, None, 1.5, []),
@@ -122,18 +152,21 @@ WRONG_VALUES: dict[str, dict[str, tuple[Any, ...]]] = {
         "timestamp": (1767225600, "now", "2026-01-01T00:00:00", None),
         "errors": ("131049", 131049, [131049], [{"code": "131049"}], [{"title": "x"}],
                    [{"code": 131049.5}], None),
+        **_LINK_FIELDS,
     },
     "inbound_message": {
         "tenant_id": (*_COMMON, "t" * 129),
         "sender": (*NON_STRING_RECIPIENTS, "", "1" * 141),
         "timestamp": (1767225600, "now", "2026-01-01", None),
         "referral": ("ad", 1, [], {"source_type": 1}),
+        **_LINK_FIELDS,
     },
     "user_preference": {
         "tenant_id": (*_COMMON, "t" * 129),
         "recipient": (*NON_STRING_RECIPIENTS, "", "1" * 141),
         "preference": ("STOP", "unsubscribe", 1, None, ""),
         "timestamp": (1767225600, "now", None),
+        **_LINK_FIELDS,
     },
     "template_entry": {
         "tenant_id": (*_COMMON, "t" * 129),
@@ -253,15 +286,33 @@ class HostileInput:
         return self._makers[name]()
 
     def good(self) -> Hostile:
+        """A valid message: 45% utility to a Canadian number (accepted), 45% marketing to a US
+        number (paused); 10% to BSUIDs: utility to a Canadian one (accepted), marketing to a
+        US one (paused) or authentication to one (BSUID_RECIPIENT_UNSUPPORTED)."""
         message_id = self._id()
-        if self.rng.random() < 0.5:
+        roll = self.rng.random()
+        marketing = {"name": "spring_sale", "language": "en_US", "category": "MARKETING"}
+        if roll < 0.45:
             document = example("outbound_message", message_id=message_id)
             expect = "accepted"
-        else:
+        elif roll < 0.9:
             document = example("outbound_message", message_id=message_id, recipient=US,
-                               template={"name": "spring_sale", "language": "en_US",
-                                         "category": "MARKETING"})
+                               template=marketing)
             expect = "rejected:MARKETING_PAUSED_US"
+        elif roll < 0.94:
+            document = example("outbound_message", message_id=message_id,
+                               recipient=self.rng.choice([CA_BSUID, CA_PARENT]))
+            expect = "accepted"
+        elif roll < 0.97:
+            document = example("outbound_message", message_id=message_id, recipient=US_BSUID,
+                               template=marketing)
+            expect = "rejected:MARKETING_PAUSED_US"
+        else:
+            document = example("outbound_message", message_id=message_id,
+                               recipient=self.rng.choice([CA_BSUID, CA_PARENT]),
+                               template={"name": "login_code", "language": "en_US",
+                                         "category": "AUTHENTICATION"})
+            expect = "rejected:BSUID_RECIPIENT_UNSUPPORTED"
         return Hostile("outbound", document["recipient"].encode(), orjson.dumps(document),
                        "good", expect, message_id)
 
@@ -489,10 +540,23 @@ class HostileInput:
 
     def state_good(self) -> Hostile:
         """A valid state event, now and then with large extra fields; no output. Its tenant is
-        not the good events' tenant, so it changes no decision the run expects."""
+        not the good events' tenant, so it changes no decision the run expects. A user's
+        event may name the BSUID alone, or the number and the BSUID (which links them; a
+        user_id that is no BSUID links nothing), as Meta's webhooks do since 2026."""
         topic = self.rng.choice(["statuses", "inbound", "preferences", "templates"])
         contract = CONTRACT_OF_TOPIC[topic]
         changes: dict[str, Any] = {"tenant_id": "hostile-state"}
+        if contract in RECIPIENT_FIELD:
+            roll = self.rng.random()
+            if roll < 0.15:  # the BSUID alone
+                changes[RECIPIENT_FIELD[contract]] = self.rng.choice([CA_BSUID, CA_PARENT])
+            elif roll < 0.35:  # links the number and the BSUID (and the parent BSUID)
+                changes["user_id"] = CA_BSUID
+                if self.rng.random() < 0.5:
+                    changes["parent_user_id"] = CA_PARENT
+            elif roll < 0.4:  # strings that are no BSUID of their kind: nothing is linked
+                changes["user_id"] = self.rng.choice([CA_PARENT, "ZZ.1", "CA.", "x", ""])
+                changes["parent_user_id"] = self.rng.choice([CA_BSUID, "CA.ENT.", US])
         if self.rng.random() < 0.2:
             changes["pad"] = self._text(self.rng.randrange(1, max(2, self.max_bytes // 30)))
         if contract == "template_entry":

@@ -3,7 +3,10 @@
     .venv/bin/python -m tests.benchmarks.chaos [--events 200000] [--short]
 
 1. Fresh topics; the template catalog, then the state events of a seeded processors.loadgen
-   workload (statuses, inbound messages, preferences), applied by the gate before any message.
+   workload (statuses, inbound messages, preferences; some name a user's BSUID alone, some
+   link the user's number and BSUID), applied by the gate before any message: the run waits
+   until the route group has committed every state record and every record the linking put on
+   the repartition topic (wait_state_applied). About 10% of the messages go to BSUIDs.
 2. Two gate workers (one consumer group). The outbound messages of the workload (1% malformed)
    stream in at --rate while, at random moments (seeded): a worker is SIGKILLed and started
    again (--kills times), a worker is stopped with SIGTERM and started again, the broker is
@@ -11,7 +14,12 @@
 3. Audit with a read_committed consumer of the accepted, rejected and dead-letter topics:
    lost = inputs with no output, duplicated = inputs with more than one, wrong = outputs that
    differ from the offline check (processors.offline) over the same records in the same order.
-   Prints one JSON line and exits 1 unless lost, duplicated and wrong are all 0.
+   Both sides use the packaged policy with PAIR_RATE_LIMITED in monitor mode: that rule alone
+   depends on when a message is decided (the wall clock live, created_at offline); see
+   tests/benchmarks/policies.py.
+   Prints one JSON line (with events_per_s: the outbound records over the time from the first
+   one sent to the last output written, faults included) and exits 1 unless lost, duplicated
+   and wrong are all 0.
 
 Broker restarts need the local broker (deploy/local/kafka.sh); with KAFKA_BOOTSTRAP_SERVERS set
 to another cluster they are skipped and the summary says so.
@@ -35,14 +43,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from kafka import KafkaProducer
 
-from processors.loadgen import Workload
+from processors.loadgen import Workload, identity_mix
 from processors.offline import OfflineCheck
 from processors.policy import load_policy
-from processors.settings import TOPIC_ENV, Topics
+from processors.settings import TOPIC_ENV, Settings, Topics
 from processors.topics import create_missing
+from tests.benchmarks.policies import write_timing_free_policy
 from tests.benchmarks.state_footprint import rss_mb
 from tests.e2e import conftest as harness
 
@@ -72,13 +81,18 @@ def expected_outcome(result: dict[str, Any]) -> dict[str, Any]:
 class Cluster:
     """The workers and the broker, and the chaos done to them."""
 
-    def __init__(self, bootstrap: str, run_id: str, tmp: Path, local_broker: bool) -> None:
+    def __init__(self, bootstrap: str, run_id: str, tmp: Path, local_broker: bool,
+                 policy: Path) -> None:
         self.bootstrap = bootstrap
         self.run_id = run_id
         self.tmp = tmp
         self.local_broker = local_broker
         self.env = {"OUTBOUND_GATE_PARTITIONS": str(PARTITIONS),
-                    "OUTBOUND_GATE_LOG_LEVEL": "info"}
+                    "OUTBOUND_GATE_LOG_LEVEL": "info",
+                    # The policy the offline check uses too: PAIR_RATE_LIMITED in monitor mode,
+                    # since its outcome depends on the moment of decision (wall clock live,
+                    # created_at offline), not on what the records say.
+                    "OUTBOUND_GATE_POLICY_FILE": str(policy)}
         self.workers: dict[str, harness.Gate] = {}
         self.peak_rss: dict[str, float] = {}
         self.down_rss: list[float] = []
@@ -130,18 +144,20 @@ Records = list[tuple[str, bytes | None, bytes | None]]
 
 
 def produce_state(producer: KafkaProducer, topics: Topics, workload: Workload, events: int,
-                  now: float) -> tuple[Records, Records]:
-    """Split the workload: state events (sent now) and outbound records (streamed later)."""
+                  now: float) -> tuple[Records, Records, dict[str, int]]:
+    """Split the workload: state events (sent now) and outbound records (streamed later); and
+    its identity mix."""
     state: Records = []
     outbound: Records = []
-    for record in workload.events(events, now):
+    generated = list(workload.events(events, now))
+    for record in generated:
         topic = getattr(topics, record.topic)
         (outbound if record.topic == "outbound" else state).append((topic, record.key,
                                                                      record.value))
     for topic, key, value in state:
         producer.send(topic, key=key, value=value)
     producer.flush()
-    return state, outbound
+    return state, outbound, identity_mix(generated)
 
 
 def stream(producer: KafkaProducer, records: list[tuple[str, bytes, bytes]], rate: float,
@@ -163,22 +179,23 @@ def stream(producer: KafkaProducer, records: list[tuple[str, bytes, bytes]], rat
 
 
 def read_outputs(bootstrap: str, topics: Topics, expected: int, timeout: float,
-                 quiet_seconds: float) -> list[tuple[str, dict[str, Any]]]:
-    """All committed outputs, once `expected` have arrived and nothing more came for a while.
+                 quiet_seconds: float) -> tuple[list[tuple[str, dict[str, Any]]], float]:
+    """All committed outputs, once `expected` have arrived and nothing more came for a while,
+    and the newest output's timestamp (seconds).
 
     Each pass reads everything from the start with a fresh consumer (a consumer created just
     after a broker restart was seen to stay silent); passes repeat until the count is reached.
     """
     deadline = time.monotonic() + timeout
     while True:
-        outputs = read_pass(bootstrap, topics, quiet_seconds)
+        outputs, last = read_pass(bootstrap, topics, quiet_seconds)
         log(f"audit: {len(outputs):,} / {expected:,} outputs")
         if len(outputs) >= expected or time.monotonic() > deadline:
-            return outputs
+            return outputs, last
 
 
 def read_pass(bootstrap: str, topics: Topics, quiet_seconds: float
-              ) -> list[tuple[str, dict[str, Any]]]:
+              ) -> tuple[list[tuple[str, dict[str, Any]]], float]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"audit-{uuid.uuid4()}",
                          "isolation.level": "read_committed", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
@@ -190,6 +207,7 @@ def read_pass(bootstrap: str, topics: Topics, quiet_seconds: float
     outputs: list[tuple[str, dict[str, Any]]] = []
     errors: Counter[str] = Counter()
     last_new = time.monotonic()
+    newest = 0  # ms: the create time the worker's producer gave the output
     try:
         while time.monotonic() - last_new < quiet_seconds:
             for message in consumer.consume(num_messages=5000, timeout=0.5):
@@ -197,12 +215,13 @@ def read_pass(bootstrap: str, topics: Topics, quiet_seconds: float
                     errors[str(message.error())] += 1
                     continue
                 last_new = time.monotonic()
+                newest = max(newest, message.timestamp()[1])
                 outputs.append((message.topic(), orjson.loads(message.value() or b"null")))
     finally:
         consumer.close()
     if errors:
         log(f"audit consumer errors: {dict(errors)}")
-    return outputs
+    return outputs, newest / 1000.0
 
 
 def audit(sent: Sent, outputs: list[tuple[str, dict[str, Any]]], topics: Topics
@@ -267,12 +286,19 @@ def main() -> None:
     catalog = list(workload.catalog(now))
     for record in catalog:
         producer.send(topics.templates, key=record.key, value=record.value)
-    state, outbound = produce_state(producer, topics, workload, args.events, now)
+    state, outbound, mix = produce_state(producer, topics, workload, args.events, now)
     log(f"run {run_id}: {len(catalog)} catalog entries, {len(state):,} state events sent; "
         f"{len(outbound):,} outbound records to stream at {args.rate:,.0f}/s; data in {tmp}")
+    log(f"identities: {mix['outbound_to_bsuid']:,} outbound records to BSUIDs, "
+        f"{mix['state_linking']:,} state events linking a number and a BSUID, "
+        f"{mix['state_bsuid_only']:,} naming a BSUID alone")
 
-    # The offline check over the same records in the same order says what each must become.
-    check = OfflineCheck(load_policy(None), topics)
+    # The offline check over the same records in the same order says what each must become,
+    # with the workers' policy: the packaged one with PAIR_RATE_LIMITED in monitor mode (the
+    # live worker decides at the wall clock, the offline check at each message's created_at,
+    # so the pair budget of a busy user runs out at different messages on the two sides).
+    policy = write_timing_free_policy(tmp)
+    check = OfflineCheck(load_policy(policy), topics)
     line = 0
     sent = Sent()
     for record in catalog:
@@ -293,7 +319,7 @@ def main() -> None:
     expected_outbound = [check.line(line + i + 1, value or b"") for i, (_, _, value) in
                          enumerate(outbound)]
 
-    cluster = Cluster(bootstrap, run_id, tmp, local_broker)
+    cluster = Cluster(bootstrap, run_id, tmp, local_broker, policy)
     for name in ("w0", "w1"):
         cluster.start(name)
     log("workers ready; waiting for the catalog and the state events to be applied")
@@ -307,6 +333,7 @@ def main() -> None:
     sender = threading.Thread(target=stream, args=(producer, outbound, args.rate, positions,
                                                    done), daemon=True)
     started = time.monotonic()
+    started_at = time.time()  # the outputs' timestamps are on the wall clock
     sender.start()
     window = len(outbound) / args.rate
     plan = [("kill", rng.choice(["w0", "w1"])) for _ in range(args.kills)]
@@ -344,14 +371,23 @@ def main() -> None:
         else:
             sent.by_message_id[result["message_id"]] = expected_outcome(result)
     log(f"all sent after {time.monotonic() - started:.0f}s; auditing")
-    outputs = read_outputs(bootstrap, topics, len(outbound), timeout=900, quiet_seconds=15)
+    outputs, last_output = read_outputs(bootstrap, topics, len(outbound), timeout=900,
+                                        quiet_seconds=15)
+    # Through the faults: from the first outbound record sent to the last output written.
+    decided_in = max(last_output - started_at, 1e-3)
     cluster.sample()
     result = audit(sent, outputs, topics)
     for gate in cluster.workers.values():
         harness.stop_worker(gate)
     summary = {
         "events": args.events, "state_events": len(state), "outbound_records": len(outbound),
+        "identities": {k: v for k, v in mix.items() if k.startswith(("outbound_to", "state_"))},
         **result,
+        "offered_rate": args.rate,
+        # outbound records / seconds from the first one sent to the last output, faults and
+        # outages included
+        "events_per_s": round(len(outbound) / decided_in),
+        "decided_in_seconds": round(decided_in),
         "faults": cluster.actions,
         "broker_restarts": "done" if local_broker else "skipped: external cluster",
         "worker_peak_rss_mb": round(max(cluster.peak_rss.values(), default=0)),
@@ -367,27 +403,88 @@ def main() -> None:
 
 
 def wait_state_applied(bootstrap: str, run_id: str, topics: Topics, count: int) -> None:
-    """Every state topic read and the repartition topic drained by the route group."""
-    group = f"outbound-gate-test-{run_id}-route"
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "enable.auto.commit": False})
-    names = [topics.statuses, topics.inbound, topics.preferences,
-             f"outbound-gate-test-{run_id}-recipient-events"]
+    """Every state record read, and every record linking put on the repartition topic, by the
+    route group: polled (with a deadline) until nothing is left after the group's committed
+    offsets, on the state topics and on the repartition topic.
+
+    Linking a number and a BSUID takes hops on the repartition topic (claim, adopt, release,
+    return, and state events forwarded to the number's partition), each one a record produced
+    in the transaction that consumed the previous one. So once, at one moment, every record of
+    these topics is consumed and its offset committed, no hop is in flight: a transaction in
+    flight would have consumed a record whose offset is not committed yet. The group's
+    committed offsets are read first, in one request, and the topics afterwards, so a record
+    that arrives in between only makes the check fail once more.
+
+    The state topics are written without transactions: committed must be their end. The
+    repartition topic is written in transactions, by every partition's producer at once: past
+    the last record the group consumed there may be several transaction markers (one per
+    producer whose transaction wrote to the partition) and aborted records, which the group
+    never consumes. So there, nothing must be pending (no open transaction: the last stable
+    offset is the end) and a read_committed reader from the committed offset must reach the
+    end without a record.
+    """
+    settings = Settings(app_id=f"outbound-gate-test-{run_id}")  # the harness's app id
+    group = f"{settings.app_id}-route"  # the route processor's consumer group
+    repartition = settings.repartition_topic
+    names = [topics.statuses, topics.inbound, topics.preferences, repartition]
     partitions = [TopicPartition(t, p) for t in names for p in range(PARTITIONS)]
+    common = {"bootstrap.servers": bootstrap, "enable.auto.commit": False}
+    offsets = Consumer({**common, "group.id": group})
+    # Without transactions in the way: the end of the log (the high watermark).
+    ends = Consumer({**common, "group.id": f"chaos-ends-{run_id}",
+                     "isolation.level": "read_uncommitted"})
+    # read_committed: its end is the last stable offset, and it skips markers and aborted
+    # records.
+    reader = Consumer({**common, "group.id": f"chaos-reader-{run_id}",
+                       "isolation.level": "read_committed", "enable.partition.eof": True})
+
+    def nothing_committed_after(starts: list[TopicPartition]) -> bool:
+        """Does a read_committed reader reach every partition's end without a record?"""
+        reader.assign(starts)
+        at_end: set[int] = set()
+        deadline = time.monotonic() + 30
+        try:
+            while len(at_end) < len(starts):
+                if time.monotonic() > deadline:
+                    return False
+                message = reader.poll(0.5)
+                if message is None:
+                    continue
+                error = message.error()
+                if error is None:
+                    return False  # a record the group has not consumed yet
+                if error.code() == KafkaError._PARTITION_EOF:
+                    at_end.add(int(message.partition() or 0))
+            return True
+        finally:
+            reader.unassign()
 
     def applied() -> bool:
-        committed = consumer.committed(partitions, timeout=10)
+        committed = offsets.committed(partitions, timeout=10)
+        behind: list[TopicPartition] = []
         for tp in committed:
-            low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            # A transactional topic ends with a commit marker: committed may stop one short.
-            if high - max(tp.offset, low) > 1:
+            low, high = ends.get_watermark_offsets(tp, timeout=10)
+            start = max(tp.offset, low)
+            if start >= high:
+                continue
+            if tp.topic != repartition:
                 return False
-        return True
+            _, stable = reader.get_watermark_offsets(tp, timeout=10)
+            if stable < high:  # a transaction is open or its markers are not all written
+                return False
+            behind.append(TopicPartition(tp.topic, tp.partition, start))
+        return not behind or nothing_committed_after(behind)
 
     try:
-        harness.poll(applied, 300, f"the {count:,} state events to be applied")
+        harness.poll(applied, 300, f"the {count:,} state events (and the repartition hops "
+                     "of linking) to be applied")
+        hops = sum(ends.get_watermark_offsets(TopicPartition(repartition, p), timeout=10)[1]
+                   for p in range(PARTITIONS))
     finally:
-        consumer.close()
+        for consumer in (offsets, ends, reader):
+            consumer.close()
+    log(f"state applied: {count:,} state events; the repartition topic holds {hops:,} "
+        "offsets (linking's records and transaction markers)")
 
 
 if __name__ == "__main__":

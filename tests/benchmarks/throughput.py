@@ -1,8 +1,12 @@
 """`make bench`: the gate against the ceiling and two peers, on the same broker and data.
 
     .venv/bin/python -m tests.benchmarks.throughput [--events 1000000] [--quick]
+        [--bsuid-share 0.10]
 
-Preloads N input records made by processors.loadgen (plus the catalog) into fresh topics, then
+Preloads N input records made by processors.loadgen (plus the catalog) into fresh topics: its
+identity mix (about 10% of the messages to business-scoped user IDs, some state events naming a
+BSUID alone, some linking a number and a BSUID; --bsuid-share 0 for the phone-only workload, to
+see what linking costs), then
 runs, one after the other, each contender from the earliest offset with its own consumer group:
   ceiling      a batched confluent-kafka consume -> produce copy, no processing
   gate         the real outbound-gate worker
@@ -39,7 +43,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, TopicPartition
 
-from processors.loadgen import Workload
+from processors.loadgen import BSUID_SHARE, Workload, identity_mix
 from processors.topics import create_missing
 from tests.e2e import conftest as harness
 
@@ -218,11 +222,12 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def latency_run(bootstrap: str, rate: float, seconds: float, seed: int) -> dict[str, float]:
+def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
+                bsuid_share: float = BSUID_SHARE) -> dict[str, float]:
     prefix = f"bench.lat.{uuid.uuid4().hex[:8]}"
     create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
                    compacted=[f"{prefix}.templates"])
-    workload = Workload(seed + 1)
+    workload = Workload(seed + 1, bsuid_share=bsuid_share)
     now = time.time()
     catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
     produce(bootstrap, catalog)
@@ -276,6 +281,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 events: a smoke run")
     parser.add_argument("--latency-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--bsuid-share", type=float, default=BSUID_SHARE,
+                        help="share of the messages addressed to BSUIDs (0.10); 0 is the "
+                             "phone-only workload: no BSUID, no linking")
     parser.add_argument("--output", type=Path,
                         help="where to write the results (default: results/latest.json, "
                              "results/quick.json with --quick)")
@@ -290,11 +298,14 @@ def main() -> None:
     create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
                    compacted=[f"{prefix}.templates"])
     log(f"preloading {events:,} events into {prefix}.* ({PARTITIONS} partitions)")
-    workload = Workload(args.seed)
+    workload = Workload(args.seed, bsuid_share=args.bsuid_share)
     now = time.time()
     catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
-    records = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.events(events, now)]
+    generated = list(workload.events(events, now))
+    records = [(f"{prefix}.{r.topic}", r.key, r.value) for r in generated]
     produce(bootstrap, catalog + records)
+    workload_mix = {"bsuid_share": args.bsuid_share, **identity_mix(generated)}
+    log(f"  workload: {workload_mix}")
     outbound = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
     timeout = 120 + events / 200  # generous: at least 200 records/s
     results: dict[str, Any] = {}
@@ -323,6 +334,7 @@ def main() -> None:
             results[name] = {"events_per_s": round(events / span), "seconds": round(span, 2)}
         log(f"    {results[name]['events_per_s']:,} events/s")
     summary: dict[str, Any] = {"events": events, "partitions": PARTITIONS,
+                               "workload": workload_mix,
                                "contenders": results, "machine": machine(),
                                "command": " ".join(["python -m tests.benchmarks.throughput",
                                                     *sys.argv[1:]])}
@@ -330,7 +342,8 @@ def main() -> None:
         gate_eps = results["gate"]["events_per_s"]
         summary["ratios"] = {f"gate/{name}": round(gate_eps / r["events_per_s"], 2)
                              for name, r in results.items() if name != "gate"}
-        summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed)
+        summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed,
+                                         args.bsuid_share)
         summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
     RESULTS.mkdir(exist_ok=True)
     out = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")

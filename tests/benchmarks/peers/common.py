@@ -5,9 +5,20 @@ processors.outputs) exactly as processors/routing.py and processors/catalog.py a
 
 - outbound message: decode; catalog entry at the clock; enrich; drop a message_id already
   decided for that recipient (the gate's idempotency); decide at time.time(); one accepted or
-  rejection record keyed tenant:e164; remember the message_id, prune, store.
-- state event: decode; the number must be valid (else dead letter); reduce, prune, store
-  (an empty state is deleted).
+  rejection record keyed tenant:e164 (tenant:BSUID for a BSUID recipient); remember the
+  message_id and, for an accepted send, use the pair's rate budget; prune, store.
+- state event: decode; the recipient must be a valid number or business-scoped user ID (BSUID;
+  else dead letter); reduce, prune, store (an empty state is deleted). State is keyed
+  tenant:<identity>, the E.164 number or the BSUID the event names, as the gate keys it.
+
+Linking is simplified here (the peers are a throughput comparison, not a second gate): an
+event that names a number and a BSUID records the link in the number's state, as the gate's
+head record does, but nothing more: no hop to the BSUID's partition, no history moved, and a
+send sees the state of the identity it is addressed to only, not the combined state of the
+user's identities. So the peers do less work per linked user than the gate (which forwards
+records addressed to a linked BSUID through its repartition topic), and may accept a send the
+gate refuses because of state recorded under the user's other identity. A state event that names
+a BSUID alone is state for that BSUID, as in the gate.
 - catalog entry: decode and merge into the history (a null value deletes the key's entry).
 - anything undecodable: one dead-letter record (keyed by the input key) to the output topic.
 
@@ -30,8 +41,10 @@ from processors import outputs
 from processors.decode import DecodeError, decode
 from processors.enrich import parse_recipient
 from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, load_policy
+from processors.policy import identity as ids
 from processors.policy import state as st
 from processors.policy import templates as tpl
+from processors.timeutil import parse_rfc3339
 
 OUTBOUND = "outbound_message"
 TEMPLATE = "template_entry"
@@ -125,31 +138,40 @@ class Rules:
             history = catalog.get(tpl.catalog_key(tenant, template["name"], template["language"]))
             entry = tpl.entry_at(tuple(history), now) if history else None
         enrichment = enrich(message, entry)
-        e164 = enrichment.recipient.e164
-        key = st.state_key(tenant, e164) if e164 else None  # invalid number: decided, no state
+        identity = enrichment.recipient.identity  # the E.164 number or the BSUID
+        # An invalid recipient: decided, no state.
+        key = st.state_key(tenant, identity) if identity else None
         state = state_of(key) if key else EMPTY
         if key and st.already_decided(state, message["message_id"]):
             return None
-        decision = decide(message, enrichment, state, entry, self.policies.for_tenant(tenant),
-                          now)
+        policy = self.policies.for_tenant(tenant)
+        decision = decide(message, enrichment, state, entry, policy, now)
         build = outputs.accepted if decision.accepted else outputs.rejection
         record = build(message, enrichment, decision, now)
         after = None
         if key:
-            after = st.prune(st.with_decided(state, message["message_id"], now), now,
-                             self.retention(tenant))
+            after = st.with_decided(state, message["message_id"], now)
+            if decision.accepted:  # an accepted send uses the pair's budget, as in the gate
+                after = st.with_send(after, message.get("business_number") or "", now,
+                                     policy.parameters.pair_rate_interval_seconds)
+            after = st.prune(after, now, self.retention(tenant))
         return Decided(outputs.output_key(message, enrichment).encode("utf-8"),
                        orjson.dumps(record), key, after)
 
     def state_event(self, contract: str, document: dict[str, Any], state_of: StateOf,
                     now: float) -> tuple[str, RecipientState]:
-        """(state key, new state) for a decoded state event; DecodeError for an invalid number."""
+        """(state key, new state) for a decoded state event; DecodeError for a recipient that
+        is neither a valid number nor a valid BSUID. A number's event that also names the
+        user's BSUID records the link in the number's state (simplified: see the docstring)."""
         reducer, field = st.REDUCERS[contract]
-        e164 = parse_recipient(document[field]).e164
-        if e164 is None:
-            raise DecodeError("schema_invalid", f"{field} is not a valid number")
-        key = st.state_key(document["tenant_id"], e164)
+        identity = parse_recipient(document[field]).identity
+        if identity is None:
+            raise DecodeError("schema_invalid", f"{field} is not a valid phone number or "
+                              "business-scoped user ID")
+        key = st.state_key(document["tenant_id"], identity)
         state = reducer(state_of(key), document)
+        for kind, member in ids.named_links(document, document[field]):
+            state, _, _ = ids.link(state, kind, member, parse_rfc3339(document["timestamp"]))
         return key, st.prune(state, now, self.retention(document["tenant_id"]))
 
 

@@ -7,8 +7,9 @@ One agent per input topic, one event at a time (`async for value in stream`), on
 `await output.send(...)` per outbound message or dead letter, no batching. Recipient state is a
 Faust Table (memory store, changelog-backed like the gate's), the template catalog a
 GlobalTable (memory). The rules come from the gate's pure core (see common.py), so decisions are
-the gate's; there is no repartition hop (the harness keys every record by tenant:+E164 already)
-and no policy topic (the packaged policy is used throughout).
+the gate's; there is no repartition hop (the harness keys every record by tenant:<identity>, the
+E.164 number or the BSUID, already), linking of a number and a BSUID is simplified (common.py
+says how) and there is no policy topic (the packaged policy is used throughout).
 
 Prints READY when the first rebalance (assignment and table recovery) is complete; stops on
 SIGTERM/SIGINT (Faust's worker) and exits 0.

@@ -6,9 +6,11 @@
 The four recipient topics (outbound, statuses, inbound, preferences) are read as one
 StreamingDataFrame (`sdf.concat`), so one stateful `apply` sees every record of a recipient and
 keeps that recipient's state through Quix's `State` (RocksDB, changelog-backed, keyed by the
-message key "tenant:+E164"). Concatenation is needed: Quix keeps a store per stream, so four
-separate dataframes would each have their own, unshared, state. Concatenating different topics
-also turns on Quix's timestamp-aligned consumption, as Quix documents for concat.
+message key "tenant:<identity>", the E.164 number or the BSUID). Concatenation is needed: Quix
+keeps a store per stream, so four separate dataframes would each have their own, unshared,
+state. Concatenating different topics also turns on Quix's timestamp-aligned consumption, as
+Quix documents for concat. A record cannot read another key's state, so a number's state and
+its linked BSUID's cannot be combined here: linking is simplified (common.py says how).
 
 The template catalog is a plain dict in the process, fed by a stateless dataframe on the
 templates topic. Quix state is per partition and per message key: the store of partition p holds
