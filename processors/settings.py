@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from processors.webhooks import WEBHOOK, load_tenant_map
+from processors.core.webhooks import WEBHOOK, load_tenant_map
 
 
 class SettingsError(ValueError):
@@ -235,7 +235,8 @@ _TLS = ("SSL", "SASL_SSL")
 
 @dataclass(frozen=True, slots=True)
 class KafkaSecurity:
-    """How every Kafka client of the gate connects (processors/kafka_security.py applies it)."""
+    """How every Kafka client of the gate connects (processors.runtime.kafka_security applies
+    it)."""
 
     protocol: str = setting(
         "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "how every Kafka client connects",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import orjson
 
-from processors.decode import DecodeError
-from processors.policy import templates as tpl
-from processors.settings import SettingsError, from_env
-from processors.webhooks import template_list_entries
+from processors.cli.common import kafka_ready, settings_for
+from processors.core.decode import DecodeError
+from processors.core.policy import templates as tpl
+from processors.core.webhooks import template_list_entries
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,10 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = from_env()
-    except SettingsError as exc:
-        print(f"outbound-gate catalog: {exc}", file=sys.stderr)
+    settings = settings_for("catalog")
+    if settings is None:
         return 2
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
@@ -66,14 +64,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(entries)} entries for tenant {args.tenant} (dry run), "
               f"{len(skipped)} skipped", file=sys.stderr)
         return 0
+    if not kafka_ready("catalog", settings):
+        return 2
     from kafka.errors import KafkaError  # Kafka only when publishing
 
-    from processors.kafka_io import producer, send_json
-    from processors.topics import ensure_topics
+    from processors.runtime.topics import ensure_topics
+    from processors.tools.kafka_io import producer, send_json
 
     try:
         ensure_topics(settings)
-        out = producer(settings.bootstrap_servers)
+        out = producer(settings.bootstrap_servers, settings.security)
         for key, entry in keyed:
             send_json(out, topic, key, entry)
         out.flush(timeout=60)

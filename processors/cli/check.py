@@ -15,10 +15,10 @@ from typing import IO
 
 import orjson
 
-from processors.offline import OfflineCheck
-from processors.policy import PolicyError, load_policy
+from processors.core.policy import PolicyError, load_policy
+from processors.core.timeutil import BadTimestamp, format_rfc3339, parse_rfc3339
 from processors.settings import SettingsError, from_env
-from processors.timeutil import BadTimestamp, format_rfc3339, parse_rfc3339
+from processors.tools.offline import OfflineCheck
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     print(check.summary.render(), file=sys.stderr)
     if args.report:
-        from processors.report import render
+        from processors.tools.report import render
 
         try:
             Path(args.report).write_text(render(check.summary, rejected, args.file),

@@ -15,12 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from processors import sample
-from processors.policy.templates import catalog_key
-from processors.settings import Settings, from_env
+from processors.cli.common import kafka_ready, settings_for
+from processors.core.policy.templates import catalog_key
+from processors.settings import Settings
+from processors.tools import sample
 
 if TYPE_CHECKING:
-    from processors.kafka_io import Output
+    from processors.tools.kafka_io import Output
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -89,13 +90,10 @@ def _row(label: str, output: Output | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from processors.kafka_io import OutputReader, producer, send_json  # Kafka only when used
-    from processors.kafka_security import access_problem
+    from processors.tools.kafka_io import OutputReader, producer, send_json  # Kafka only when used
 
-    settings = from_env()
-    problem = access_problem(settings.bootstrap_servers, settings.security)
-    if problem:
-        print(f"outbound-gate demo: {problem}", file=sys.stderr)
+    settings = settings_for("demo")
+    if settings is None or not kafka_ready("demo", settings):
         return 2
     port = args.web_port or settings.web_port
     topics = settings.topics

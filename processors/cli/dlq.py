@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-from processors.settings import KafkaSecurity, SettingsError, from_env
+from processors.cli.common import kafka_ready, settings_for
+from processors.settings import KafkaSecurity
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,7 +41,7 @@ def _read_all(bootstrap: str, topic: str, security: KafkaSecurity) -> list[tuple
     from kafka import TopicPartition
 
     # read_committed: an aborted replay must not count as done in the ledger.
-    from processors import kafka_clients  # Kafka only when the command needs it
+    from processors.runtime import kafka_clients  # Kafka only when the command needs it
 
     consumer = kafka_clients.consumer(bootstrap, security, group_id=None)
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
@@ -70,19 +71,10 @@ def _letters(bootstrap: str, topic: str,
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = from_env()
-    except SettingsError as exc:
-        print(f"outbound-gate dlq: {exc}", file=sys.stderr)
+    settings = settings_for("dlq")
+    if settings is None or not kafka_ready("dlq", settings):
         return 2
     from kafka.errors import KafkaError
-
-    from processors.kafka_security import access_problem
-
-    problem = access_problem(settings.bootstrap_servers, settings.security)
-    if problem:
-        print(f"outbound-gate dlq: {problem}", file=sys.stderr)
-        return 2
     dlq = settings.topics.dlq
     try:
         letters = [(w, letter) for w, letter in _letters(settings.bootstrap_servers, dlq,
@@ -122,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run: bool,
            security: KafkaSecurity | None = None) -> int:
-    from processors.topics import create_missing
+    from processors.runtime.topics import create_missing
 
     ledger = f"{dlq}.replays"
     security = security or KafkaSecurity()
@@ -139,7 +131,7 @@ def replay(bootstrap: str, dlq: str, chosen: dict[str, dict[str, Any]], dry_run:
     if not todo:
         print(f"0 replayed, {skipped} already replayed before", file=sys.stderr)
         return 0
-    from processors import kafka_clients  # Kafka only when the command needs it
+    from processors.runtime import kafka_clients  # Kafka only when the command needs it
 
     producer = kafka_clients.producer(bootstrap, security,
                                       transactional_id=f"outbound-gate-dlq-{uuid.uuid4().hex}")

@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from processors.settings import SettingsError, from_env
+from processors.cli.common import kafka_ready, settings_for
+from processors.settings import Topics
 
 FIELDS = ("outbound", "statuses", "inbound", "preferences", "templates")
 
@@ -39,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(run=run)
 
 
-def topic_names(prefix: str | None) -> dict[str, str]:
-    topics = from_env().topics
+def topic_names(prefix: str | None, topics: Topics) -> dict[str, str]:
     if prefix:
         return {field: f"{prefix}.{field}" for field in FIELDS}
     return {field: getattr(topics, field) for field in FIELDS}
@@ -54,23 +54,17 @@ def run(args: argparse.Namespace) -> int:
         print("outbound-gate loadgen: --bsuid-share must be at least 0 and below 1",
               file=sys.stderr)
         return 2
-    try:
-        settings = from_env()
-        names = topic_names(args.prefix)
-    except SettingsError as exc:
-        print(f"outbound-gate loadgen: {exc}", file=sys.stderr)
+    settings = settings_for("loadgen")
+    if settings is None:
         return 2
-    from kafka import KafkaProducer
+    names = topic_names(args.prefix, settings.topics)
+    if not kafka_ready("loadgen", settings):
+        return 2
     from kafka.errors import KafkaError
 
-    from processors.kafka_security import access_problem, client_options
-    from processors.loadgen import Workload
-    from processors.topics import create_missing
-
-    problem = access_problem(settings.bootstrap_servers, settings.security)
-    if problem:
-        print(f"outbound-gate loadgen: {problem}", file=sys.stderr)
-        return 2
+    from processors.runtime import kafka_clients
+    from processors.runtime.topics import create_missing
+    from processors.tools.loadgen import Workload
     try:
         create_missing(settings.bootstrap_servers, names.values(), settings.partitions,
                        settings.replication_factor, compacted=[names["templates"]],
@@ -82,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"building the workload (seed {args.seed})", file=sys.stderr)
     workload = Workload(args.seed, bsuid_share=args.bsuid_share)
     try:
-        producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks=1,
-                                 linger_ms=20, batch_size=256 * 1024,
-                                 max_request_size=4 * 1024 * 1024,
-                                 **client_options(settings.security))
+        # Throughput over durability: a load generator, not a producer of record.
+        producer = kafka_clients.producer(settings.bootstrap_servers, settings.security, acks=1,
+                                          enable_idempotence=False, linger_ms=20,
+                                          batch_size=256 * 1024,
+                                          max_request_size=4 * 1024 * 1024)
     except KafkaError as exc:
         print(f"outbound-gate loadgen: cannot reach Kafka at {settings.bootstrap_servers}: "
               f"{exc}", file=sys.stderr)

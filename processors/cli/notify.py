@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from processors.notify import notifications
-from processors.settings import SettingsError, from_env
+from processors.cli.common import kafka_ready, settings_for
+from processors.tools.notify import notifications
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -70,24 +70,15 @@ class Delivery:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = from_env()
-    except SettingsError as exc:
-        print(f"outbound-gate notify: {exc}", file=sys.stderr)
+    settings = settings_for("notify")
+    if settings is None or not kafka_ready("notify", settings):
         return 2
     from kafka.errors import KafkaError
-
-    from processors.kafka_security import access_problem
-
-    problem = access_problem(settings.bootstrap_servers, settings.security)
-    if problem:
-        print(f"outbound-gate notify: {problem}", file=sys.stderr)
-        return 2
     deliver = Delivery(args.webhook, args.retries, args.backoff)
     seen: OrderedDict[tuple[str, str], None] = OrderedDict()  # recent (tenant, message_id)
     try:
         # read_committed: the gate writes in transactions, aborted attempts are skipped
-        from processors import kafka_clients  # Kafka only when the command needs it
+        from processors.runtime import kafka_clients  # Kafka only when the command needs it
 
         consumer = kafka_clients.consumer(settings.bootstrap_servers, settings.security,
                                           settings.topics.rejected, group_id=args.group,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from processors.policy import PolicyError, load_policy
-from processors.settings import SettingsError, from_env
+from processors.cli.common import kafka_ready, settings_for
+from processors.core.policy import PolicyError, load_policy
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,21 +37,13 @@ def run(args: argparse.Namespace) -> int:
           f"(tenant overrides: {tenants})")
     if args.action == "validate":
         return 0
-    try:
-        settings = from_env()
-    except SettingsError as exc:
-        print(f"outbound-gate policy: {exc}", file=sys.stderr)
+    settings = settings_for("policy")
+    if settings is None or not kafka_ready("policy", settings):
         return 2
     from kafka.errors import KafkaError  # Kafka only when publishing
 
-    from processors.kafka_io import producer
-    from processors.kafka_security import access_problem
-    from processors.topics import ensure_topics
-
-    problem = access_problem(settings.bootstrap_servers, settings.security)
-    if problem:
-        print(f"outbound-gate policy: {problem}", file=sys.stderr)
-        return 2
+    from processors.runtime.topics import ensure_topics
+    from processors.tools.kafka_io import producer
     try:
         ensure_topics(settings)
         out = producer(settings.bootstrap_servers, settings.security)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from processors.cli.common import kafka_ready
 from processors.settings import ENV_HELP, LOG_LEVELS, Settings, SettingsError, from_env
 
 
@@ -34,11 +35,10 @@ def run(args: argparse.Namespace) -> int:
     import faust
     from kafka.errors import KafkaError
 
-    from processors.app import create_app
-    from processors.kafka_security import access_problem
-    from processors.logs import logging_config
-    from processors.policy import PolicyError, load_policy
-    from processors.topics import ensure_topics
+    from processors.core.policy import PolicyError, load_policy
+    from processors.runtime.app import create_app
+    from processors.runtime.logs import logging_config
+    from processors.runtime.topics import ensure_topics
 
     try:
         settings = from_env()
@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"outbound-gate worker: {exc}", file=sys.stderr)
         return 2
     # A refused password or certificate stops here, at once, instead of in endless retries.
-    problem = access_problem(settings.bootstrap_servers, settings.security)
-    if problem:
-        print(f"outbound-gate worker: {problem}", file=sys.stderr)
+    if not kafka_ready("worker", settings):
         return 2
     try:
         ensure_topics(settings)

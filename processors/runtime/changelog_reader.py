@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from processors import state_store
-from processors.state_store import PartitionStore
+from processors.runtime import state_store
+from processors.runtime.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from processors.routing import Output, partition_for_bytes
+from processors.runtime.routing import Output, partition_for_bytes
 
 Sent = list[tuple[str, "asyncio.Future[Any]", int]]  # (topic, future of the batch, records)
 

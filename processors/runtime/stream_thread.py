@@ -32,10 +32,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from mode import Service
 
-from processors import kafka_clients, state_store
-from processors.metrics import GateMetrics
-from processors.routing import Record, Router
+from processors.runtime import kafka_clients, state_store
 from processors.runtime.changelog_reader import ChangelogReader
+from processors.runtime.metrics import GateMetrics
+from processors.runtime.routing import Record, Router
 from processors.runtime.task import StreamTask, first_offsets, next_offsets
 from processors.runtime.task_manager import TaskManager, stop_quietly
 from processors.settings import Settings

@@ -17,9 +17,9 @@ from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
-from processors.routing import Output, Record, Router, Tally
 from processors.runtime.record_collector import BatchProducer, RecordCollector, next_offset
-from processors.state_store import PartitionStore
+from processors.runtime.routing import Output, Record, Router, Tally
+from processors.runtime.state_store import PartitionStore
 
 
 class TransactionalProducer(BatchProducer, Protocol):

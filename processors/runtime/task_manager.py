@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from processors.runtime.changelog_reader import ChangelogReader
+from processors.runtime.state_store import PartitionStore
 from processors.runtime.task import StreamTask, TransactionalProducer
-from processors.state_store import PartitionStore
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from processors.cli.main import main as cli
-from processors.loadgen import Workload
+from processors.tools.loadgen import Workload
 
 
 def main() -> None:

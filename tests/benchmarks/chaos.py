@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.benchmarks.chaos [--events 200000] [--short]
 
-1. Fresh topics; the template catalog, then the state events of a seeded processors.loadgen
+1. Fresh topics; the template catalog, then the state events of a seeded processors.tools.loadgen
    workload (statuses, inbound messages, preferences; some name a user's BSUID alone, some
    link the user's number and BSUID), applied by the gate before any message: the run waits
    until the route group has committed every state record and every record the linking put on
@@ -13,7 +13,7 @@
    restarted with SIGTERM (staying down --broker-down seconds) and with SIGKILL.
 3. Audit with a read_committed consumer of the accepted, rejected and dead-letter topics:
    lost = inputs with no output, duplicated = inputs with more than one, wrong = outputs that
-   differ from the offline check (processors.offline) over the same records in the same order.
+   differ from the offline check (processors.tools.offline) over the same records in the same order.
    Both sides use the packaged policy with PAIR_RATE_LIMITED in monitor mode: that rule alone
    depends on when a message is decided (the wall clock live, created_at offline); see
    tests/benchmarks/policies.py.
@@ -46,11 +46,11 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from kafka import KafkaProducer
 
-from processors.loadgen import Workload, identity_mix
-from processors.offline import OfflineCheck
-from processors.policy import load_policy
+from processors.core.policy import load_policy
+from processors.runtime.topics import create_missing
 from processors.settings import TOPIC_ENV, Settings, Topics
-from processors.topics import create_missing
+from processors.tools.loadgen import Workload, identity_mix
+from processors.tools.offline import OfflineCheck
 from tests.benchmarks.policies import write_timing_free_policy
 from tests.benchmarks.state_footprint import rss_mb
 from tests.e2e import conftest as harness

@@ -4,7 +4,7 @@
         [--max-bytes 65536] [--good-every 4]
 
 Starts a worker (OUTBOUND_GATE_MAX_MESSAGE_BYTES = --max-bytes) on topics of its own, produces
---events bad records made by processors.hostile (every category: wrong types, missing fields,
+--events bad records made by tests.hostile (every category: wrong types, missing fields,
 huge strings, deep nesting, invalid UTF-8, not JSON, empty and null values, records over the
 size limit but under the broker's, numbers in odd formats, bad state events) with a good record
 after every --good-every of them (and a valid state event, which has no output, after every
@@ -42,10 +42,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from processors.hostile import WEIGHTS, Hostile, HostileInput
 from tests.benchmarks.policies import write_timing_free_policy
 from tests.benchmarks.throughput import peak_rss_mb
 from tests.e2e import conftest as harness
+from tests.hostile import WEIGHTS, Hostile, HostileInput
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PARTITIONS = 4

@@ -3,7 +3,7 @@
 
 Why: the pair rate limit (45 sends, one more every 6 s, per tenant, business number and user)
 is the only rule that depends on *when* a message is decided. The live worker decides at the
-wall clock when it reads the record; the offline check (processors.offline), against which
+wall clock when it reads the record; the offline check (processors.tools.offline), against which
 `make chaos` audits the live decisions, decides at each message's created_at, and the workload
 dates a whole run's messages alike; `make fuzz` expects each record's outcome from the record
 alone. So whether the 46th send to a busy user is refused depends on the stream's pace, a
@@ -21,8 +21,8 @@ import copy
 import json
 from pathlib import Path
 
-from processors.policy import PolicySet, load_policy
-from processors.policy.document import parse_policy
+from processors.core.policy import PolicySet, load_policy
+from processors.core.policy.document import parse_policy
 
 TIMING_DEPENDENT = "PAIR_RATE_LIMITED"
 

@@ -23,8 +23,8 @@ from pathlib import Path
 import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from processors.kafka_io import producer
-from processors.timeutil import format_rfc3339
+from processors.core.timeutil import format_rfc3339
+from processors.tools.kafka_io import producer
 from tests.e2e import conftest as harness
 
 TENANT = "bench"

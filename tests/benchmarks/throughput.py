@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.benchmarks.throughput [--events 1000000] [--quick]
         [--bsuid-share 0.10]
 
-Preloads N input records made by processors.loadgen (plus the catalog) into fresh topics: its
+Preloads N input records made by processors.tools.loadgen (plus the catalog) into fresh topics: its
 identity mix (about 10% of the messages to business-scoped user IDs, some state events naming a
 BSUID alone, some linking a number and a BSUID; --bsuid-share 0 for the phone-only workload, to
 see what linking costs), then
@@ -43,8 +43,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, TopicPartition
 
-from processors.loadgen import BSUID_SHARE, Workload, identity_mix
-from processors.topics import create_missing
+from processors.runtime.topics import create_missing
+from processors.tools.loadgen import BSUID_SHARE, Workload, identity_mix
 from tests.e2e import conftest as harness
 
 RESULTS = Path(__file__).resolve().parent / "results"

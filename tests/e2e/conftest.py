@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from processors.kafka_io import OutputReader, producer, send_json
 from processors.settings import TOPIC_ENV, KafkaSecurity, Topics, security_from_env
+from processors.tools.kafka_io import OutputReader, producer, send_json
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from processors.enrich import parse_recipient
-from processors.kafka_io import Output, OutputReader
-from processors.policy import load_policy
-from processors.timeutil import format_rfc3339, parse_rfc3339
+from processors.core.enrich import parse_recipient
+from processors.core.policy import load_policy
+from processors.core.timeutil import format_rfc3339, parse_rfc3339
+from processors.tools.kafka_io import Output, OutputReader
 from tests.e2e.conftest import Gate, start_worker, stop_worker, wait_ready
 from tests.factories import inbound, message, preference, status
 
@@ -266,7 +266,7 @@ def test_two_workers_one_stopped_mid_stream(bootstrap: str, tmp_path: Path) -> N
             sent.append(doc["message_id"])
 
     def flush() -> None:
-        from processors.kafka_io import producer, send_json
+        from processors.tools.kafka_io import producer, send_json
 
         out = producer(first.bootstrap)
         for doc in batch:

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 import pytest
 
-from processors import contracts
-from processors.kafka_io import producer
-from processors.timeutil import format_rfc3339
+from processors.core import contracts
+from processors.core.timeutil import format_rfc3339
+from processors.tools.kafka_io import producer
 from tests.e2e.conftest import REPO, Gate, poll, start_worker, stop_worker
 from tests.e2e.test_live_state import (
     code,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from processors.client import InvalidMessage, InvalidRecipient, OutboundProducer
-from processors.timeutil import format_rfc3339
+from processors.core.timeutil import format_rfc3339
+from processors.tools.client import InvalidMessage, InvalidRecipient, OutboundProducer
 from tests.e2e.conftest import Gate, start_worker, stop_worker
 from tests.factories import message
 

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from processors.policy import load_policy
-from processors.timeutil import format_rfc3339
+from processors.core.policy import load_policy
+from processors.core.timeutil import format_rfc3339
 from tests.e2e.conftest import Gate, free_port, http_json, poll, start_worker, stop_worker
 from tests.factories import inbound, message, preference, status, template_entry
 

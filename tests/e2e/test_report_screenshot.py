@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from processors.cli.main import main
-from tests.unit.test_campaign import campaign
+from tests.unit.tools.test_campaign import campaign
 
 SHOTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 KAFKA_SH = REPO / "deploy/local/kafka.sh"
 MAKE_CERTS = REPO / "deploy/local/make-certs.sh"
 USER = "gate"
-DEFAULT_POLICY = REPO / "processors/policy/default_policy.json"
+DEFAULT_POLICY = REPO / "processors/core/policy/default_policy.json"
 
 
 @dataclass(frozen=True)

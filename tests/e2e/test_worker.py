@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from processors import contracts
-from processors.kafka_io import Output, OutputReader
-from processors.timeutil import format_rfc3339, parse_rfc3339
+from processors.core import contracts
+from processors.core.timeutil import format_rfc3339, parse_rfc3339
+from processors.tools.kafka_io import Output, OutputReader
 from tests.e2e.conftest import Gate, poll
 from tests.factories import message, template_entry
 

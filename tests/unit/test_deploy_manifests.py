@@ -25,8 +25,8 @@ K8S_DIR = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 
 # Read by the container but not (or not yet) in ENV_HELP: the schema directory is read by
-# processors.contracts, the web host is being added to the worker, and the bootstrap servers are
-# listed here too so that the check does not depend on how ENV_HELP spells them.
+# processors.core.contracts, the web host is being added to the worker, and the bootstrap
+# servers are listed here too so that the check does not depend on how ENV_HELP spells them.
 EXTRA_ENV = frozenset({"OUTBOUND_GATE_SCHEMAS_DIR", "OUTBOUND_GATE_WEB_HOST",
                        "KAFKA_BOOTSTRAP_SERVERS"})
 ALLOWED_ENV = frozenset(ENV_HELP) | EXTRA_ENV

@@ -27,17 +27,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors import contracts, decode, hostile, outputs
-from processors.decode import DecodeError
-from processors.enrich import parse_recipient
-from processors.offline import OfflineCheck
-from processors.policy import EMPTY, decide, enrich, load_policy
-from processors.policy.codes import RULE_CODES
-from processors.policy.state import REDUCERS
-from processors.policy.templates import merge
-from processors.routing import Record, read_input
+from processors.core import contracts, decode, outputs
+from processors.core.decode import DecodeError
+from processors.core.enrich import parse_recipient
+from processors.core.policy import EMPTY, decide, enrich, load_policy
+from processors.core.policy.codes import RULE_CODES
+from processors.core.policy.state import REDUCERS
+from processors.core.policy.templates import merge
+from processors.core.timeutil import format_rfc3339, is_rfc3339, parse_rfc3339
+from processors.runtime.routing import Record, read_input
 from processors.settings import Settings
-from processors.timeutil import format_rfc3339, is_rfc3339, parse_rfc3339
+from processors.tools.offline import OfflineCheck
+from tests import hostile
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 INPUTS = ("outbound_message", "delivery_status", "inbound_message", "user_preference",
@@ -440,7 +441,7 @@ def test_dead_letters_fit_in_one_record(size: int, key: bytes | None) -> None:
 def test_catalog_keeps_only_the_contract_fields() -> None:
     """Regression: extra fields went into the catalog's history (up to four entries) and its
     changelog record outgrew the broker's limit, so the entry was lost on restart."""
-    from processors import catalog
+    from processors.runtime import catalog
 
     table: dict[str, Any] = {}
     for day in range(1, 6):

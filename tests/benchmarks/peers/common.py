@@ -1,7 +1,8 @@
 """What the benchmark contenders share: the command line, the input topics, and the gate's rules.
 
-The rules are the gate's, applied through its pure core (processors.decode, processors.policy,
-processors.outputs) exactly as processors/routing.py and processors/catalog.py apply them:
+The rules are the gate's, applied through its pure core (processors.core.decode,
+processors.core.policy, processors.core.outputs) exactly as processors/runtime/routing.py and
+processors/runtime/catalog.py apply them:
 
 - outbound message: decode; catalog entry at the clock; enrich; drop a message_id already
   decided for that recipient (the gate's idempotency); decide at time.time(); one accepted or
@@ -37,14 +38,14 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer
 
-from processors import outputs
-from processors.decode import DecodeError, decode
-from processors.enrich import parse_recipient
-from processors.policy import EMPTY, PolicySet, RecipientState, decide, enrich, load_policy
-from processors.policy import identity as ids
-from processors.policy import state as st
-from processors.policy import templates as tpl
-from processors.timeutil import parse_rfc3339
+from processors.core import outputs
+from processors.core.decode import DecodeError, decode
+from processors.core.enrich import parse_recipient
+from processors.core.policy import EMPTY, PolicySet, RecipientState, decide, enrich, load_policy
+from processors.core.policy import identity as ids
+from processors.core.policy import state as st
+from processors.core.policy import templates as tpl
+from processors.core.timeutil import parse_rfc3339
 
 OUTBOUND = "outbound_message"
 TEMPLATE = "template_entry"

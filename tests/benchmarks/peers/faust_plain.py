@@ -26,9 +26,9 @@ from typing import Any
 
 import faust
 
-from processors.decode import DecodeError, decode
-from processors.policy import RecipientState
-from processors.policy import state as st
+from processors.core.decode import DecodeError, decode
+from processors.core.policy import RecipientState
+from processors.core.policy import state as st
 from tests.benchmarks.peers.common import (
     OUTBOUND,
     TEMPLATE,

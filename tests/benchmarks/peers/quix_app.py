@@ -38,9 +38,9 @@ from quixstreams import Application, State, message_context
 from quixstreams.models import SerializationContext
 from quixstreams.models.serializers import Serializer
 
-from processors.decode import DecodeError, decode
-from processors.policy import RecipientState
-from processors.policy import state as st
+from processors.core.decode import DecodeError, decode
+from processors.core.policy import RecipientState
+from processors.core.policy import state as st
 from tests.benchmarks.peers.common import (
     OUTBOUND,
     TEMPLATE,

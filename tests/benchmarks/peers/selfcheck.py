@@ -29,7 +29,7 @@ import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from processors.timeutil import format_rfc3339
+from processors.core.timeutil import format_rfc3339
 from tests.benchmarks.peers.common import SUFFIXES
 
 PARTITIONS = 8

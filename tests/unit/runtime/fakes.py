@@ -140,10 +140,10 @@ def make_router(partitions: int) -> Any:
     """A Router over the default policy and a catalog of three templates, no Kafka."""
     from prometheus_client import CollectorRegistry
 
-    from processors.metrics import GateMetrics
-    from processors.policy import load_policy
-    from processors.policy_feed import PolicyHolder
-    from processors.routing import Router
+    from processors.core.policy import load_policy
+    from processors.runtime.metrics import GateMetrics
+    from processors.runtime.policy_feed import PolicyHolder
+    from processors.runtime.routing import Router
     from processors.settings import Settings
     from tests.factories import template_entry
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from processors.runtime.changelog_reader import ChangelogReader
-from processors.state_store import MemoryBackend, PartitionStore
+from processors.runtime.state_store import MemoryBackend, PartitionStore
 from tests.unit.runtime.fakes import Broker, FakeRestoreConsumer, Stored
 
 CHANGELOG = "app-recipient-state-changelog"

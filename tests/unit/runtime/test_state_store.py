@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors.state_store import MemoryBackend, PartitionStore, RocksBackend, open_store, reset
+from processors.runtime.state_store import (
+    MemoryBackend,
+    PartitionStore,
+    RocksBackend,
+    open_store,
+    reset,
+)
 
 
 def test_pending_changes_are_seen_then_dropped_on_abort() -> None:

@@ -10,13 +10,13 @@ import orjson
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
-from processors.routing import Record, partition_for
+from processors.core.timeutil import parse_rfc3339
 from processors.runtime.changelog_reader import ChangelogReader
+from processors.runtime.routing import Record, partition_for
+from processors.runtime.state_store import MemoryBackend, PartitionStore
 from processors.runtime.task import StreamTask, first_offsets, next_offsets
 from processors.runtime.task_manager import TaskManager
 from processors.settings import Settings, Topics
-from processors.state_store import MemoryBackend, PartitionStore
-from processors.timeutil import parse_rfc3339
 from tests.factories import message, preference
 from tests.unit.runtime.fakes import Broker, FakeProducer, FakeRestoreConsumer, make_router
 

@@ -7,7 +7,7 @@ import asyncio
 
 import orjson
 
-from processors.state_store import PartitionStore
+from processors.runtime.state_store import PartitionStore
 from tests.factories import message, preference
 from tests.unit.runtime.fakes import Broker, FakeProducer
 from tests.unit.runtime.test_task import (

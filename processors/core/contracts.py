@@ -1,0 +1,112 @@
+"""JSON Schema validators for the wire contracts in schemas/ (DESIGN §3). No Kafka here."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+from processors.core.timeutil import is_rfc3339
+
+# Contract name -> schema file. Names double as the envelope "kinds" of the offline check.
+SCHEMA_FILES: Mapping[str, str] = {
+    "outbound_message": "outbound-message.schema.json",
+    "accepted_message": "accepted-message.schema.json",
+    "rejection": "rejection.schema.json",
+    "dead_letter": "dead-letter.schema.json",
+    "enrichment": "enrichment.schema.json",
+    "template_entry": "template-catalog-entry.schema.json",
+    "delivery_status": "delivery-status.schema.json",
+    "inbound_message": "inbound-message.schema.json",
+    "user_preference": "user-preference.schema.json",
+    "policy": "policy.schema.json",
+}
+
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("date-time")
+def _date_time(instance: object) -> bool:
+    # A format only constrains strings (JSON Schema 2020-12 §7.1); types are checked elsewhere.
+    return not isinstance(instance, str) or is_rfc3339(instance)
+
+
+def schemas_dir() -> Path:
+    """Where the JSON Schemas are read from.
+
+    OUTBOUND_GATE_SCHEMAS_DIR when set; else the copy packaged with `processors` (package data:
+    in a checkout processors/schemas is a symlink to the top-level schemas/, which a wheel build
+    copies); else schemas/ beside the package (a checkout whose symlink was not kept).
+    """
+    override = os.environ.get("OUTBOUND_GATE_SCHEMAS_DIR")
+    if override:
+        return Path(override)
+    package = Path(str(resources.files("processors")))
+    packaged = package / "schemas"
+    return packaged if packaged.is_dir() else package.parent / "schemas"
+
+
+@cache
+def _registry() -> Registry[Any]:
+    resources = []
+    for filename in SCHEMA_FILES.values():
+        document = json.loads((schemas_dir() / filename).read_text(encoding="utf-8"))
+        resources.append((document["$id"], Resource.from_contents(document)))
+    return Registry().with_resources(resources)
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(
+        (schemas_dir() / SCHEMA_FILES[name]).read_text(encoding="utf-8")
+    )
+    return document
+
+
+@cache
+def validator(name: str) -> Draft202012Validator:
+    return Draft202012Validator(schema(name), registry=_registry(), format_checker=_FORMATS)
+
+
+@cache
+def fast_check(name: str) -> Any:
+    """A compiled validator (fastjsonschema) for schemas that need no cross-file $ref.
+
+    The input contracts use only keywords whose meaning is the same in draft-07, so they are
+    compiled as draft-07: several times faster on the hot path. jsonschema (2020-12) stays the
+    authority: it writes the error message, and a test holds the two to the same verdicts.
+    """
+    document = dict(schema(name))
+    if "$ref" in json.dumps(document) or "$defs" in document:
+        return None
+    document["$schema"] = "http://json-schema.org/draft-07/schema#"
+    document.pop("$id", None)
+    return fastjsonschema.compile(document, formats={"date-time": _date_time})
+
+
+def first_error(name: str, document: Any) -> str | None:
+    """The most relevant validation error as one line, or None when the document is valid."""
+    check = fast_check(name)
+    if check is not None:
+        try:
+            check(document)
+            return None
+        except fastjsonschema.JsonSchemaException:
+            pass  # let jsonschema say why, in its words
+    errors = sorted(validator(name).iter_errors(document), key=lambda e: e.path)
+    if not errors:
+        return None
+    error = errors[0]
+    where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+    message = error.message
+    if len(message) > 300:
+        message = message[:300] + "..."
+    return f"{where}: {message}"

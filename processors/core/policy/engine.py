@@ -1,0 +1,98 @@
+"""decide(): the gate's whole judgement as one pure function. No Kafka, no asyncio, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from processors.core.enrich import Recipient, parse_recipient, resolve_category
+from processors.core.policy.codes import BY_CODE
+from processors.core.policy.document import Policy
+from processors.core.policy.rules import RULES, Facts
+from processors.core.policy.state import RecipientState
+from processors.core.timeutil import parse_rfc3339
+
+
+@dataclass(frozen=True, slots=True)
+class Enrichment:
+    recipient: Recipient
+    template_category: str | None
+    category_source: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "recipient_e164": self.recipient.e164,
+            "recipient_kind": self.recipient.kind,
+            "recipient_region": self.recipient.region,
+            "calling_code": self.recipient.calling_code,
+            "number_type": self.recipient.number_type,
+            "template_category": self.template_category,
+            "category_source": self.category_source,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    accepted: bool
+    error_code: str | None
+    meta_error_code: int | None
+    reason: str | None
+    retryable: bool
+    retry_after: float | None
+    violations: tuple[str, ...]  # enforced rules that fired, in precedence order
+    monitored: tuple[str, ...]  # rules in monitor mode that fired: counted, not enforced
+    policy_id: str
+    policy_version: str
+
+
+def enrich(message: dict[str, Any], catalog_entry: dict[str, Any] | None,
+           linked_e164: str | None = None) -> Enrichment:
+    """linked_e164: the number a BSUID recipient is linked to, when the gate knows it."""
+    recipient = parse_recipient(message["recipient"], message.get("recipient_region"))
+    if linked_e164 is not None and recipient.e164 is None and recipient.valid:
+        recipient = replace(recipient, e164=linked_e164)
+    category, source = resolve_category(message, catalog_entry)
+    return Enrichment(recipient, category, source)
+
+
+def message_clock(message: dict[str, Any], fixed: float | None = None) -> float:
+    """Replay clock (DESIGN §4): a fixed time if given, else scheduled_at, else created_at."""
+    if fixed is not None:
+        return fixed
+    return parse_rfc3339(message.get("scheduled_at") or message["created_at"])
+
+
+def decide(
+    message: dict[str, Any],
+    enrichment: Enrichment,
+    state: RecipientState,
+    catalog_entry: dict[str, Any] | None,
+    policy: Policy,
+    clock: float,
+) -> Decision:
+    status = catalog_entry.get("status") if catalog_entry and message.get("kind") == "template" \
+        else None
+    facts = Facts(message, enrichment.recipient, enrichment.template_category, status, state,
+                  clock)
+    violations: list[str] = []
+    monitored: list[str] = []
+    retry_after = None
+    for code, predicate in RULES:
+        setting = policy.rules[code]
+        if not setting.active_at(clock):
+            continue
+        fired = predicate(facts, policy.parameters)
+        if fired is None:
+            continue
+        if setting.mode == "monitor":
+            monitored.append(code)
+            continue
+        if not violations:
+            retry_after = fired.retry_after
+        violations.append(code)
+    if not violations:
+        return Decision(True, None, None, None, False, None, (), tuple(monitored), policy.id,
+                        policy.version)
+    first = BY_CODE[violations[0]]
+    return Decision(False, first.code, first.meta_error_code, first.reason, first.retryable,
+                    retry_after, tuple(violations), tuple(monitored), policy.id, policy.version)

@@ -1,0 +1,255 @@
+"""Per-(tenant, recipient) state and how state events change it. Pure.
+
+State events take effect at their own timestamps (DESIGN §4): each field keeps a short,
+time-sorted history so that a decision sees the state as of its clock, whatever order the
+events arrived in.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+from processors.core.timeutil import parse_rfc3339
+
+# Enough to answer "as of the clock" for messages near the newest events, and bounded.
+MAX_HISTORY = 8
+# Decided message ids kept per recipient, to drop redelivered input (rebalances, restarts).
+MAX_DECIDED = 32
+LIMIT_ERROR = 131049  # per-user marketing limit
+STOP_ERROR = 131050  # user stopped marketing messages
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientState:
+    """What the gate knows of one identity (a phone number or a BSUID) of one tenant.
+
+    links and home describe how identities are linked (processors.core.policy.identity): a phone
+    number lists the BSUIDs it is linked to, a BSUID names the number it is linked to.
+    """
+
+    inbound: tuple[float, ...] = ()  # inbound user messages (open the service window)
+    preferences: tuple[tuple[float, str], ...] = ()  # (time, "stop" | "resume")
+    limit_hits: tuple[float, ...] = ()  # delivery statuses with 131049
+    decided: tuple[tuple[float, str], ...] = ()  # (time, message_id) recently decided
+    # Pair rate (GCRA): (business number or "", theoretical arrival time, last send time).
+    pair: tuple[tuple[str, float, float], ...] = ()
+    links: tuple[tuple[str, str, float], ...] = ()  # (kind, identity, linked at): a number's
+    home: tuple[str, float] | None = None  # (number, linked at): a BSUID's
+
+    def is_empty(self) -> bool:
+        return not (self.inbound or self.preferences or self.limit_hits or self.decided
+                    or self.pair or self.links or self.home)
+
+    def history(self) -> RecipientState:
+        """The state without its links: what moves with an identity."""
+        return replace(self, links=(), home=None)
+
+
+EMPTY = RecipientState()
+
+
+T = TypeVar("T", float, tuple[float, str])
+
+
+def _insert(history: tuple[T, ...], item: T) -> tuple[T, ...]:
+    items = list(history)
+    if item in items:
+        return history
+    bisect.insort(items, item)
+    return tuple(items[-MAX_HISTORY:])
+
+
+def with_inbound(state: RecipientState, at: float) -> RecipientState:
+    return replace(state, inbound=_insert(state.inbound, at))
+
+
+def with_preference(state: RecipientState, at: float, preference: str) -> RecipientState:
+    return replace(state, preferences=_insert(state.preferences, (at, preference)))
+
+
+def with_limit_hit(state: RecipientState, at: float) -> RecipientState:
+    return replace(state, limit_hits=_insert(state.limit_hits, at))
+
+
+def with_decided(state: RecipientState, message_id: str, at: float,
+                 keep: int = MAX_DECIDED) -> RecipientState:
+    """Remember a decided message_id (the idempotency key), the newest `keep` of them."""
+    return replace(state, decided=(*state.decided, (at, message_id))[-keep:])
+
+
+def already_decided(state: RecipientState, message_id: str) -> bool:
+    return any(known == message_id for _, known in state.decided)
+
+
+def pair_budget(state: RecipientState, business_number: str) -> tuple[float, float] | None:
+    """(tat, last send) of the pair, if it has sent lately."""
+    for number, tat, last in state.pair:
+        if number == business_number:
+            return tat, last
+    return None
+
+
+def pair_retry(state: RecipientState, business_number: str, clock: float, burst: int,
+               interval: float) -> float | None:
+    """None if one more send fits the pair's budget at the clock, else when it will.
+
+    A token bucket of `burst` sends refilled one every `interval` seconds, kept as GCRA's
+    theoretical arrival time (tat): a send fits while the time owed (tat - clock) is at most
+    (burst - 1) intervals. The bucket's clock never runs backwards: a send dated before the
+    last one (an unsorted campaign file) is counted as if sent with it.
+    """
+    budget = pair_budget(state, business_number)
+    if budget is None:
+        return None
+    tat, last = budget
+    allowance = (burst - 1) * interval
+    if tat - max(clock, last) <= allowance:
+        return None
+    return tat - allowance
+
+
+def with_send(state: RecipientState, business_number: str, clock: float,
+              interval: float) -> RecipientState:
+    """An accepted send takes one interval of the pair's budget."""
+    budget = pair_budget(state, business_number)
+    at = clock if budget is None else max(clock, budget[1])
+    tat = (at if budget is None else max(budget[0], at)) + interval
+    others = [p for p in state.pair if p[0] != business_number]
+    return replace(state, pair=tuple(sorted([*others, (business_number, tat, at)])))
+
+
+def combine(states: list[RecipientState], clock: float) -> RecipientState:
+    """One user's state from the states of its linked identities: histories merged; pair
+    budgets added up (the time each identity owes past the clock). The links stay out."""
+    if len(states) == 1:
+        return states[0].history()
+    inbound: set[float] = set()
+    preferences: set[tuple[float, str]] = set()
+    hits: set[float] = set()
+    decided: set[tuple[float, str]] = set()
+    budgets: dict[str, list[tuple[float, float]]] = {}
+    for state in states:
+        inbound.update(state.inbound)
+        preferences.update(state.preferences)
+        hits.update(state.limit_hits)
+        decided.update(state.decided)
+        for number, tat, last in state.pair:
+            budgets.setdefault(number, []).append((tat, last))
+    pair = []
+    for number, parts in budgets.items():
+        last = max(part[1] for part in parts)
+        at = max(clock, last)
+        pair.append((number, at + sum(max(0.0, tat - at) for tat, _ in parts), last))
+    return RecipientState(
+        tuple(sorted(inbound))[-MAX_HISTORY:], tuple(sorted(preferences))[-MAX_HISTORY:],
+        tuple(sorted(hits))[-MAX_HISTORY:], tuple(sorted(decided))[-MAX_DECIDED:],
+        tuple(sorted(pair)))
+
+
+def merge(into: RecipientState, moved: RecipientState, clock: float) -> RecipientState:
+    """An identity's history moved into another record of the same identity (re-homing)."""
+    combined = combine([into.history(), moved.history()], clock)
+    return replace(combined, links=into.links, home=into.home)
+
+
+def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
+    """A delivery status: 131049 starts a cool-down, 131050 counts as a stop preference."""
+    at = parse_rfc3339(status["timestamp"])
+    codes = {error.get("code") for error in status.get("errors") or ()}
+    if LIMIT_ERROR in codes:
+        state = with_limit_hit(state, at)
+    if STOP_ERROR in codes:
+        state = with_preference(state, at, "stop")
+    return state
+
+
+def apply_inbound(state: RecipientState, inbound: dict[str, Any]) -> RecipientState:
+    return with_inbound(state, parse_rfc3339(inbound["timestamp"]))
+
+
+def apply_preference(state: RecipientState, preference: dict[str, Any]) -> RecipientState:
+    return with_preference(state, parse_rfc3339(preference["timestamp"]), preference["preference"])
+
+
+def last_inbound(state: RecipientState, clock: float) -> float | None:
+    """The newest inbound message at or before the clock."""
+    index = bisect.bisect_right(state.inbound, clock)
+    return state.inbound[index - 1] if index else None
+
+
+def preference_at(state: RecipientState, clock: float) -> str | None:
+    """The recipient's latest marketing preference at the clock; None when never stated."""
+    latest = None
+    for at, preference in state.preferences:
+        if at > clock:
+            break
+        latest = preference
+    return latest
+
+
+def last_limit_hit(state: RecipientState, clock: float) -> float | None:
+    index = bisect.bisect_right(state.limit_hits, clock)
+    return state.limit_hits[index - 1] if index else None
+
+
+# Contract name -> (reducer, field naming the recipient). Used by the offline check and the worker.
+REDUCERS = {
+    "delivery_status": (apply_status, "recipient"),
+    "inbound_message": (apply_inbound, "sender"),
+    "user_preference": (apply_preference, "recipient"),
+}
+
+
+def state_key(tenant_id: str, recipient_e164: str) -> str:
+    return f"{tenant_id}:{recipient_e164}"
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    service_window_seconds: float
+    cooldown_seconds: float
+    dedup_seconds: float
+
+
+def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
+    """Forget what can no longer change a decision at `now` or later.
+
+    Inbound messages older than the window, 131049 hits older than the cool-down and decided
+    message ids older than the de-duplication window expire; of the preferences only the one in
+    force now (and any stated for later) matter. A lone "resume" is kept too: state events
+    arrive in any order (a 131050 status and a preference travel on different topics), so a
+    stop stamped before the resume that arrives after it must not take effect; and once the
+    identity is linked to another one, the resume still outranks that identity's older stop.
+    """
+    inbound = tuple(t for t in state.inbound if t > now - keep.service_window_seconds)
+    hits = tuple(t for t in state.limit_hits if t > now - keep.cooldown_seconds)
+    decided = tuple(d for d in state.decided if d[0] > now - keep.dedup_seconds)
+    pair = tuple(p for p in state.pair if p[1] > now)  # a whole budget needs no record
+    past = [p for p in state.preferences if p[0] <= now]
+    future = tuple(p for p in state.preferences if p[0] > now)
+    preferences = ((past[-1],) if past else ()) + future
+    pruned = RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
+    return state if pruned == state else pruned
+
+
+def to_json(state: RecipientState) -> list[Any]:
+    """Compact store value: [inbound, [[time, preference]...], limit_hits, [[time, id]...],
+    [[business number, tat]...], [[kind, identity, at]...], [number, at] | null]."""
+    return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits),
+            [list(d) for d in state.decided], [list(p) for p in state.pair],
+            [list(link) for link in state.links], list(state.home) if state.home else None]
+
+
+def from_json(value: list[Any] | None) -> RecipientState:
+    if not value:
+        return EMPTY
+    inbound, preferences, hits, decided = value[:4]
+    # Values written before pair budgets and links have four fields.
+    pair, links, home = (value[4:7] if len(value) >= 7 else ([], [], None))
+    return RecipientState(tuple(inbound), tuple((float(t), str(p)) for t, p in preferences),
+                          tuple(hits), tuple((float(t), str(m)) for t, m in decided),
+                          tuple((str(n), float(t), float(last)) for n, t, last in pair),
+                          tuple((str(k), str(i), float(t)) for k, i, t in links),
+                          (str(home[0]), float(home[1])) if home else None)

@@ -1,0 +1,57 @@
+"""Per-(tenant, recipient) state on top of a partition store (processors.runtime.state_store).
+
+Keys are "tenant_id:recipient_e164" (UTF-8), values the compact JSON of
+processors.core.policy.state.RecipientState. Every change is also a changelog record, collected in
+`changes` by the caller and produced in the transaction that commits the input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from processors.core.policy import PolicySet, RecipientState
+from processors.core.policy import state as st
+from processors.runtime.state_store import PartitionStore
+
+
+def load(store: PartitionStore, key: str) -> RecipientState:
+    raw = store.get(key.encode("utf-8"))
+    return st.from_json(orjson.loads(raw)) if raw else st.EMPTY
+
+
+def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.Retention:
+    parameters = policies.for_tenant(tenant_id).parameters
+    return st.Retention(parameters.service_window_seconds, parameters.marketing_cooldown_seconds,
+                        dedup_seconds)
+
+
+def save(store: PartitionStore, key: str, state: RecipientState) -> tuple[bytes, bytes | None]:
+    """Stage the new state (an empty one deletes the key); returns the changelog record."""
+    raw_key = key.encode("utf-8")
+    value = None if state.is_empty() else orjson.dumps(st.to_json(state))
+    store.put(raw_key, value)
+    return raw_key, value
+
+
+def apply_event(store: PartitionStore, key: str, contract: str, document: dict[str, Any],
+                keep: st.Retention, now: float) -> tuple[bytes, bytes | None]:
+    """Apply one state event (already validated) and stage the pruned result."""
+    reducer, _ = st.REDUCERS[contract]
+    return save(store, key, st.prune(reducer(load(store, key), document), now, keep))
+
+
+def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float,
+          now: float) -> tuple[int, list[tuple[bytes, bytes | None]]]:
+    """Drop what has expired in one partition; returns (entries kept, changelog records)."""
+    changes: list[tuple[bytes, bytes | None]] = []
+    kept = 0
+    for raw_key, raw_value in store.items():
+        key = raw_key.decode("utf-8")
+        state = st.from_json(orjson.loads(raw_value))
+        pruned = st.prune(state, now, retention(policies, key.split(":", 1)[0], dedup_seconds))
+        if pruned is not state:
+            changes.append(save(store, key, pruned))
+        kept += not pruned.is_empty()
+    return kept, changes

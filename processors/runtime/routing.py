@@ -1,0 +1,429 @@
+"""Routing: decode -> co-partition by recipient -> state or decision -> output records.
+
+No Kafka I/O here: processors.runtime's tasks consume the records, call Router.handle and
+produce what it returns in one transaction with the input offsets.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import murmur2
+
+from processors.core import webhooks
+from processors.core.decode import DecodeError, decode, parse_json
+from processors.core.enrich import parse_recipient
+from processors.core.judge import Verdict, judge
+from processors.core.policy import (
+    EMPTY,
+    RecipientState,
+)
+from processors.core.policy import identity as ids
+from processors.core.policy import state as st
+from processors.core.policy.state import REDUCERS, state_key
+from processors.core.timeutil import parse_rfc3339
+from processors.core.webhooks import Document
+from processors.runtime import catalog, dead_letters, recipient_state
+from processors.runtime.catalog import CatalogTable
+from processors.runtime.metrics import NONE, GateMetrics
+from processors.runtime.policy_feed import PolicyHolder
+from processors.runtime.state_store import PartitionStore
+from processors.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROUTED = frozenset({"outbound_message", *REDUCERS})
+# Kinds of records on the repartition topic besides a re-keyed input (no kind): a document
+# forwarded to the partition of the number its BSUID is linked to, and the steps of linking.
+MEMBER, CLAIM, RELEASE, ADOPT, RETURN = "member", "claim", "release", "adopt", "return"
+
+
+def member_key(tenant_id: str, number: str, member: str) -> str:
+    """The record of a BSUID's state kept in its number's partition, beside the number's."""
+    return f"{tenant_id}:{number}#{member}"
+
+
+def partition_for(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a key (murmur2, as the Java client)."""
+    return partition_for_bytes(key.encode("utf-8"), partitions)
+
+
+@functools.lru_cache(maxsize=65_536)  # keys recur (busy recipients); murmur2 is pure Python
+def partition_for_bytes(key: bytes, partitions: int) -> int:
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def recipient_identity(contract: str, document: dict[str, Any]) -> str | None:
+    """The E.164 number or BSUID a routed document is about; None when it is neither."""
+    if contract == "outbound_message":
+        return parse_recipient(document["recipient"], document.get("recipient_region")).identity
+    return parse_recipient(document[REDUCERS[contract][1]]).identity
+
+
+def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
+    """tenant_id:identity of any routed contract; None when the recipient is not valid."""
+    identity = recipient_identity(contract, document)
+    return state_key(document["tenant_id"], identity) if identity else None
+
+
+# (what, labels...) -> how many; counted once the batch has committed
+Tally = Counter[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What the router needs of one consumed record (aiokafka's ConsumerRecord, reshaped)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float  # seconds
+    headers: Sequence[tuple[str, bytes]] = ()
+    consumed: float = 0.0  # time.monotonic() when it was fetched
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A record to produce in the transaction of the input it came from."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Router:
+    """One input record -> state changes and output records, for the partition that owns it.
+
+    Everything about one tenant:recipient meets in one partition: the outbound topic, the
+    state topics, the webhooks topic and the repartition topic have the same partition count,
+    and a record whose partition is not the one its normalised key hashes to is re-keyed
+    through the repartition topic; the rest are handled where they are.
+    """
+
+    def __init__(self, settings: Settings, holder: PolicyHolder, catalog_table: CatalogTable,
+                 metrics: GateMetrics) -> None:
+        topics = settings.topics
+        self.settings = settings
+        self.holder = holder
+        self.catalog_table = catalog_table
+        self.metrics = metrics
+        self.partitions = settings.partitions
+        self.rekeyed = settings.repartition_topic
+        self.changelog = settings.changelog_topic
+        # Every input topic but the catalog's (the catalog agent reads that one).
+        self.contracts = {topic: contract for topic, contract in topics.contracts().items()
+                          if topic != topics.templates}
+
+    @property
+    def sources(self) -> list[str]:
+        return [*self.contracts, self.rekeyed]
+
+    def handle(self, record: Record, store: PartitionStore, out: list[Output], tally: Tally,
+               now: float) -> None:
+        """now: the batch's clock. tally: what to count once the batch has committed."""
+        if record.topic == self.rekeyed:
+            envelope = orjson.loads(record.value or b"{}")
+            kind = envelope.get("k")
+            if kind is None:  # a record re-keyed to its identity's partition
+                self.route(record, envelope["c"], envelope["d"], store, out, tally, now)
+            elif kind == MEMBER:  # addressed to a BSUID, forwarded to its number's partition
+                self.in_group(envelope["h"], record, envelope["c"], envelope["d"], store, out,
+                              tally, now)
+            else:
+                self.link_step(kind, envelope, store, out, now)
+            return
+        contract = self.contracts[record.topic]
+        tally[("in", record.topic)] += 1
+        try:
+            documents = read_input(contract, record, self.settings)
+        except DecodeError as error:
+            out.append(self.dead_letter(record, error, tally, now))
+            return
+        # One Meta body can carry several events, for several recipients: each one goes its
+        # own way (handled here, or re-keyed to its home partition).
+        for contract, document in documents:
+            if contract in ROUTED:
+                self.route(record, contract, document, store, out, tally, now)
+            else:  # a catalog change in a body on a state topic: the catalog agent's
+                tally[("ignored", record.topic, contract)] += 1
+
+    def route(self, record: Record, contract: str, document: dict[str, Any],
+              store: PartitionStore, out: list[Output], tally: Tally, now: float) -> None:
+        key = recipient_key(contract, document)
+        if key is None:
+            if contract == "outbound_message":  # decided as INVALID_RECIPIENT; no state
+                self.emit(document, EMPTY, now, record.consumed, out, tally)
+            else:
+                out.append(self.dead_letter(record, DecodeError(
+                    "schema_invalid", f"{REDUCERS[contract][1]} is not a valid phone number "
+                    "or business-scoped user ID"),
+                    tally, now))
+            return
+        home = partition_for(key, self.partitions)
+        if record.partition != home:
+            self.send_on(out, key, {"c": contract, "d": document})
+            tally[("rekeyed",)] += 1
+            return
+        own = recipient_state.load(store, key)
+        if own.home is not None:  # a BSUID linked to a number: its user is decided there
+            head = state_key(document["tenant_id"], own.home[0])
+            if partition_for(head, self.partitions) != record.partition:
+                self.send_on(out, head, {"k": MEMBER, "h": own.home[0], "c": contract,
+                                         "d": document})
+                tally[("rekeyed",)] += 1
+                return
+            self.in_group(own.home[0], record, contract, document, store, out, tally, now)
+            return
+        identity = recipient_identity(contract, document)
+        assert identity is not None
+        self.in_group(identity, record, contract, document, store, out, tally, now, own)
+
+    def in_group(self, head: str, record: Record, contract: str, document: dict[str, Any],
+                 store: PartitionStore, out: list[Output], tally: Tally, now: float,
+                 head_state: RecipientState | None = None) -> None:
+        """Handle a document in the partition of its user's head identity (the number the
+        addressed BSUID is linked to, or the addressed identity itself): the states of every
+        identity of the user are here, in the head's own record and its members' records."""
+        tenant = document["tenant_id"]
+        addressed = recipient_identity(contract, document)
+        assert addressed is not None
+        head_key = state_key(tenant, head)
+        if head_state is None:
+            head_state = recipient_state.load(store, head_key)
+        members = ids.members(head_state)
+        if addressed != head and addressed not in members:
+            # The number let this BSUID go after it was forwarded: back to its own partition,
+            # which has heard of the release before this record (same producer, same order).
+            self.send_on(out, state_key(tenant, addressed), {"c": contract, "d": document})
+            tally[("rekeyed",)] += 1
+            return
+        target = head_key if addressed == head else member_key(tenant, head, addressed)
+        dedup = self.settings.dedup_seconds
+        keep = recipient_state.retention(self.holder.current, tenant, dedup)
+        if contract != "outbound_message":
+            if addressed == head:
+                field = REDUCERS[contract][1]
+                for kind, member in ids.named_links(document, document[field]):
+                    self.link(tenant, head, kind, member, parse_rfc3339(document["timestamp"]),
+                              store, out, now)
+            self.changed(store, out, recipient_state.apply_event(
+                store, target, contract, document, keep, now))
+            tally[("state", contract)] += 1
+            return
+        parts = [head_state, *(recipient_state.load(store, member_key(tenant, head, member))
+                               for member in members)]
+        combined = st.combine(parts, now)
+        if st.already_decided(combined, document["message_id"]):
+            # The same message_id again (an upstream retry): its decision is already out.
+            log.info("duplicate input dropped", extra={
+                "event": "duplicate", "tenant": tenant,
+                "message_id": document["message_id"]})
+            tally[("duplicate",)] += 1
+            return
+        linked = head if addressed != head and head.startswith("+") else None
+        verdict = self.emit(document, combined, now, record.consumed, out, tally, linked)
+        # What a decision records (its message id, the pair budget it used) is the user's:
+        # it goes in the head's record, so that one budget counts the sends to every identity.
+        state = head_state
+        if verdict.decision.accepted:  # an accepted send uses the pair's budget
+            interval = self.holder.current.for_tenant(tenant).parameters \
+                .pair_rate_interval_seconds
+            state = st.with_send(state, document.get("business_number") or "", now, interval)
+        if dedup:  # remember the idempotency key (0 switches de-duplication off)
+            state = st.with_decided(state, document["message_id"], now)
+        if dedup or verdict.decision.accepted:
+            self.put(store, out, head_key, st.prune(state, now, keep))
+
+    # -- linking: each step runs in the partition that owns the record it changes ---------
+
+    def link(self, tenant: str, number: str, kind: str, member: str, at: float,
+             store: PartitionStore, out: list[Output], now: float) -> None:
+        """The number's side (in its partition): list the BSUID, release the one it
+        replaces (its state goes back to it), and ask the BSUID's partition to follow."""
+        head_key = state_key(tenant, number)
+        head, replaced, changed = ids.link(recipient_state.load(store, head_key), kind, member,
+                                           at)
+        if not changed:
+            if head != recipient_state.load(store, head_key):
+                self.put(store, out, head_key, head)
+            return
+        self.put(store, out, head_key, head)
+        if replaced is not None:
+            history = self.take(store, out, member_key(tenant, number, replaced))
+            self.send_on(out, state_key(tenant, replaced), {
+                "k": RETURN, "t": tenant, "x": replaced, "from": number,
+                "s": st.to_json(history)})
+        self.send_on(out, state_key(tenant, member), {
+            "k": CLAIM, "t": tenant, "x": member, "h": number, "at": at})
+
+    def link_step(self, kind: str, envelope: dict[str, Any], store: PartitionStore,
+                  out: list[Output], now: float) -> None:
+        tenant, member = envelope["t"], envelope["x"]
+        own_key = state_key(tenant, member)
+        if kind == CLAIM:  # the BSUID's partition: follow the number, hand the history over
+            own = recipient_state.load(store, own_key)
+            claimed, previous, changed = ids.claim(own, envelope["h"], envelope["at"])
+            if not changed:
+                if claimed != own:
+                    self.put(store, out, own_key, claimed)
+                if claimed.home is not None and claimed.home[0] != envelope["h"]:
+                    # A stale link: the BSUID follows a newer number; the claimant lets go.
+                    self.send_on(out, state_key(tenant, envelope["h"]), {
+                        "k": RELEASE, "t": tenant, "x": member, "from": envelope["h"],
+                        "to": claimed.home[0]})
+                return
+            self.put(store, out, own_key, st.RecipientState(
+                home=claimed.home))
+            self.adopt(tenant, member, envelope["h"], own.history(), out)
+            if previous is not None:  # the number it was linked to hands over its part
+                self.send_on(out, state_key(tenant, previous), {
+                    "k": RELEASE, "t": tenant, "x": member, "from": previous,
+                    "to": envelope["h"]})
+        elif kind == RELEASE:  # the old number's partition: let the BSUID go to its new one
+            old_key = state_key(tenant, envelope["from"])
+            head = recipient_state.load(store, old_key)
+            if member in ids.members(head):
+                self.put(store, out, old_key, ids.unlink(head, member))
+            history = self.take(store, out, member_key(tenant, envelope["from"], member))
+            self.adopt(tenant, member, envelope["to"], history, out)
+        elif kind == ADOPT:  # the number's partition: the BSUID's history joins the user
+            moved = st.from_json(envelope["s"])
+            head = recipient_state.load(store, state_key(tenant, envelope["h"]))
+            if member in ids.members(head):
+                key = member_key(tenant, envelope["h"], member)
+                self.put(store, out, key, st.merge(
+                    recipient_state.load(store, key), moved, now))
+            else:  # released meanwhile: the history goes back to the BSUID
+                self.send_on(out, own_key, {"k": RETURN, "t": tenant, "x": member,
+                                            "from": envelope["h"], "s": envelope["s"]})
+        elif kind == RETURN:  # the BSUID's partition: its history comes back
+            moved = st.from_json(envelope["s"])
+            own = recipient_state.load(store, own_key)
+            if own.home is not None and own.home[0] == envelope["from"]:
+                own = ids.claim_released(own)
+            if own.home is not None:  # linked to another number since: the history goes there
+                self.adopt(tenant, member, own.home[0], moved, out)
+                return
+            self.put(store, out, own_key, st.merge(own, moved, now))
+        else:
+            raise ValueError(f"unknown repartition record kind {kind!r}")
+
+    def adopt(self, tenant: str, member: str, number: str, history: RecipientState,
+              out: list[Output]) -> None:
+        if not history.is_empty():
+            self.send_on(out, state_key(tenant, number), {
+                "k": ADOPT, "t": tenant, "x": member, "h": number,
+                "s": st.to_json(history)})
+
+    def take(self, store: PartitionStore, out: list[Output], key: str) -> RecipientState:
+        """Remove a member's record from this partition; returns its history."""
+        state = recipient_state.load(store, key)
+        if not state.is_empty():
+            self.put(store, out, key, st.EMPTY)
+        return state.history()
+
+    def send_on(self, out: list[Output], key: str, envelope: dict[str, Any]) -> None:
+        """A record for the partition that owns key, through the repartition topic."""
+        out.append(Output(self.rekeyed, key.encode("utf-8"), orjson.dumps(envelope),
+                          partition_for(key, self.partitions)))
+
+    def put(self, store: PartitionStore, out: list[Output], key: str,
+            state: RecipientState) -> None:
+        """Stage a record's new state and its changelog record (same transaction)."""
+        self.changed(store, out, recipient_state.save(store, key, state))
+
+    def changed(self, store: PartitionStore, out: list[Output],
+                change: tuple[bytes, bytes | None]) -> None:
+        out.append(Output(self.changelog, change[0], change[1], store.partition))
+
+    def emit(self, document: dict[str, Any], state: RecipientState, now: float,
+             consumed: float, out: list[Output], tally: Tally,
+             linked_e164: str | None = None) -> Verdict:
+        entry = upcoming = None
+        if document["kind"] == "template":
+            template = document["template"]
+            entry, upcoming = catalog.lookup_with_upcoming(
+                self.catalog_table, document["tenant_id"], template["name"],
+                template["language"], now)
+        verdict = judge(document, state, entry,
+                        self.holder.current.for_tenant(document["tenant_id"]), now,
+                        linked_e164, upcoming)
+        topics = self.settings.topics
+        decision, enrichment = verdict.decision, verdict.enrichment
+        out.append(Output(topics.accepted if decision.accepted else topics.rejected,
+                          verdict.key.encode("utf-8"), orjson.dumps(verdict.record)))
+        tally[("decision", document["tenant_id"],
+               "accepted" if decision.accepted else "rejected",
+               enrichment.template_category or NONE, decision.error_code or NONE,
+               enrichment.recipient.region or "unknown", decision.monitored)] += 1
+        if verdict.recategorized is not None:  # Meta announced a new category, due later
+            tally[("recategorized", document["tenant_id"],
+                   enrichment.template_category or NONE, verdict.recategorized)] += 1
+        self.metrics.decision_latency.observe(time.monotonic() - consumed)
+        self.metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
+        return verdict
+
+    def counted(self, tally: Tally) -> None:
+        """The batch committed: count what it did."""
+        metrics = self.metrics
+        for key, amount in tally.items():
+            kind = key[0]
+            if kind == "decision":
+                tenant, outcome, category, code, country, monitored = key[1:]
+                metrics.count_decision(tenant, outcome, category, code, country, monitored,
+                                       amount)
+            elif kind == "in":
+                metrics.input_records.labels(key[1]).inc(amount)
+            elif kind == "state":
+                metrics.state_events.labels(key[1]).inc(amount)
+            elif kind == "rekeyed":
+                metrics.repartitioned.inc(amount)
+            elif kind == "duplicate":
+                metrics.duplicates.inc(amount)
+            elif kind == "dead_letter":
+                metrics.dead_letters.labels(key[1], key[2]).inc(amount)
+            elif kind == "ignored":
+                metrics.webhook_ignored.labels(key[1], key[2]).inc(amount)
+            elif kind == "recategorized":
+                metrics.sends_before_recategorization.labels(
+                    metrics.tenant(key[1]), key[2], key[3]).inc(amount)
+
+    def dead_letter(self, record: Record, error: DecodeError, tally: Tally,
+                    now: float) -> Output:
+        key, value = dead_letters.encode(record.topic, record.partition, record.offset,
+                                         record.key, record.value, record.headers, error, now)
+        tally[("dead_letter", record.topic, error.reason)] += 1
+        return Output(self.settings.topics.dlq, key, value)
+
+    def sweep(self, store: PartitionStore, now: float) -> list[Output]:
+        kept, changes = recipient_state.sweep(store, self.holder.current,
+                                              self.settings.dedup_seconds, now)
+        self.metrics.state_entries.labels(str(store.partition)).set(kept)
+        log.info("state sweep", extra={"event": "state_sweep", "partition": store.partition,
+                                       "kept": kept, "removed": len(changes)})
+        return [Output(self.changelog, key, value, store.partition) for key, value in changes]
+
+
+def read_input(contract: str, record: Record, settings: Settings) -> list[Document]:
+    """The documents of one input record: Meta's body translated, or one contract document.
+
+    The tenant of a Meta body is the record's tenant_id header, else the tenant map; the time
+    of a change Meta does not date is the record's timestamp.
+    """
+    if contract == "outbound_message":
+        return [(contract, decode(contract, record.value, settings.max_message_bytes))]
+    document = parse_json(record.value, settings.max_message_bytes)
+    return webhooks.read(contract, document, record.timestamp or time.time(),
+                         webhooks.header_tenant(record.headers), settings.tenant_map)

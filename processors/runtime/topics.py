@@ -1,0 +1,58 @@
+"""Create the topics of DESIGN §3 that are missing, with kafka-python's admin client."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from processors.runtime import kafka_clients
+from processors.settings import KafkaSecurity, Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_missing(bootstrap_servers: str, names: Iterable[str], partitions: int,
+                   replication_factor: int = 1, compacted: Iterable[str] = (),
+                   single_partition: Iterable[str] = (), timeout_ms: int = 30_000,
+                   security: KafkaSecurity | None = None) -> list[str]:
+    """Create the named topics that do not exist yet; returns the names created."""
+    compact, single = set(compacted), set(single_partition)
+    admin = kafka_clients.admin(bootstrap_servers, security, timeout_ms)
+    try:
+        existing = set(admin.list_topics())
+        created = []
+        for name in names:
+            if name in existing:
+                continue
+            topic = NewTopic(
+                name=name,
+                num_partitions=1 if name in single else partitions,
+                replication_factor=replication_factor,
+                topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+            )
+            try:
+                admin.create_topics([topic], timeout_ms=timeout_ms)
+                created.append(name)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        admin.close()
+
+
+def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
+    """The gate's topics: the catalog, the policy and the state changelog compacted, the
+    policy in one partition (every worker reads all of it, in order)."""
+    topics = settings.topics
+    return create_missing(
+        settings.bootstrap_servers,
+        [*topics.all(), settings.repartition_topic, settings.changelog_topic],
+        settings.partitions, settings.replication_factor,
+        compacted=[topics.templates, topics.policy, settings.changelog_topic],
+        single_partition=[topics.policy],
+        timeout_ms=timeout_ms, security=settings.security)
