@@ -22,7 +22,7 @@ PHONE, BSUID, PARENT_BSUID = "phone", "bsuid", "parent_bsuid"
 # "ENT." between. Anything starting with two letters and a dot is meant as one (no phone
 # number does), so a bad one is an invalid recipient rather than a number that fails to parse.
 _BSUID_LIKE = re.compile(r"[A-Za-z]{2}\.")
-_BSUID = re.compile(r"([A-Za-z]{2})\.(ENT\.)?([A-Za-z0-9]+)")
+_BSUID = re.compile(r"([A-Za-z]{2})\.((?i:ENT)\.)?([A-Za-z0-9]+)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,8 @@ def parse_bsuid(text: str) -> Recipient:
         return Recipient(None, None, None, None, kind=meant,
                          problem="business-scoped user ID of an unknown region")
     kind = PARENT_BSUID if match.group(2) else BSUID
-    identity = f"{region}.{match.group(2) or ''}{match.group(3)}"
+    # Meta writes the prefix and ENT in capitals; a lower-case copy is the same user.
+    identity = f"{region}.{'ENT.' if match.group(2) else ''}{match.group(3)}"
     return Recipient(None, region, phonenumbers.country_code_for_region(region), None,
                      kind=kind, identity=identity)
 

@@ -71,3 +71,12 @@ def test_category_defaults_to_marketing() -> None:
 
 def test_free_form_has_no_category() -> None:
     assert resolve_category(message(kind="free_form", template=None), None) == (None, None)
+
+
+def test_a_lower_case_bsuid_is_the_same_user() -> None:
+    from processors.core.enrich import PARENT_BSUID, parse_recipient
+
+    parent = parse_recipient("ca.ent.1181579921")
+    assert (parent.identity, parent.kind, parent.region) == ("CA.ENT.1181579921", PARENT_BSUID,
+                                                             "CA")
+    assert parse_recipient("ca.13491208655").identity == "CA.13491208655"
