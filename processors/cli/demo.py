@@ -77,16 +77,16 @@ def wait_http(url: str, done: Any, timeout: float, what: str, proc: subprocess.P
 
 def _row(label: str, output: Output | None) -> str:
     if output is None:
-        return f"  {label:<36} (no decision)"
+        return f"  {label:<40} (no decision)"
     value = output.value
     enrichment = value.get("enrichment", {})
     region = enrichment.get("recipient_region") or "-"
     where = f"{region}/{enrichment.get('template_category') or '-'}"
     if output.topic.endswith("rejected"):
         meta = value.get("meta_error_code")
-        return (f"  {label:<36} REJECTED {value['error_code']}"
+        return (f"  {label:<40} REJECTED {value['error_code']}"
                 f"{f' (Meta {meta})' if meta else ''}  [{where}]")
-    return f"  {label:<36} accepted  [{where}]"
+    return f"  {label:<40} accepted  [{where}]"
 
 
 def run(args: argparse.Namespace) -> int:

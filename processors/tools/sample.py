@@ -7,6 +7,9 @@ from typing import Any
 from processors.core.timeutil import format_rfc3339
 
 TENANT = "acme-helpdesk"
+BR_BSUID = "BR.1502576394655843"
+CO_BSUID = "CO.8807123405566778"  # the Colombian user's, linked to +57 300 123 4567
+MX_BSUID = "MX.4410099887766551"  # the Mexican user's, linked to +52 55 1234 0002
 
 
 def catalog(now: float) -> list[dict[str, Any]]:
@@ -20,6 +23,8 @@ def catalog(now: float) -> list[dict[str, Any]]:
         ("old_promo", "MARKETING", "DISABLED"),
         ("low_quality_promo", "MARKETING", "PAUSED"),
         ("new_offer", "MARKETING", "PENDING"),
+        # Unused for 12 months: Meta archived it (Template archival, 2026).
+        ("winter_promo", "MARKETING", "ARCHIVED"),
     ]
     return [{"tenant_id": TENANT, "name": name, "language": "en_US", "category": category,
              "status": status, "updated_at": at} for name, category, status in rows]
@@ -64,21 +69,35 @@ _MESSAGES: list[tuple[str, str, str | None, str, str | None, str | None, str]] =
      "automation"),
     ("Mexico utility after stop", "+525512340002", None, "template", "order_update", None,
      "agent"),
+    ("Germany archived template", "+4915123456791", None, "template", "winter_promo", None,
+     "api"),
+    # Meta's business-scoped user IDs (2026): a user known by BSUID, region from the prefix.
+    ("Brazil user by BSUID, utility", BR_BSUID, None, "template", "order_update", None, "agent"),
+    ("Brazil user by BSUID, login code", BR_BSUID, None, "template", "login_code", None, "api"),
+    ("US user by BSUID, marketing", "US.13491208655302741918", None, "template", "spring_sale",
+     None, "automation"),
+    # Linked to a number by the state events below: the number's state applies.
+    ("Colombia BSUID free-form (number wrote)", CO_BSUID, None, "free_form", None, None, "agent"),
+    ("Mexico BSUID marketing (number stopped)", MX_BSUID, None, "template", "spring_sale", None,
+     "automation"),
 ]
 
 
 def state_events(now: float) -> list[tuple[str, str, dict[str, Any]]]:
-    """(topic field of Topics, recipient, value): an inbound message, a 131049, an opt-out."""
+    """(topic field of Topics, recipient, value): an inbound message, a 131049, an opt-out. The
+    inbound message and the opt-out also name the user's BSUID (Meta's webhooks do since 2026),
+    which links the two identities."""
     hour_ago = format_rfc3339(now - 3600)
     return [
         ("inbound", "573001234567",
-         {"tenant_id": TENANT, "sender": "573001234567", "timestamp": hour_ago}),
+         {"tenant_id": TENANT, "sender": "573001234567", "user_id": CO_BSUID,
+          "timestamp": hour_ago}),
         ("statuses", "5511987650001",
          {"tenant_id": TENANT, "recipient": "5511987650001", "status": "failed",
           "timestamp": hour_ago, "errors": [{"code": 131049, "title": "healthy ecosystem"}]}),
         ("preferences", "525512340002",
-         {"tenant_id": TENANT, "recipient": "525512340002", "preference": "stop",
-          "timestamp": hour_ago}),
+         {"tenant_id": TENANT, "recipient": "525512340002", "user_id": MX_BSUID,
+          "preference": "stop", "timestamp": hour_ago}),
     ]
 
 
