@@ -68,16 +68,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from kafka.errors import KafkaError  # Kafka only when publishing
 
-    from processors.runtime.topics import ensure_topics
-    from processors.tools.kafka_io import producer, send_json
+    from processors.tools.kafka_io import publish
 
     try:
-        ensure_topics(settings)
-        out = producer(settings.bootstrap_servers, settings.security)
-        for key, entry in keyed:
-            send_json(out, topic, key, entry)
-        out.flush(timeout=60)
-        out.close()
+        publish(settings, topic, [(key.encode("utf-8"), orjson.dumps(entry))
+                                  for key, entry in keyed])
     except KafkaError as exc:
         print(f"outbound-gate catalog: cannot publish to {settings.bootstrap_servers}: {exc}",
               file=sys.stderr)

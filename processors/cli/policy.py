@@ -42,16 +42,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from kafka.errors import KafkaError  # Kafka only when publishing
 
-    from processors.runtime.topics import ensure_topics
-    from processors.tools.kafka_io import producer
+    from processors.tools.kafka_io import publish
+
     try:
-        ensure_topics(settings)
-        out = producer(settings.bootstrap_servers, settings.security)
         with open(args.file, "rb") as source:
-            sent = out.send(settings.topics.policy, key=policies.id.encode("utf-8"),
-                            value=source.read())
-        metadata = sent.get(timeout=30)
-        out.close()
+            [metadata] = publish(settings, settings.topics.policy,
+                                 [(policies.id.encode("utf-8"), source.read())], timeout=30)
     except KafkaError as exc:
         print(f"outbound-gate policy: cannot publish to {settings.bootstrap_servers}: {exc}",
               file=sys.stderr)

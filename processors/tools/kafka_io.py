@@ -11,7 +11,7 @@ import orjson
 from kafka import KafkaProducer, TopicPartition
 
 from processors.runtime import kafka_clients
-from processors.settings import KafkaSecurity
+from processors.settings import KafkaSecurity, Settings
 
 
 def producer(bootstrap_servers: str, security: KafkaSecurity | None = None) -> KafkaProducer:
@@ -75,3 +75,18 @@ class OutputReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]],
+            timeout: float = 60) -> list[Any]:
+    """Create the gate's topics if missing, send the (key, value) records and wait for each
+    acknowledgement; returns their record metadata. Raises KafkaError."""
+    from processors.runtime.topics import ensure_topics
+
+    ensure_topics(settings)
+    out = producer(settings.bootstrap_servers, settings.security)
+    try:
+        sent = [out.send(topic, key=key, value=value) for key, value in records]
+        return [future.get(timeout=timeout) for future in sent]
+    finally:
+        out.close()
