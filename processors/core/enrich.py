@@ -67,12 +67,14 @@ def parse_bsuid(text: str) -> Recipient:
                      kind=kind, identity=identity)
 
 
-@lru_cache(maxsize=262_144)
+@lru_cache(maxsize=131_072)
 def parse_recipient(recipient: str, region_hint: str | None = None) -> Recipient:
     """Parse a recipient as a BSUID, E.164, Meta wa_id digits (international), or national +
     region hint.
 
-    Cached: campaigns send to the same recipients over and over, and parsing dominates the cost.
+    Cached twice: on the text as given (the hot path: campaigns send to the same recipients
+    over and over), and on the normalised number, so that one number written as E.164 and as
+    wa_id digits is parsed once; parsing dominates the cost of a decision.
     """
     if is_bsuid_like(recipient):
         return parse_bsuid(recipient)
@@ -81,18 +83,27 @@ def parse_recipient(recipient: str, region_hint: str | None = None) -> Recipient
     if not text.startswith("+") and hint is None:
         # Meta's wa_id: the international number without '+'.
         text = "+" + text.removeprefix("00")
+    if text.startswith("+"):
+        hint = None  # an international number: a region hint changes nothing
+    return _parse_number(text, hint)
+
+
+@lru_cache(maxsize=262_144)
+def _parse_number(text: str, hint: str | None) -> Recipient:
     try:
         number = phonenumbers.parse(text, hint)
     except NumberParseException as exc:
         return Recipient(None, None, None, None, problem=f"unparsable number ({exc.error_type})")
-    if not phonenumbers.is_valid_number(number):
+    # is_valid_number() finds the region itself; finding it once serves both.
+    region = phonenumbers.region_code_for_number(number)
+    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
         return Recipient(
             None, None, number.country_code, None, problem="not a valid number for any region"
         )
     e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return Recipient(
         e164=e164,
-        region=phonenumbers.region_code_for_number(number),
+        region=region,
         calling_code=number.country_code,
         number_type=_TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"),
         identity=e164,

@@ -10,6 +10,7 @@ class BadTimestamp(ValueError):
     """A timestamp that is not RFC 3339 with a time zone."""
 
 
+@functools.lru_cache(maxsize=8192)  # the same instants recur: catalog entries, a batch's events
 def parse_rfc3339(text: str) -> float:
     """Epoch seconds of an RFC 3339 timestamp; the offset is required (no local-time guess)."""
     try:

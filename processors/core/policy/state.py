@@ -76,7 +76,10 @@ def with_limit_hit(state: RecipientState, at: float) -> RecipientState:
 def with_decided(state: RecipientState, message_id: str, at: float,
                  keep: int = MAX_DECIDED) -> RecipientState:
     """Remember a decided message_id (the idempotency key), the newest `keep` of them."""
-    return replace(state, decided=(*state.decided, (at, message_id))[-keep:])
+    # Built directly: dataclasses.replace() costs more than the rest of this, per decision.
+    return RecipientState(state.inbound, state.preferences, state.limit_hits,
+                          (*state.decided, (at, message_id))[-keep:], state.pair, state.links,
+                          state.home)
 
 
 def already_decided(state: RecipientState, message_id: str) -> bool:
@@ -117,14 +120,17 @@ def with_send(state: RecipientState, business_number: str, clock: float,
     at = clock if budget is None else max(clock, budget[1])
     tat = (at if budget is None else max(budget[0], at)) + interval
     others = [p for p in state.pair if p[0] != business_number]
-    return replace(state, pair=tuple(sorted([*others, (business_number, tat, at)])))
+    return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
+                          tuple(sorted([*others, (business_number, tat, at)])), state.links,
+                          state.home)
 
 
 def combine(states: list[RecipientState], clock: float) -> RecipientState:
     """One user's state from the states of its linked identities: histories merged; pair
-    budgets added up (the time each identity owes past the clock). The links stay out."""
+    budgets added up (the time each identity owes past the clock). The links stay out (one
+    state is returned as it is: no rule reads its links)."""
     if len(states) == 1:
-        return states[0].history()
+        return states[0]
     inbound: set[float] = set()
     preferences: set[tuple[float, str]] = set()
     hits: set[float] = set()
@@ -223,15 +229,29 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
     stop stamped before the resume that arrives after it must not take effect; and once the
     identity is linked to another one, the resume still outranks that identity's older stop.
     """
-    inbound = tuple(t for t in state.inbound if t > now - keep.service_window_seconds)
-    hits = tuple(t for t in state.limit_hits if t > now - keep.cooldown_seconds)
-    decided = tuple(d for d in state.decided if d[0] > now - keep.dedup_seconds)
-    pair = tuple(p for p in state.pair if p[1] > now)  # a whole budget needs no record
-    past = [p for p in state.preferences if p[0] <= now]
-    future = tuple(p for p in state.preferences if p[0] > now)
-    preferences = ((past[-1],) if past else ()) + future
-    pruned = RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
-    return state if pruned == state else pruned
+    # Each history is time-sorted: what expires is a prefix, so checking the oldest entry
+    # tells whether anything changes (the common case: nothing does, and no object is made).
+    window_start = now - keep.service_window_seconds
+    cooldown_start = now - keep.cooldown_seconds
+    dedup_start = now - keep.dedup_seconds
+    preferences = state.preferences
+    if len(preferences) > 1 and preferences[1][0] <= now:
+        past = [p for p in preferences if p[0] <= now]
+        preferences = (past[-1], *(p for p in preferences if p[0] > now))
+    inbound, hits, decided, pair = state.inbound, state.limit_hits, state.decided, state.pair
+    if inbound and inbound[0] <= window_start:
+        inbound = tuple(t for t in inbound if t > window_start)
+    if hits and hits[0] <= cooldown_start:
+        hits = tuple(t for t in hits if t > cooldown_start)
+    if decided and min(d[0] for d in decided) <= dedup_start:
+        decided = tuple(d for d in decided if d[0] > dedup_start)
+    if pair and min(p[1] for p in pair) <= now:
+        pair = tuple(p for p in pair if p[1] > now)  # a whole budget needs no record
+    if (inbound, hits, decided, pair, preferences) == (state.inbound, state.limit_hits,
+                                                        state.decided, state.pair,
+                                                        state.preferences):
+        return state
+    return RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
 
 
 def to_json(state: RecipientState) -> list[Any]:

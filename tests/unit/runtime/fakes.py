@@ -136,8 +136,10 @@ class FakeRestoreConsumer:
         return out
 
 
-def make_router(partitions: int) -> Any:
-    """A Router over the default policy and a catalog of three templates, no Kafka."""
+def make_router(partitions: int, loadgen_catalog: list[Any] | None = None) -> Any:
+    """A Router over the default policy and a catalog of two templates (or the loadgen's
+    catalog records), no Kafka."""
+    import orjson
     from prometheus_client import CollectorRegistry
 
     from processors.core.policy import load_policy
@@ -150,5 +152,7 @@ def make_router(partitions: int) -> Any:
     catalog = SimpleNamespace(data={})
     for entry in (template_entry("promo", "MARKETING"), template_entry("notice", "UTILITY")):
         catalog.data[f"acme:{entry['name']}:en_US"] = [entry]
+    for record in loadgen_catalog or ():
+        catalog.data[record.key.decode()] = [orjson.loads(record.value)]
     return Router(Settings(partitions=partitions), PolicyHolder(load_policy()), catalog,
                   GateMetrics(CollectorRegistry(), 100))

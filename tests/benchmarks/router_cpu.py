@@ -1,0 +1,85 @@
+"""The route step's CPU cost per record, without Kafka (a figure, not a test).
+
+    .venv/bin/python -m tests.benchmarks.router_cpu [--events 200000] [--store rocksdb]
+
+The same loadgen records the benchmark preloads, each on the partition its key hashes to, run
+through the worker's Router and a StreamTask's store in batches of 500 (each batch's changes
+committed, as after a transaction). The broker's share of the cost is left out, so this shows
+what the Python work per record costs and how a change moves it; `make bench` stays the
+figure of record."""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from processors.runtime.routing import Output, Record, partition_for_bytes
+from processors.runtime.state_store import open_store
+from processors.settings import Topics
+from processors.tools.loadgen import Workload
+from tests.unit.runtime.fakes import make_router
+
+PARTITIONS = 8
+BATCH = 500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--store", choices=["rocksdb", "memory"], default="rocksdb")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the routing")
+    args = parser.parse_args()
+    topics = Topics()
+    now = time.time()
+    workload = Workload(seed=42)
+    router = make_router(PARTITIONS, loadgen_catalog=list(workload.catalog(now)))
+    names = {"outbound": topics.outbound, "statuses": topics.statuses,
+             "inbound": topics.inbound, "preferences": topics.preferences}
+    batches: dict[int, list[Record]] = {p: [] for p in range(PARTITIONS)}
+    offsets: Counter[tuple[str, int]] = Counter()
+    records = []
+    for event in workload.events(args.events, now):
+        partition = partition_for_bytes(event.key, PARTITIONS) if event.key else 0
+        topic = names[event.topic]
+        records.append(Record(topic, partition, offsets[(topic, partition)], event.key,
+                              event.value, now))
+        offsets[(topic, partition)] += 1
+    data = Path(tempfile.mkdtemp(prefix="router-cpu-"))
+    stores = {p: open_store(args.store, data, p) for p in range(PARTITIONS)}
+    pending: list[Record] = list(records)
+    handled = outputs = 0
+    profile = cProfile.Profile() if args.profile else None
+    if profile:
+        profile.enable()
+    started = time.perf_counter()
+    while pending:  # re-keyed records come back through the "repartition topic"
+        rekeyed: list[Record] = []
+        for record in pending:
+            batches[record.partition].append(record)
+        for partition, batch in batches.items():
+            for start in range(0, len(batch), BATCH):
+                out: list[Output] = []
+                tally: Counter[tuple[object, ...]] = Counter()
+                for record in batch[start:start + BATCH]:
+                    router.handle(record, stores[partition], out, tally, now)
+                stores[partition].committed(stores[partition].checkpoint() + len(out))
+                handled += min(BATCH, len(batch) - start)
+                outputs += len(out)
+                rekeyed += [Record(o.topic, o.partition or 0, 0, o.key, o.value, now)
+                            for o in out if o.topic == router.rekeyed]
+            batch.clear()
+        pending = rekeyed
+    seconds = time.perf_counter() - started
+    if profile:
+        profile.disable()
+        profile.dump_stats(args.profile)
+    print(f"{handled:,} records ({len(records):,} input) in {seconds:.2f} s: "
+          f"{handled / seconds:,.0f} records/s, {outputs:,} outputs ({args.store})")
+
+
+if __name__ == "__main__":
+    main()
