@@ -7,8 +7,6 @@ processors.core.policy.state.RecipientState. Every change is also a changelog re
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from processors.core.policy import PolicySet, RecipientState
@@ -33,13 +31,6 @@ def save(store: PartitionStore, key: str, state: RecipientState) -> tuple[bytes,
     value = None if state.is_empty() else orjson.dumps(st.to_json(state))
     store.put(raw_key, value)
     return raw_key, value
-
-
-def apply_event(store: PartitionStore, key: str, contract: str, document: dict[str, Any],
-                keep: st.Retention, now: float) -> tuple[bytes, bytes | None]:
-    """Apply one state event (already validated) and stage the pruned result."""
-    reducer, _ = st.REDUCERS[contract]
-    return save(store, key, st.prune(reducer(load(store, key), document), now, keep))
 
 
 def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float,

@@ -154,6 +154,11 @@ class Router:
         # Every input topic but the catalog's (the catalog agent reads that one).
         self.contracts = {topic: contract for topic, contract in topics.contracts().items()
                           if topic != topics.templates}
+        # The batch's recipient states, read once and written back once (flush): a busy
+        # recipient's state is decoded and encoded once per batch, not once per record, and
+        # makes one changelog record per batch.
+        self.cached: dict[tuple[int, str], RecipientState] = {}
+        self.dirty: dict[tuple[int, str], PartitionStore] = {}
 
     @property
     def sources(self) -> list[str]:
@@ -206,7 +211,7 @@ class Router:
             self.send_on(out, key, {"c": contract, "d": document})
             tally[("rekeyed",)] += 1
             return
-        own = recipient_state.load(store, key)
+        own = self.load(store, key)
         if own.home is not None:  # a BSUID linked to a number: its user is decided there
             head = state_key(document["tenant_id"], own.home[0])
             if partition_for(head, self.partitions) != record.partition:
@@ -233,7 +238,7 @@ class Router:
         assert addressed is not None
         head_key = state_key(tenant, head)
         if head_state is None:
-            head_state = recipient_state.load(store, head_key)
+            head_state = self.load(store, head_key)
         members = ids.members(head_state)
         if addressed != head and addressed not in members:
             # The number let this BSUID go after it was forwarded: back to its own partition,
@@ -250,11 +255,12 @@ class Router:
                 for kind, member in ids.named_links(document, document[field]):
                     self.link(tenant, head, kind, member, parse_rfc3339(document["timestamp"]),
                               store, out, now)
-            self.changed(store, out, recipient_state.apply_event(
-                store, target, contract, document, keep, now))
+            reducer, _ = REDUCERS[contract]
+            self.put(store, out, target,
+                     st.prune(reducer(self.load(store, target), document), now, keep))
             tally[("state", contract)] += 1
             return
-        parts = [head_state, *(recipient_state.load(store, member_key(tenant, head, member))
+        parts = [head_state, *(self.load(store, member_key(tenant, head, member))
                                for member in members)]
         combined = st.combine(parts, now)
         if st.already_decided(combined, document["message_id"]):
@@ -285,10 +291,10 @@ class Router:
         """The number's side (in its partition): list the BSUID, release the one it
         replaces (its state goes back to it), and ask the BSUID's partition to follow."""
         head_key = state_key(tenant, number)
-        head, replaced, changed = ids.link(recipient_state.load(store, head_key), kind, member,
+        head, replaced, changed = ids.link(self.load(store, head_key), kind, member,
                                            at)
         if not changed:
-            if head != recipient_state.load(store, head_key):
+            if head != self.load(store, head_key):
                 self.put(store, out, head_key, head)
             return
         self.put(store, out, head_key, head)
@@ -305,7 +311,7 @@ class Router:
         tenant, member = envelope["t"], envelope["x"]
         own_key = state_key(tenant, member)
         if kind == CLAIM:  # the BSUID's partition: follow the number, hand the history over
-            own = recipient_state.load(store, own_key)
+            own = self.load(store, own_key)
             claimed, previous, changed = ids.claim(own, envelope["h"], envelope["at"])
             if not changed:
                 if claimed != own:
@@ -325,24 +331,24 @@ class Router:
                     "to": envelope["h"]})
         elif kind == RELEASE:  # the old number's partition: let the BSUID go to its new one
             old_key = state_key(tenant, envelope["from"])
-            head = recipient_state.load(store, old_key)
+            head = self.load(store, old_key)
             if member in ids.members(head):
                 self.put(store, out, old_key, ids.unlink(head, member))
             history = self.take(store, out, member_key(tenant, envelope["from"], member))
             self.adopt(tenant, member, envelope["to"], history, out)
         elif kind == ADOPT:  # the number's partition: the BSUID's history joins the user
             moved = st.from_json(envelope["s"])
-            head = recipient_state.load(store, state_key(tenant, envelope["h"]))
+            head = self.load(store, state_key(tenant, envelope["h"]))
             if member in ids.members(head):
                 key = member_key(tenant, envelope["h"], member)
                 self.put(store, out, key, st.merge(
-                    recipient_state.load(store, key), moved, now))
+                    self.load(store, key), moved, now))
             else:  # released meanwhile: the history goes back to the BSUID
                 self.send_on(out, own_key, {"k": RETURN, "t": tenant, "x": member,
                                             "from": envelope["h"], "s": envelope["s"]})
         elif kind == RETURN:  # the BSUID's partition: its history comes back
             moved = st.from_json(envelope["s"])
-            own = recipient_state.load(store, own_key)
+            own = self.load(store, own_key)
             if own.home is not None and own.home[0] == envelope["from"]:
                 own = ids.claim_released(own)
             if own.home is not None:  # linked to another number since: the history goes there
@@ -361,7 +367,7 @@ class Router:
 
     def take(self, store: PartitionStore, out: list[Output], key: str) -> RecipientState:
         """Remove a member's record from this partition; returns its history."""
-        state = recipient_state.load(store, key)
+        state = self.load(store, key)
         if not state.is_empty():
             self.put(store, out, key, st.EMPTY)
         return state.history()
@@ -371,10 +377,34 @@ class Router:
         out.append(Output(self.rekeyed, key.encode("utf-8"), orjson.dumps(envelope),
                           partition_for(key, self.partitions)))
 
+    def load(self, store: PartitionStore, key: str) -> RecipientState:
+        """A record's state as the batch has it so far."""
+        slot = (store.partition, key)
+        state = self.cached.get(slot)
+        if state is None:
+            state = self.cached[slot] = recipient_state.load(store, key)
+        return state
+
     def put(self, store: PartitionStore, out: list[Output], key: str,
             state: RecipientState) -> None:
-        """Stage a record's new state and its changelog record (same transaction)."""
-        self.changed(store, out, recipient_state.save(store, key, state))
+        """A record's new state; staged in the store with its changelog record at flush()."""
+        slot = (store.partition, key)
+        self.cached[slot] = state
+        self.dirty[slot] = store
+
+    def flush(self, out: list[Output]) -> None:
+        """The end of a batch: stage every changed state in its store, and its changelog record
+        among the batch's outputs (the same transaction). Call before committing."""
+        for (_, key), store in self.dirty.items():
+            self.changed(store, out, recipient_state.save(store, key, self.cached[(
+                store.partition, key)]))
+        self.cached.clear()
+        self.dirty.clear()
+
+    def forget(self) -> None:
+        """A batch that will not commit: drop what it read and changed."""
+        self.cached.clear()
+        self.dirty.clear()
 
     def changed(self, store: PartitionStore, out: list[Output],
                 change: tuple[bytes, bytes | None]) -> None:

@@ -52,8 +52,13 @@ class StreamTask:
         """Route a batch; the store holds the changes pending until commit() or abort()."""
         out: list[Output] = []
         tally: Tally = Counter()
-        for record in records:
-            router.handle(record, self.store, out, tally, now)
+        try:
+            for record in records:
+                router.handle(record, self.store, out, tally, now)
+            router.flush(out)  # the batch's state changes, staged once per recipient
+        except BaseException:
+            router.forget()
+            raise
         return out, tally
 
     async def commit(self, out: Sequence[Output], offsets: Offsets, group_id: str,

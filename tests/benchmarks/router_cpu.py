@@ -66,6 +66,7 @@ def main() -> None:
                 tally: Counter[tuple[object, ...]] = Counter()
                 for record in batch[start:start + BATCH]:
                     router.handle(record, stores[partition], out, tally, now)
+                router.flush(out)
                 stores[partition].committed(stores[partition].checkpoint() + len(out))
                 handled += min(BATCH, len(batch) - start)
                 outputs += len(out)

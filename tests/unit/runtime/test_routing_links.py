@@ -73,6 +73,7 @@ class Cluster:
             store = self.stores[record.partition]
             out: list[Output] = []
             self.router.handle(record, store, out, Counter(), now)
+            self.router.flush(out)
             store.committed(store.checkpoint() + 1)
             for output in out:
                 if output.topic == self.settings.repartition_topic:
