@@ -11,8 +11,8 @@ crash or a broker restart, and the two sides would differ by timing, not by a fa
 mode the rule is still evaluated on both sides (and counted as monitored) and accepted sends
 still use the budget; it only no longer decides. Every other rule, and the linking of
 identities, is compared as enforced. The rule's own behaviour is covered by the unit tests
-(tests/unit/core/test_policy.py, tests/unit/runtime/test_routing_links.py) and by `make bench`, which runs
-the packaged policy.
+(tests/unit/core/test_policy.py, tests/unit/runtime/test_routing_links.py) and by `make bench`,
+which runs the packaged policy.
 """
 
 from __future__ import annotations
