@@ -1,8 +1,9 @@
 """Per-(tenant, recipient) state on top of a partition store (processors.runtime.state_store).
 
-Keys are "tenant_id:recipient_e164" (UTF-8), values the compact JSON of
-processors.core.policy.state.RecipientState. Every change is also a changelog record, collected in
-`changes` by the caller and produced in the transaction that commits the input.
+Keys are "tenant_id:<E.164 or BSUID>" (an identity's own record) and "tenant_id:<number>#<BSUID>"
+(a linked BSUID's history kept in its number's partition), UTF-8; values the compact JSON of
+processors.core.policy.state.RecipientState. Every change is also a changelog record, produced by
+the caller in the transaction that commits the input.
 """
 
 from __future__ import annotations

@@ -13,9 +13,8 @@ from kafka import KafkaProducer, TopicPartition
 from processors.runtime import kafka_clients
 from processors.settings import KafkaSecurity, Settings
 
-
-def producer(bootstrap_servers: str, security: KafkaSecurity | None = None) -> KafkaProducer:
-    return kafka_clients.producer(bootstrap_servers, security)
+# The tools' producer: the client factory's (idempotent, acks=all).
+producer = kafka_clients.producer
 
 
 def send_json(producer_: KafkaProducer, topic: str, key: str | None, value: Any) -> None:
