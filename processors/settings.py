@@ -364,8 +364,9 @@ class Settings:
     batch_records: int = setting(
         "OUTBOUND_GATE_BATCH_RECORDS", 500, "most records per fetch and transaction", minimum=1)
     transaction_timeout_seconds: int = setting(
-        "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 60,
-        "the broker aborts a transaction left open by a dead worker after this", minimum=5)
+        "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 10,
+        "the broker aborts a transaction left open by a dead worker after this (its partitions'"
+        " next owner waits for it)", minimum=5)
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = setting(

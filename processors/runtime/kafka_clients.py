@@ -1,62 +1,95 @@
 """The one Kafka client factory: every client of the gate and its tools is built here, with
 the security settings applied in one place (processors.runtime.kafka_security.client_options).
 
-Two client libraries, each where it fits: aiokafka inside the worker (the route loop, restore,
-the policy follower: asyncio, transactions with send_offsets_to_transaction), kafka-python in
-the synchronous tools and tests (producer helper, dead-letter tools, notifier, admin)."""
+Three client libraries, each where it fits: confluent-kafka (librdkafka) for the route loop and
+restore (one transactional producer per worker whose offsets carry the consumer group's
+metadata, KIP-447, which aiokafka lacks; the record work in C), aiokafka inside the Faust side
+of the worker (the policy follower; Faust's own clients), kafka-python in the synchronous tools
+and tests (producer helper, dead-letter tools, notifier, admin)."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka import AIOKafkaConsumer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from processors.runtime.kafka_security import client_options
+from processors.runtime.kafka_security import client_options, librdkafka_options
 from processors.settings import KafkaSecurity, Settings
 
-
-def route_producer(settings: Settings, transactional_id: str | None) -> AIOKafkaProducer:
-    """The route loop's producer: one per task exactly-once (transactional), else shared."""
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=transactional_id or f"{settings.app_id}-route",
-        transactional_id=transactional_id,
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        max_batch_size=256 * 1024,
-        max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
-        # Back-to-back transactions meet CONCURRENT_TRANSACTIONS until the previous one's
-        # markers are written; aiokafka's 100 ms default backoff then dominates latency.
-        retry_backoff_ms=10,
-        # A worker that dies inside a transaction and whose task nobody takes over (no other
-        # worker) blocks read_committed readers of its outputs this long at most.
-        transaction_timeout_ms=settings.transaction_timeout_seconds * 1000,
-        **client_options(settings.security),
-    )
+# librdkafka's own log lines, as JSON lines of the worker's log (else raw lines on stderr);
+# they are served on the thread that polls.
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
 
 
-def route_consumer(settings: Settings, group_id: str | None) -> AIOKafkaConsumer:
-    """The route loop's consumer (group_id set) or the changelog restorer (None)."""
+def route_producer(settings: Settings, transactional_id: str | None,
+                   on_delivery: Callable[[KafkaError | None, Message], None]) -> Producer:
+    """The route loop's producer: exactly-once, the worker's one transactional producer (its
+    offsets carry the consumer's group metadata, KIP-447); at-least-once, idempotent."""
+    options: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": f"{settings.app_id}-route",
+        "enable.idempotence": True,
+        "acks": "all",
+        # Keyed records where the Java client and kafka-python put them (murmur2); librdkafka's
+        # default partitioner (CRC32) would scatter a recipient's records.
+        "partitioner": "murmur2_random",
+        "linger.ms": 2,
+        "batch.size": 256 * 1024,
+        "message.max.bytes": max(settings.max_message_bytes * 2, 1_048_576),
+        "queue.buffering.max.messages": 1_000_000,
+        "on_delivery": on_delivery,
+        "logger": LIBRDKAFKA_LOG,
+        **librdkafka_options(settings.security),
+    }
+    if transactional_id is not None:
+        options["transactional.id"] = transactional_id
+        # A worker that dies inside a transaction blocks read_committed readers of its outputs,
+        # and the next owner of its partitions, this long at most.
+        options["transaction.timeout.ms"] = settings.transaction_timeout_seconds * 1000
+    return Producer(options)
+
+
+def route_consumer(settings: Settings, group_id: str) -> Consumer:
+    """The route loop's consumer in the route group (offsets committed only with outputs)."""
     session_ms = settings.session_timeout_seconds * 1000
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-{'route' if group_id else 'restore'}",
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        isolation_level="read_committed",
+    return Consumer({
+        **_reader_options(settings, "route"),
+        "group.id": group_id,
         # The same partition numbers of every input topic to one worker: co-partitioning.
-        partition_assignment_strategy=(RangePartitionAssignor,),
-        session_timeout_ms=session_ms,
-        heartbeat_interval_ms=max(1000, session_ms // 5),
-        max_partition_fetch_bytes=max(settings.max_message_bytes, 1_048_576),
+        "partition.assignment.strategy": "range",
+        "session.timeout.ms": session_ms,
+        "heartbeat.interval.ms": max(1000, session_ms // 5),
+    })
+
+
+def restore_consumer(settings: Settings) -> Consumer:
+    """Reads changelog partitions by assignment; joins no group and commits nothing (librdkafka
+    wants a group id all the same)."""
+    return Consumer({**_reader_options(settings, "restore"),
+                     "group.id": f"{settings.app_id}-restore"})
+
+
+def _reader_options(settings: Settings, name: str) -> dict[str, Any]:
+    fetch = max(settings.max_message_bytes, 1_048_576)
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "client.id": f"{settings.app_id}-{name}",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "max.partition.fetch.bytes": fetch,
+        "fetch.max.bytes": max(fetch, 8_388_608),
         # Bounded prefetch: what is fetched but not yet processed is resident memory.
-        fetch_max_bytes=max(settings.max_message_bytes, 8_388_608),
-        **client_options(settings.security),
-    )
+        "queued.max.messages.kbytes": 16_384,
+        "queued.min.messages": 10_000,
+        "logger": LIBRDKAFKA_LOG,
+        **librdkafka_options(settings.security),
+    }
 
 
 def follower_consumer(settings: Settings, name: str) -> AIOKafkaConsumer:

@@ -3,7 +3,8 @@
 kafka-python and aiokafka take the same keyword arguments (security_protocol, sasl_mechanism,
 sasl_plain_username, sasl_plain_password, ssl_context), so client_options() serves both; Faust
 takes broker_credentials (faust_credentials()), which its aiokafka driver turns into those same
-arguments. Every client shares one SSLContext per configuration.
+arguments. Every client shares one SSLContext per configuration. librdkafka (confluent-kafka,
+the route loop's client) takes its own configuration names: librdkafka_options().
 
 preflight() makes one connection to the brokers before anything else does: both client
 libraries retry a refused password or an untrusted certificate until their own timeout and then
@@ -60,6 +61,30 @@ def client_options(security: KafkaSecurity) -> dict[str, Any]:
                        sasl_plain_password=security.sasl_password)
     if security.uses_ssl:
         options["ssl_context"] = ssl_context(security)
+    return options
+
+
+def librdkafka_options(security: KafkaSecurity) -> dict[str, str]:
+    """The same settings as librdkafka configuration (confluent-kafka's clients)."""
+    ssl_context(security)  # unreadable TLS files: the same SettingsError as the other clients
+    options = {"security.protocol": security.protocol}
+    if security.uses_sasl:
+        options.update({"sasl.mechanism": security.sasl_mechanism or "",
+                        "sasl.username": security.sasl_username or "",
+                        "sasl.password": security.sasl_password or ""})
+    if security.uses_ssl:
+        for name, value in (("ssl.ca.location", security.ssl_cafile),
+                            ("ssl.certificate.location", security.ssl_certfile),
+                            ("ssl.key.location", security.ssl_keyfile),
+                            ("ssl.key.password", security.ssl_key_password)):
+            if value:
+                options[name] = value
+        if not security.ssl_cafile:  # the system store: where this machine keeps it
+            options["ssl.ca.location"] = "probe"
+        if security.ssl_certfile and not security.ssl_keyfile:
+            options["ssl.key.location"] = security.ssl_certfile  # key and certificate in one PEM
+        options["ssl.endpoint.identification.algorithm"] = (
+            "https" if security.ssl_check_hostname else "none")
     return options
 
 

@@ -1,75 +1,76 @@
-"""RecordCollector: output records -> a producer, one batch per topic partition.
+"""RecordCollector: a batch's output records -> the producer, and what became of them.
 
-aiokafka's send() per record cost more than routing the record did, so outputs are appended to
-one batch per (topic, partition) and sent with send_batch. Records without a partition go where
-Kafka's default partitioner would put them (murmur2 of the key, as the Java client)."""
+librdkafka batches, compresses and partitions in C, so outputs go to produce() one by one
+(about a microsecond each); keyed records without a partition go where the Java client would put
+them (the producer's murmur2 partitioner). The producer reports each delivery to delivered():
+the collector keeps the first failure (the batch must not commit) and, per changelog partition,
+the offset after the last record written there (the store's next checkpoint)."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from processors.runtime.routing import Output, partition_for_bytes
+from processors.runtime.routing import Output
 
-Sent = list[tuple[str, "asyncio.Future[Any]", int]]  # (topic, future of the batch, records)
-
-
-class BatchProducer(Protocol):
-    """What the collector needs of a producer (aiokafka's AIOKafkaProducer has it)."""
-
-    def create_batch(self) -> Any: ...
-
-    async def send_batch(self, batch: Any, topic: str, *,
-                         partition: int) -> asyncio.Future[Any]: ...
-
-    async def partitions_for(self, topic: str) -> set[int]: ...
+FLUSH_SECONDS = 30.0  # longest wait for a batch's deliveries before it is given up
 
 
-@dataclass
+class DeliveryFailed(Exception):
+    """An output record was not written: its batch must not commit."""
+
+
+class RecordProducer(Protocol):
+    """What the collector needs of a producer (confluent-kafka's Producer has it)."""
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                partition: int = -1, on_delivery: Callable[..., Any] | None = None,
+                timestamp: int = 0, headers: Any = None) -> None: ...
+
+    def poll(self, timeout: float = -1) -> int: ...
+
+    def flush(self, timeout: float = -1) -> int: ...
+
+
 class RecordCollector:
-    partition_counts: dict[str, int] = field(default_factory=dict)
-    spread: int = 0  # round-robin partition for records without a key
+    def __init__(self, changelog_topic: str) -> None:
+        self.changelog = changelog_topic
+        self.changelog_ends: dict[int, int] = {}  # changelog partition -> next offset
+        self.failure: str | None = None
 
-    async def send(self, producer: BatchProducer, out: Sequence[Output]) -> Sent:
-        """Hand the outputs to the producer; returns (topic, future, record count) per batch."""
-        open_batches: dict[tuple[str, int], tuple[Any, int]] = {}
-        sent: Sent = []
+    def send(self, producer: RecordProducer, out: Sequence[Output]) -> None:
         for output in out:
-            partition = output.partition
-            if partition is None:
-                partition = await self.partition_of(producer, output)
-            slot = (output.topic, partition)
-            batch, count = open_batches.get(slot) or (producer.create_batch(), 0)
-            headers = list(output.headers)
-            if batch.append(key=output.key, value=output.value, timestamp=None,
-                            headers=headers) is None:  # full: send it, start the next one
-                sent.append((output.topic, await producer.send_batch(
-                    batch, output.topic, partition=partition), count))
-                batch, count = producer.create_batch(), 0
-                if batch.append(key=output.key, value=output.value, timestamp=None,
-                                headers=headers) is None:
-                    raise ValueError(f"a record for {output.topic} is larger than a batch")
-            open_batches[slot] = (batch, count + 1)
-        for (topic, partition), (batch, count) in open_batches.items():
-            sent.append((topic, await producer.send_batch(batch, topic, partition=partition),
-                         count))
-        return sent
+            partition = -1 if output.partition is None else output.partition
+            headers = list(output.headers) or None
+            while True:
+                try:
+                    producer.produce(output.topic, output.value, output.key, partition,
+                                     headers=headers)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    producer.poll(0.05)
 
-    async def partition_of(self, producer: BatchProducer, output: Output) -> int:
-        count = self.partition_counts.get(output.topic)
-        if count is None:
-            count = self.partition_counts[output.topic] = len(
-                await producer.partitions_for(output.topic))
-        if output.key is None:
-            self.spread += 1
-            return self.spread % count
-        return partition_for_bytes(output.key, count)
+    def delivered(self, error: Any, message: Any) -> None:
+        """The producer's delivery report (called on the thread that flushes or polls)."""
+        if error is not None:
+            if self.failure is None:
+                self.failure = f"{message.topic()}: {error}"
+        elif message.topic() == self.changelog:
+            partition, after = message.partition(), message.offset() + 1
+            if after > self.changelog_ends.get(partition, 0):
+                self.changelog_ends[partition] = after
 
+    def flush(self, producer: RecordProducer) -> dict[int, int]:
+        """Wait for every record sent; returns the changelog ends and starts the next batch.
+        Raises DeliveryFailed if one was not written."""
+        left = producer.flush(FLUSH_SECONDS)
+        ends, failure = self.changelog_ends, self.failure
+        self.reset()
+        if failure is not None:
+            raise DeliveryFailed(failure)
+        if left:
+            raise DeliveryFailed(f"{left} records not acknowledged after {FLUSH_SECONDS:.0f} s")
+        return ends
 
-def next_offset(sent: Sent, topic: str) -> int:
-    """The offset after the last record sent to topic (sent has completed); 0 if none was."""
-    last = max((future.result().offset + count - 1 for name, future, count in sent
-                if name == topic), default=-1)
-    return last + 1
+    def reset(self) -> None:
+        self.changelog_ends, self.failure = {}, None

@@ -1,65 +1,104 @@
-"""StreamThread: the route loop, consume -> tasks -> one transaction per task and batch.
+"""StreamThread: the route loop, a thread of its own: poll -> tasks -> one transaction.
 
 Why not a Faust agent: with a backlog and a second worker joining, Faust 0.15 committed input
 offsets past records its route agent never processed (about 20,000 of 95,272 decisions were
 lost, reproduced in issue 3), and its exactly-once mode has open reports of duplicates. This
-loop is small and does what Kafka Streams' exactly-once does:
+loop does what Kafka Streams' exactly-once v2 does (KIP-447):
 
 - one consumer group over the outbound, state, webhooks and repartition topics, read with
   read_committed and a range assignor, so a worker owns the same partition numbers of every
-  topic (co-partitioning);
-- per owned partition number a task (processors.runtime.task) with its own transactional
-  producer and state store;
-- per batch and task one transaction holds the outputs and the input offsets; either all of it
-  becomes visible to read_committed consumers, or none of it and the input is read again.
+  topic (co-partitioning); per owned partition number a task (processors.runtime.task) with its
+  state store;
+- one transactional producer per worker, `<app id>-route-<process id>` (the process id is kept
+  in the data directory, so a restarted worker fences its previous life at once); per polled
+  batch one transaction holds every task's outputs and the input offsets, sent with the
+  consumer's group metadata: a worker that lost its partitions in a rebalance cannot commit
+  offsets for them any more (the broker checks the generation), so no zombie decides twice;
+- batches are what has arrived, up to OUTBOUND_GATE_BATCH_RECORDS: one record when traffic is
+  light (the decision is out after one commit), full batches under a backlog.
 
-With OUTBOUND_GATE_PROCESSING_GUARANTEE=at_least_once the tasks share one idempotent producer
-and offsets are committed after the outputs are acknowledged (a crash can repeat a decision).
-It runs inside the Faust worker as a service of the app, beside the catalog agent.
+It runs on its own thread, with confluent-kafka (librdkafka): its calls block outside the GIL
+and its heartbeats run in librdkafka's threads, so the Faust event loop (web, catalog, policy
+feed) stays responsive while a batch commits. Rebalance callbacks run on this thread inside
+poll, between batches: nothing is in flight when partitions move.
+
+With OUTBOUND_GATE_PROCESSING_GUARANTEE=at_least_once the producer is idempotent, not
+transactional, and offsets are committed after the outputs are acknowledged (a crash can repeat
+a decision).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.abc import ConsumerRebalanceListener
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
 from processors.runtime import kafka_clients, state_store
 from processors.runtime.changelog_reader import ChangelogReader
 from processors.runtime.metrics import GateMetrics
-from processors.runtime.routing import Record, Router
-from processors.runtime.task import StreamTask, first_offsets, next_offsets
-from processors.runtime.task_manager import TaskManager, stop_quietly
+from processors.runtime.record_collector import RecordCollector
+from processors.runtime.routing import Record, Router, Tally
+from processors.runtime.task import Offsets, StreamTask, first_offsets, next_offsets
+from processors.runtime.task_manager import TaskManager
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RETRY_SECONDS = 1.0  # pause before a task that failed is tried again
-
-
-class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, thread: StreamThread) -> None:
-        self.thread = thread
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self.thread.revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self.thread.assigned(assigned)
+RETRY_SECONDS = 1.0  # pause after a batch that failed, before it is read again
+POLL_SECONDS = 0.2  # longest wait for a first record (the stop flag is checked in between)
+LAG_SECONDS = 10.0  # how often the input lag per partition is measured
+KAFKA_CALL_SECONDS = 30.0  # longest wait for one transactional call
 
 
 class StreamThread(Service):
+    """The Faust service that starts and stops the route loop's thread with the worker."""
+
     def __init__(self, settings: Settings, router: Router, metrics: GateMetrics,
                  catalog_ready: Callable[[], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.loop_: RouteLoop = RouteLoop(settings, router, metrics, catalog_ready)
+        self.thread: threading.Thread | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.loop_.ready
+
+    @property
+    def owned(self) -> tuple[int, ...]:
+        """The partition numbers this worker holds (a snapshot: read from other threads)."""
+        return self.loop_.assigned
+
+    async def on_started(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def crashed(exc: BaseException) -> None:  # a bug in the loop: the worker stops
+            asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
+
+        self.thread = threading.Thread(target=self.loop_.run, args=(crashed,),
+                                       name="stream-thread", daemon=True)
+        self.thread.start()
+
+    async def on_stop(self) -> None:
+        self.loop_.stopping.set()
+        if self.thread is not None:
+            # The batch in flight commits (or aborts) before the thread closes its clients.
+            await asyncio.to_thread(self.thread.join)
+
+
+class RouteLoop:
+    """What runs on the stream thread: the consumer, the producer, the tasks."""
+
+    def __init__(self, settings: Settings, router: Router, metrics: GateMetrics,
+                 catalog_ready: Callable[[], bool]) -> None:
         self.settings = settings
         self.router = router
         self.metrics = metrics
@@ -68,189 +107,251 @@ class StreamThread(Service):
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.data_dir = Path(settings.data_dir).resolve() / settings.app_id / "route"
         self.scheme = settings.store.split(":", 1)[0]
-        self.tasks: TaskManager | None = None
-        self.lock = asyncio.Lock()
-        self.generation = 0
+        self.stopping = threading.Event()
         self.ready = False
-        self.consumer: AIOKafkaConsumer | None = None
-        self.restorer: AIOKafkaConsumer | None = None
-        self.shared: AIOKafkaProducer | None = None
-        self.last_sweep = time.monotonic()
+        self.assigned: tuple[int, ...] = ()
+        self.collector = RecordCollector(settings.changelog_topic)
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.tasks: TaskManager | None = None
+        self.last_sweep = self.last_lag = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def on_start(self) -> None:
+    def run(self, crashed: Callable[[BaseException], None]) -> None:
+        try:
+            self.start()
+            while not self.stopping.is_set():
+                self.run_once()
+        except BaseException as exc:
+            log.exception("route loop failed", extra={"event": "route_failed"})
+            crashed(exc)
+        finally:
+            self.close()
+
+    def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.restorer = kafka_clients.route_consumer(self.settings, None)
-        await self.restorer.start()
-        if not self.exactly_once:
-            self.shared = kafka_clients.route_producer(self.settings, None)
-            await self.shared.start()
         self.tasks = TaskManager(
             lambda number: state_store.open_store(self.scheme, self.data_dir, number),
-            ChangelogReader(self.restorer, self.settings.changelog_topic),
-            self.settings.changelog_topic,
-            self.start_producer if self.exactly_once else None)
-
-    async def start_producer(self, number: int) -> AIOKafkaProducer:
-        producer = kafka_clients.route_producer(self.settings,
-                                                f"{self.settings.app_id}-route-{number}")
-        await producer.start()  # InitProducerId: fences and aborts the previous owner's
-        return producer
-
-    async def on_stop(self) -> None:
-        # Under the lock: the batch in flight commits (or aborts) before anything closes.
-        async with self.lock:
-            self.ready = False
-            if self.consumer is not None:
-                await self.consumer.stop()  # leaves the group: partitions move at once
-            if self.tasks is not None:
-                await self.tasks.close_all()
-            for client in (self.shared, self.restorer):
-                if client is not None:
-                    await stop_quietly(client)
-
-    @property
-    def owned(self) -> dict[int, StreamTask]:
-        return self.tasks.tasks if self.tasks is not None else {}
-
-    @Service.task
-    async def _run(self) -> None:
+            ChangelogReader(kafka_clients.restore_consumer(self.settings),
+                            self.settings.changelog_topic))
         while not self.catalog_ready():  # decisions need the template catalog loaded
-            await self.sleep(0.2)
+            if self.stopping.wait(0.2):
+                return
+        self.producer = self.new_producer()
         consumer = self.consumer = kafka_clients.route_consumer(self.settings, self.group)
-        consumer.subscribe(self.router.sources, listener=Rebalance(self))
-        await consumer.start()
+        consumer.subscribe(self.router.sources, on_assign=self.on_assign,
+                           on_revoke=self.on_revoke, on_lost=self.on_lost)
         log.info("route processor started", extra={
             "event": "route_start", "group": self.group,
             "guarantee": self.settings.processing_guarantee})
-        while not self.should_stop:
-            generation = self.generation
-            batches = await consumer.getmany(timeout_ms=200,
-                                             max_records=self.settings.batch_records)
-            async with self.lock:
-                if self.should_stop:
-                    break
-                if generation != self.generation:
-                    # Fetched before a rebalance ended (possibly while a store was restoring):
-                    # not processed, so read it again from the committed offsets.
-                    await self.rewind(batches)
-                    continue
-                if batches and not self.catalog_ready():
-                    # Faust's group is rebalancing and the catalog table may be recovering:
-                    # decide nothing until it is whole again.
-                    await self.rewind(batches)
-                    await self.sleep(0.2)
-                    continue
-                if batches:
-                    await self.process(batches)
-                await self.maybe_sweep()
 
-    async def rewind(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """Set the partitions of unprocessed batches back to their committed offsets."""
-        assert self.consumer is not None
-        owned = self.consumer.assignment()
-        for tp in batches:
-            if tp not in owned:
-                continue  # someone else's now: they start from the committed offset
-            committed = await self.consumer.committed(tp)
-            if committed is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
+    def new_producer(self) -> Producer:
+        transactional_id = (f"{self.settings.app_id}-route-{self.process_id()}"
+                            if self.exactly_once else None)
+        producer = kafka_clients.route_producer(self.settings, transactional_id,
+                                                self.collector.delivered)
+        if transactional_id is not None:
+            # Fences this worker's previous life and aborts the transaction it left open.
+            producer.init_transactions(self.settings.transaction_timeout_seconds * 2)
+        return producer
 
-    # -- rebalances ---------------------------------------------------------------------
+    def process_id(self) -> str:
+        """Stable across restarts on the same data directory (as Kafka Streams' process id)."""
+        path = self.data_dir / "process-id"
+        if not path.exists():
+            path.write_text(uuid.uuid4().hex)
+        return path.read_text().strip()
 
-    async def revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self.lock:  # waits for the batch in flight
-            self.generation += 1
-            self.ready = False
-            self.metrics.rebalances.inc()
-            self.metrics.input_lag.clear()  # the new owners report their partitions
+    def close(self) -> None:
+        self.ready = False
+        if self.consumer is not None:
+            try:
+                self.consumer.close()  # leaves the group: partitions move at once
+            except Exception as exc:
+                log.debug("consumer close: %s", exc)
+        if self.tasks is not None:
+            self.tasks.close_all()
+            self.tasks.reader.consumer.close()  # type: ignore[attr-defined]
+        if self.producer is not None:
+            self.producer.flush(5)
 
-    async def assigned(self, assigned: list[TopicPartition]) -> None:
-        async with self.lock:
-            assert self.tasks is not None
-            numbers = {tp.partition for tp in assigned}
-            restoring = await self.tasks.assign(numbers)
-            self.generation += 1
-            self.ready = True
-            log.info("route partitions assigned", extra={
-                "event": "route_assignment", "partitions": sorted(numbers),
-                "restore_seconds": round(restoring, 3)})
+    # -- rebalances (on this thread, inside poll, between batches) -------------------------
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.ready = False
+        self.metrics.rebalances.inc()
+        self.metrics.input_lag.clear()  # the new owners report their partitions
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.warning("route partitions lost (session expired)", extra={
+            "event": "route_lost", "partitions": sorted({tp.partition for tp in partitions})})
+        self.on_revoke(consumer, partitions)
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self.tasks is not None
+        numbers = {tp.partition for tp in partitions}
+        if partitions and self.exactly_once:
+            # Committed offsets asked for read_committed wait until no transaction is pending
+            # on them (KIP-447: UNSTABLE_OFFSET_COMMIT is retried): a transaction of the
+            # previous owner that committed offsets is complete, its changelog records are
+            # below the end the restore reads to.
+            consumer.committed(partitions, timeout=self.settings.transaction_timeout_seconds * 3)
+        restoring = self.tasks.assign(numbers)
+        self.assigned = tuple(sorted(numbers))
+        self.ready = True
+        log.info("route partitions assigned", extra={
+            "event": "route_assignment", "partitions": sorted(numbers),
+            "restore_seconds": round(restoring, 3)})
 
     # -- processing ---------------------------------------------------------------------
 
-    async def process(self, batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        by_task: dict[int, dict[TopicPartition, list[ConsumerRecord]]] = defaultdict(dict)
-        for tp, records in batches.items():
-            if records:
-                by_task[tp.partition][tp] = records
-        await asyncio.gather(*(self.commit_task(number, records)
-                               for number, records in by_task.items()))
+    def poll(self) -> list[Message]:
+        """What has arrived, up to a batch: waits only while nothing has."""
+        assert self.consumer is not None
+        limit = self.settings.batch_records
+        messages: list[Message] = self.consumer.consume(limit, 0)
+        if not messages:
+            messages = self.consumer.consume(1, POLL_SECONDS)
+            if messages and limit > 1:
+                messages += self.consumer.consume(limit - 1, 0)
+        return messages
 
-    async def commit_task(self, number: int,
-                          batches: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        task = self.owned.get(number)
-        if task is None:
-            return
-        assert self.tasks is not None and self.consumer is not None
+    def run_once(self) -> None:
+        messages = self.poll()
         fetched, now = time.monotonic(), time.time()
+        records = []
+        for message in messages:
+            if message.error() is not None:
+                log.warning("input not read: %s", message.error(),
+                            extra={"event": "consume_error"})
+                continue
+            records.append(Record(message.topic(), message.partition(), message.offset(),
+                                  message.key(), message.value(), message.timestamp()[1] / 1000.0,
+                                  message.headers() or (), fetched))
+        if records:
+            if not self.catalog_ready():
+                # Faust's group is rebalancing and the catalog table may be recovering:
+                # decide nothing until it is whole again.
+                self.rewind(first_offsets(records))
+                self.stopping.wait(0.2)
+            else:
+                self.process(records, now)
+        self.maybe_sweep()
+        self.maybe_measure_lag()
+
+    def process(self, records: list[Record], now: float) -> None:
+        assert self.tasks is not None
+        owned = self.tasks.tasks
+        by_task: dict[int, list[Record]] = defaultdict(list)
+        for record in records:
+            by_task[record.partition].append(record)
+        if not by_task.keys() <= owned.keys():  # fetched before a rebalance: not ours now
+            records = [record for record in records if record.partition in owned]
+        tasks = [(owned[n], batch) for n, batch in by_task.items() if n in owned]
         try:
-            if task.failed:
-                await self.tasks.repair(task)
-            out, tally = task.process(self.router, [
-                as_record(record, fetched) for records in batches.values()
-                for record in records], now)
-            await task.commit(out, next_offsets(batches), self.group, self.shared,
-                              self.consumer.commit)
+            tally = self.commit(tasks, now, next_offsets(records))
         except Exception as exc:  # broker gone, fenced, timed out...: nothing is kept
-            task.abort()
-            self.metrics.transactions.labels("aborted").inc()
-            log.warning("batch of partition %d not committed (%s: %s); it will be read again",
-                        number, type(exc).__name__, exc, extra={
-                            "event": "batch_aborted", "partition": number})
-            for tp, offset in first_offsets(batches).items():
-                self.consumer.seek(tp, offset)
-            await asyncio.sleep(RETRY_SECONDS)
+            self.failed(tasks, exc)
+            self.rewind(first_offsets(records))
+            self.stopping.wait(RETRY_SECONDS)
             return
         self.router.counted(tally)
         self.metrics.transactions.labels("committed").inc()
-        self.metrics.batch_records.observe(sum(len(r) for r in batches.values()))
+        self.metrics.batch_records.observe(len(records))
 
-    async def maybe_sweep(self) -> None:
+    def commit(self, tasks: list[tuple[StreamTask, list[Record]]], now: float,
+               offsets: Offsets) -> Tally:
+        """One transaction (exactly-once) for every task's share of the batch, or outputs
+        acknowledged then offsets committed (at-least-once). Raises if it did not commit."""
+        assert self.producer is not None and self.consumer is not None
+        producer, tally = self.producer, Tally()
+        if self.exactly_once:
+            producer.begin_transaction()
+        for task, batch in tasks:
+            out, counts = task.process(self.router, batch, now)
+            tally.update(counts)
+            self.collector.send(producer, out)
+        changelog_ends = self.collector.flush(producer)
+        positions = [TopicPartition(topic, partition, offset)
+                     for (topic, partition), offset in offsets.items()]
+        if self.exactly_once:
+            if positions:
+                producer.send_offsets_to_transaction(
+                    positions, self.consumer.consumer_group_metadata(), KAFKA_CALL_SECONDS)
+            producer.commit_transaction(KAFKA_CALL_SECONDS)
+        elif positions:
+            self.consumer.commit(offsets=positions, asynchronous=False)
+        for task, _ in tasks:
+            task.committed(changelog_ends)
+        return tally
+
+    def failed(self, tasks: list[tuple[StreamTask, list[Record]]], exc: Exception) -> None:
+        for task, _ in tasks:
+            task.abort()
+        self.metrics.transactions.labels("aborted").inc()
+        log.warning("batch not committed (%s: %s); it will be read again",
+                    type(exc).__name__, exc, extra={
+                        "event": "batch_aborted",
+                        "partitions": sorted({task.partition for task, _ in tasks})})
+        assert self.producer is not None
+        fatal = isinstance(exc, KafkaException) and exc.args[0].fatal()
+        if self.exactly_once and not fatal:
+            try:
+                self.producer.abort_transaction(KAFKA_CALL_SECONDS)
+            except KafkaException as abort_error:
+                fatal = True
+                log.warning("transaction not aborted (%s): a new producer",
+                            abort_error.args[0], extra={"event": "producer_renewed"})
+        self.producer.flush(5)  # serve the purged records' reports before the next batch
+        self.collector.reset()
+        if fatal:
+            self.producer = self.new_producer()
+
+    def rewind(self, first: Offsets) -> None:
+        """Read the partitions of an unprocessed batch again from its first records."""
+        assert self.consumer is not None
+        owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in owned:  # else someone else's now: committed offsets
+                try:
+                    self.consumer.seek(TopicPartition(topic, partition, offset))
+                except KafkaException as exc:
+                    log.warning("seek failed (%s): the partition is re-read from its "
+                                "committed offset", exc.args[0])
+
+    def maybe_sweep(self) -> None:
         if time.monotonic() - self.last_sweep < self.settings.state_sweep_seconds:
             return
         self.last_sweep = time.monotonic()
+        assert self.tasks is not None and self.producer is not None
         now = time.time()
-        assert self.consumer is not None
-        for task in list(self.owned.values()):
+        for task in list(self.tasks.tasks.values()):
             try:
-                await task.commit(self.router.sweep(task.store, now), {}, self.group,
-                                  self.shared, self.consumer.commit)
+                if self.exactly_once:
+                    self.producer.begin_transaction()
+                self.collector.send(self.producer, self.router.sweep(task.store, now))
+                ends = self.collector.flush(self.producer)
+                if self.exactly_once:
+                    self.producer.commit_transaction(KAFKA_CALL_SECONDS)
+                task.committed(ends)
             except Exception as exc:
-                task.abort()
-                log.warning("state sweep of partition %d not committed (%s)", task.partition,
-                            type(exc).__name__, extra={"event": "sweep_aborted"})
+                self.failed([(task, [])], exc)
 
-    @Service.timer(10.0)
-    async def measure_lag(self) -> None:
-        """Input records not yet processed, per owned partition: end offset - position. Asked
-        of the broker on a timer, so a stuck worker still shows its lag growing."""
-        consumer = self.consumer
-        if consumer is None or not self.ready:
+    def maybe_measure_lag(self) -> None:
+        """Input records not yet processed, per owned partition: end offset - position.
+        The ends come with every fetch, so this asks the broker nothing."""
+        if time.monotonic() - self.last_lag < LAG_SECONDS or not self.ready:
             return
+        self.last_lag = time.monotonic()
+        consumer = self.consumer
+        assert consumer is not None
         try:
-            owned = list(consumer.assignment())
-            ends = await consumer.end_offsets(owned)
-            for tp in owned:
-                position = await consumer.position(tp)
-                self.metrics.input_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, ends[tp] - position))
-        except Exception as exc:  # rebalancing or broker away: measured next time
-            log.debug("lag not measured: %s", type(exc).__name__)
+            for tp in consumer.position(consumer.assignment()):
+                _, end = consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and end >= 0:
+                    self.metrics.input_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(0, end - tp.offset))
+        except KafkaException as exc:  # rebalancing or broker away: measured next time
+            log.debug("lag not measured: %s", exc.args[0])
 
-
-def as_record(record: ConsumerRecord, fetched: float) -> Record:
-    return Record(record.topic, record.partition, record.offset, record.key, record.value,
-                  record.timestamp / 1000.0, record.headers or (), fetched)

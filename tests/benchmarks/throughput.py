@@ -19,7 +19,8 @@ wall clock, polling the output topics' end offsets; for the gate, whose outputs 
 transactional, from the timestamps of the records a read_committed consumer counts (end offsets
 would also count commit markers). Start-up and group joins are not counted.
 Then the gate alone at a steady offered rate of half its maximum, and at 1,000/s, gives
-end-to-end latency (input record timestamp to output record timestamp).
+end-to-end latency: from the input record's send time to the moment a read_committed consumer
+of the outputs receives the decision (the commit included).
 Writes tests/benchmarks/results/latest.json (quick.json with --quick) and prints a table.
 """
 
@@ -33,6 +34,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -222,6 +224,30 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+class Visibility(threading.Thread):
+    """A read_committed consumer of the outputs that notes when each decision became visible
+    to it (the latency a reader of the gate's outputs sees, commit included)."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        super().__init__(name="visibility", daemon=True)
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"bench-lat-{uuid.uuid4()}",
+            "isolation.level": "read_committed", "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "fetch.wait.max.ms": 10})
+        self.consumer.assign([ConfluentPartition(t, p, 0) for t in topics
+                              for p in range(PARTITIONS)])
+        self.seen: dict[str, float] = {}  # message_id -> visible at (ms, wall clock)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for message in self.consumer.consume(num_messages=1000, timeout=0.05):
+                if message.error() is None:
+                    visible = time.time() * 1000
+                    self.seen.setdefault(orjson.loads(message.value())["message_id"], visible)
+        self.consumer.close()
+
+
 def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
                 bsuid_share: float = BSUID_SHARE) -> dict[str, float]:
     prefix = f"bench.lat.{uuid.uuid4().hex[:8]}"
@@ -233,6 +259,8 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
     produce(bootstrap, catalog)
     gates, outputs = start_gate(bootstrap, prefix, "gate")
     gate = gates[0]
+    watcher = Visibility(bootstrap, outputs[:2])
+    watcher.start()
     try:
         count = max(1, int(rate * seconds))
         records = [(f"{prefix}.{r.topic}", r.key, r.value)
@@ -241,19 +269,17 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
         sent = produce(bootstrap, records, rate=rate)
         expected = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
         wait_committed(bootstrap, outputs, expected, [gate.process], 600)
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", consumer_timeout_ms=3000,
-                                 isolation_level="read_committed")
-        consumer.subscribe(outputs[:2])
-        latencies = []
-        for record in consumer:
-            message_id = orjson.loads(record.value).get("message_id")
-            if message_id in sent:
-                latencies.append(record.timestamp - sent[message_id])
-        consumer.close()
+        deadline = time.monotonic() + 60
+        while sum(1 for m in sent if m in watcher.seen) < len(sent):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"latency: {len(watcher.seen)} of {len(sent)} decisions "
+                                 "seen by the read_committed reader after 60 s")
+            time.sleep(0.1)  # poll interval of a measured wait with a deadline
     finally:
+        watcher.done.set()
+        watcher.join(10)
         harness.stop_worker(gate)
-    latencies.sort()
+    latencies = sorted(watcher.seen[m] - sent_at for m, sent_at in sent.items())
     if not latencies:
         raise SystemExit("no latency samples")
 

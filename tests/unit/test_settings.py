@@ -54,7 +54,7 @@ DEFAULTS = {
     "store": "rocksdb://", "state_sweep_seconds": 600, "dedup_seconds": 3600,
     "session_timeout_seconds": 15, "tenant_label_cap": 500,
     "processing_guarantee": "exactly_once", "batch_records": 500,
-    "transaction_timeout_seconds": 60, "tenant_map": {},
+    "transaction_timeout_seconds": 10, "tenant_map": {},
 }
 MINIMUMS = {
     "OUTBOUND_GATE_PARTITIONS": 1, "OUTBOUND_GATE_REPLICATION_FACTOR": 1,

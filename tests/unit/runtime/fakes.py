@@ -1,17 +1,16 @@
 """A broker in memory for the runtime's unit tests: topic logs with transactions, a producer
-(batches, transactions, fencing) and a restore consumer. Enough of aiokafka's surface for
-processors.runtime, nothing more."""
+(transactions, fencing, delivery reports), the route consumer's few calls and a restore
+consumer. Enough of confluent-kafka's surface for processors.runtime, nothing more."""
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from aiokafka import TopicPartition
-from aiokafka.errors import ProducerFenced
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 
 @dataclass
@@ -26,8 +25,9 @@ class Stored:
 class Broker:
     partitions: int = 4
     logs: dict[tuple[str, int], list[Stored]] = field(default_factory=lambda: defaultdict(list))
-    group_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    group_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     epochs: dict[str, int] = field(default_factory=dict)  # transactional id -> epoch
+    generation: int = 1  # the consumer group's
 
     def committed(self, topic: str, partition: int | None = None) -> list[Stored]:
         """What a read_committed consumer sees."""
@@ -35,104 +35,166 @@ class Broker:
         return [r for p in parts for r in self.logs[(topic, p)] if r.committed]
 
 
-class FakeBatch:
-    def __init__(self, capacity: int) -> None:
-        self.records: list[tuple[bytes | None, bytes | None]] = []
-        self.capacity = capacity
+class Delivered:
+    """A delivery report's message."""
 
-    def append(self, *, key: bytes | None, value: bytes | None, timestamp: Any,
-               headers: Any) -> object | None:
-        if len(self.records) >= self.capacity:
-            return None
-        self.records.append((key, value))
-        return object()
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._where = (topic, partition, offset)
+
+    def topic(self) -> str:
+        return self._where[0]
+
+    def partition(self) -> int:
+        return self._where[1]
+
+    def offset(self) -> int:
+        return self._where[2]
+
+
+def fenced() -> KafkaException:
+    return KafkaException(KafkaError(KafkaError._FENCED, "producer fenced", fatal=True))
 
 
 class FakeProducer:
-    """Transactional: records are written at send time and become visible at commit. A newer
-    producer with the same transactional id fences this one (its commit raises)."""
+    """Transactional: records are written at produce time and become visible at commit; their
+    delivery reports are served by flush. A newer producer with the same transactional id
+    fences this one; offsets sent with an old group generation are refused (KIP-447)."""
 
-    def __init__(self, broker: Broker, transactional_id: str, batch_capacity: int = 3) -> None:
+    def __init__(self, broker: Broker, transactional_id: str,
+                 on_delivery: Callable[[Any, Any], None]) -> None:
         self.broker = broker
         self.id = transactional_id
+        self.on_delivery = on_delivery
         broker.epochs[transactional_id] = broker.epochs.get(transactional_id, 0) + 1
         self.epoch = broker.epochs[transactional_id]
-        self.batch_capacity = batch_capacity
         self.open: list[Stored] = []
-        self.offsets: dict[TopicPartition, int] = {}
+        self.reports: list[Delivered] = []
+        self.offsets: dict[tuple[str, int], int] = {}
         self.fail_next_commit = False
-        self.stopped = False
+        self.aborted = 0
 
-    def create_batch(self) -> FakeBatch:
-        return FakeBatch(self.batch_capacity)
-
-    async def send_batch(self, batch: FakeBatch, topic: str, *,
-                         partition: int) -> asyncio.Future[Any]:
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                partition: int = -1, on_delivery: Any = None, timestamp: int = 0,
+                headers: Any = None) -> None:
+        partition = 0 if partition < 0 else partition
         log = self.broker.logs[(topic, partition)]
-        first = len(log)
-        for key, value in batch.records:
-            stored = Stored(len(log), key, value)
-            log.append(stored)
-            self.open.append(stored)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(SimpleNamespace(offset=first))
-        return future
+        stored = Stored(len(log), key, value)
+        log.append(stored)
+        self.open.append(stored)
+        self.reports.append(Delivered(topic, partition, stored.offset))
 
-    async def partitions_for(self, topic: str) -> set[int]:
-        return set(range(self.broker.partitions))
+    def poll(self, timeout: float = -1) -> int:
+        return self.flush(timeout)
 
-    async def begin_transaction(self) -> None:
+    def flush(self, timeout: float = -1) -> int:
+        reports, self.reports = self.reports, []
+        for report in reports:
+            self.on_delivery(None, report)
+        return 0
+
+    def begin_transaction(self) -> None:
         self.open, self.offsets = [], {}
 
-    async def send_offsets_to_transaction(self, offsets: dict[TopicPartition, int],
-                                          group_id: str) -> None:
-        self.offsets = dict(offsets)
+    def send_offsets_to_transaction(self, positions: list[TopicPartition], metadata: Any,
+                                    timeout: float = -1) -> None:
+        if metadata.generation != self.broker.generation:
+            raise KafkaException(KafkaError(KafkaError.ILLEGAL_GENERATION, "stale generation",
+                                            txn_requires_abort=True))
+        self.offsets = {(tp.topic, tp.partition): tp.offset for tp in positions}
 
-    async def commit_transaction(self) -> None:
+    def commit_transaction(self, timeout: float = -1) -> None:
         if self.broker.epochs[self.id] != self.epoch:
-            raise ProducerFenced()
+            raise fenced()
         if self.fail_next_commit:
             self.fail_next_commit = False
-            raise ConnectionError("broker went away")
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker went away",
+                                            txn_requires_abort=True))
         for stored in self.open:
             stored.committed = True
         self.broker.group_offsets.update(self.offsets)
         self.open = []
 
-    async def stop(self) -> None:
-        self.stopped = True
+    def abort_transaction(self, timeout: float = -1) -> None:
+        if self.broker.epochs[self.id] != self.epoch:
+            raise fenced()
+        self.aborted += 1
+        self.open, self.offsets = [], {}
+
+
+class FakeConsumer:
+    """The route consumer as the loop uses it between polls: its assignment, seeks, group
+    metadata (with the generation it joined in)."""
+
+    def __init__(self, broker: Broker, assignment: list[TopicPartition]) -> None:
+        self.broker = broker
+        self._assignment = assignment
+        self.generation = broker.generation
+        self.seeks: dict[tuple[str, int], int] = {}
+
+    def assignment(self) -> list[TopicPartition]:
+        return self._assignment
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks[(tp.topic, tp.partition)] = tp.offset
+
+    def consumer_group_metadata(self) -> Any:
+        return SimpleNamespace(generation=self.generation)
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        self.broker.group_offsets.update({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+
+class Read:
+    """A consumed record."""
+
+    def __init__(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+        self._record = (offset, key, value)
+
+    def error(self) -> None:
+        return None
+
+    def offset(self) -> int:
+        return self._record[0]
+
+    def key(self) -> bytes | None:
+        return self._record[1]
+
+    def value(self) -> bytes | None:
+        return self._record[2]
 
 
 class FakeRestoreConsumer:
-    def __init__(self, broker: Broker) -> None:
+    """read_committed by assignment: the end is the last stable offset, and the position moves
+    past records it does not hand out (open or aborted ones), as librdkafka's does."""
+
+    def __init__(self, broker: Broker, per_poll: int = 2) -> None:
         self.broker = broker
-        self.positions: dict[TopicPartition, int] = {}
+        self.per_poll = per_poll
+        self.positions: dict[tuple[str, int], int] = {}
 
     def assign(self, partitions: list[TopicPartition]) -> None:
-        self.positions = {tp: 0 for tp in partitions}
+        self.positions = {(tp.topic, tp.partition): tp.offset for tp in partitions}
 
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        ends = {}
-        for tp in partitions:  # the last stable offset: up to the first open record
-            log = self.broker.logs[(tp.topic, tp.partition)]
-            ends[tp] = next((r.offset for r in log if not r.committed), len(log))
-        return ends
+    def unassign(self) -> None:
+        self.positions = {}
 
-    def seek(self, partition: TopicPartition, offset: int) -> None:
-        self.positions[partition] = offset
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]:
+        log = self.broker.logs[(partition.topic, partition.partition)]
+        return 0, next((r.offset for r in log if not r.committed), len(log))
 
-    async def position(self, partition: TopicPartition) -> int:
-        return self.positions[partition]
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, self.positions[(tp.topic, tp.partition)])
+                for tp in partitions]
 
-    async def getmany(self, *partitions: TopicPartition, timeout_ms: int = 0,
-                      max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
-        out: dict[TopicPartition, list[Any]] = {}
-        for tp in partitions:
-            log = self.broker.logs[(tp.topic, tp.partition)]
-            start = self.positions[tp]
-            chunk = [r for r in log[start:start + (max_records or 2)] if r.committed]
-            self.positions[tp] = min(len(log), start + (max_records or 2))
-            out[tp] = chunk
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+        out: list[Any] = []
+        for (topic, partition), start in self.positions.items():
+            log = self.broker.logs[(topic, partition)]
+            _, end = self.get_watermark_offsets(TopicPartition(topic, partition))
+            stop = min(end, start + min(num_messages, self.per_poll))
+            out += [Read(r.offset, r.key, r.value) for r in log[start:stop] if r.committed]
+            self.positions[(topic, partition)] = max(start, stop)
         return out
 
 

@@ -3,8 +3,6 @@ changelog was recreated; never an uncommitted record."""
 
 from __future__ import annotations
 
-import asyncio
-
 from processors.runtime.changelog_reader import ChangelogReader
 from processors.runtime.state_store import MemoryBackend, PartitionStore
 from tests.unit.runtime.fakes import Broker, FakeRestoreConsumer, Stored
@@ -24,7 +22,7 @@ def test_restore_reads_only_the_tail_after_the_checkpoint() -> None:
     changelog(broker, (b"a", b"1"), (b"b", b"1"), (b"a", b"2"), (b"c", b"1"), (b"b", None))
     store = PartitionStore(1, MemoryBackend())
     store.restore({b"a": b"1", b"b": b"1"}, 2)  # what it held before: offsets 0 and 1
-    applied = asyncio.run(ChangelogReader(FakeRestoreConsumer(broker), CHANGELOG).restore(store))
+    applied = ChangelogReader(FakeRestoreConsumer(broker), CHANGELOG).restore(store)
     assert applied == 3  # a, c and b's deletion; not the two records it had
     assert dict(store.items()) == {b"a": b"2", b"c": b"1"}
     assert store.checkpoint() == 5
@@ -35,7 +33,7 @@ def test_restore_stops_at_the_last_stable_offset() -> None:
     changelog(broker, (b"a", b"1"))
     changelog(broker, (b"a", b"open"), committed=False)  # a transaction still open
     store = PartitionStore(1, MemoryBackend())
-    asyncio.run(ChangelogReader(FakeRestoreConsumer(broker), CHANGELOG).restore(store))
+    ChangelogReader(FakeRestoreConsumer(broker), CHANGELOG).restore(store)
     assert dict(store.items()) == {b"a": b"1"} and store.checkpoint() == 1
 
 
@@ -44,5 +42,5 @@ def test_a_recreated_changelog_rebuilds_the_store_from_scratch() -> None:
     changelog(broker, (b"new", b"1"))
     store = PartitionStore(1, MemoryBackend())
     store.restore({b"old": b"1"}, 10)  # checkpoint past the changelog's end
-    asyncio.run(ChangelogReader(FakeRestoreConsumer(broker), CHANGELOG).restore(store))
+    ChangelogReader(FakeRestoreConsumer(broker), CHANGELOG).restore(store)
     assert dict(store.items()) == {b"new": b"1"} and store.checkpoint() == 1

@@ -1,24 +1,28 @@
-"""A task's batch is one transaction: fenced or failed mid-batch, nothing of it is kept, and
-the batch read again is decided once."""
+"""A batch is one transaction for every task in it: fenced or failed mid-batch, nothing of it
+is kept, and the batch read again is decided once."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
-from aiokafka.errors import ProducerFenced
+from confluent_kafka import TopicPartition
 
 from processors.core.timeutil import parse_rfc3339
 from processors.runtime.changelog_reader import ChangelogReader
 from processors.runtime.routing import Record, partition_for
 from processors.runtime.state_store import MemoryBackend, PartitionStore
-from processors.runtime.task import StreamTask, first_offsets, next_offsets
+from processors.runtime.stream_thread import RouteLoop
 from processors.runtime.task_manager import TaskManager
 from processors.settings import Settings, Topics
 from tests.factories import message, preference
-from tests.unit.runtime.fakes import Broker, FakeProducer, FakeRestoreConsumer, make_router
+from tests.unit.runtime.fakes import (
+    Broker,
+    FakeConsumer,
+    FakeProducer,
+    FakeRestoreConsumer,
+    make_router,
+)
 
 PARTITIONS = 4
 TOPICS = Topics()
@@ -43,28 +47,22 @@ def records(topic: str, partition: int, documents: list[dict[str, Any]],
             for i, d in enumerate(documents)]
 
 
-def manager(broker: Broker, producers: list[FakeProducer]) -> TaskManager:
-    async def start(number: int) -> FakeProducer:
-        producer = FakeProducer(broker, f"route-{number}")
-        producers.append(producer)
-        return producer
-
+def manager(broker: Broker) -> TaskManager:
     return TaskManager(lambda n: PartitionStore(n, MemoryBackend()),
-                       ChangelogReader(FakeRestoreConsumer(broker), SETTINGS.changelog_topic),
-                       SETTINGS.changelog_topic, start)
+                       ChangelogReader(FakeRestoreConsumer(broker), SETTINGS.changelog_topic))
 
 
-def grouped(batch: list[Record]) -> dict[TopicPartition, list[Any]]:
-    """As the consumer hands them: records per topic partition."""
-    by_tp: dict[TopicPartition, list[Any]] = {}
-    for record in batch:
-        by_tp.setdefault(TopicPartition(record.topic, record.partition), []).append(record)
-    return by_tp
-
-
-async def run_batch(task: StreamTask, batch: list[Record]) -> None:
-    out, _ = task.process(make_router(PARTITIONS), batch, NOW)
-    await task.commit(out, next_offsets(grouped(batch)), "app-route")
+def route_loop(broker: Broker, numbers: set[int], transactional_id: str = "route-w1") -> RouteLoop:
+    """A worker's route loop holding these partition numbers, with fake clients (no thread)."""
+    loop = RouteLoop(SETTINGS, make_router(PARTITIONS), make_router(PARTITIONS).metrics,
+                     lambda: True)
+    loop.tasks = manager(broker)
+    loop.tasks.assign(numbers)
+    loop.producer = FakeProducer(broker, transactional_id, loop.collector.delivered)
+    loop.consumer = FakeConsumer(broker, [
+        TopicPartition(topic, n) for topic in loop.router.sources for n in numbers])
+    loop.stopping.set()  # no pause after a failed batch
+    return loop
 
 
 def decisions(broker: Broker) -> list[str]:
@@ -73,56 +71,66 @@ def decisions(broker: Broker) -> list[str]:
             for r in broker.committed(topic)]
 
 
-def test_a_task_fenced_mid_batch_keeps_nothing_and_redoes_the_batch_once() -> None:
-    async def scenario() -> None:
-        broker, producers = Broker(PARTITIONS), list[FakeProducer]()
-        tasks = manager(broker, producers)
-        await tasks.assign({0})
-        task = tasks.tasks[0]
-        batch = records(TOPICS.outbound, 0, [message(message_id=f"m{i}", recipient=number)
-                                             for i, number in enumerate(numbers_on(0, 5))])
-        FakeProducer(broker, "route-0")  # a new owner of partition 0 fences this one
-        try:
-            await run_batch(task, batch)
-            raise AssertionError("a fenced producer committed")
-        except ProducerFenced:
-            task.abort()
-        assert task.failed and task.store.pending == {}
-        assert decisions(broker) == [] and broker.group_offsets == {}
-        assert broker.committed(SETTINGS.changelog_topic) == []
-        await tasks.repair(task)  # a fresh producer, as after any failed transaction
-        assert producers[0].stopped and task.producer is producers[-1] and not task.failed
-        await run_batch(task, batch)
-        assert sorted(decisions(broker)) == [f"m{i}" for i in range(5)]
-        assert broker.group_offsets == {TopicPartition(TOPICS.outbound, 0): 5}
+def test_a_worker_fenced_mid_batch_keeps_nothing_and_redoes_the_batch_once() -> None:
+    broker = Broker(PARTITIONS)
+    loop = route_loop(broker, {0, 1})
+    batch = [*records(TOPICS.outbound, 0, [message(message_id=f"m{i}", recipient=number)
+                                           for i, number in enumerate(numbers_on(0, 3))]),
+             *records(TOPICS.outbound, 1, [message(message_id=f"n{i}", recipient=number)
+                                           for i, number in enumerate(numbers_on(1, 2))])]
+    FakeProducer(broker, "route-w1", lambda *_: None)  # its next life fences this one
+    loop.new_producer = lambda: FakeProducer(  # type: ignore[method-assign]
+        broker, "route-w1", loop.collector.delivered)
+    loop.process(batch, NOW)
+    assert decisions(broker) == [] and broker.group_offsets == {}
+    assert broker.committed(SETTINGS.changelog_topic) == []
+    assert all(task.store.pending == {} for task in loop.tasks.tasks.values())  # type: ignore[union-attr]
+    assert loop.consumer.seeks == {  # type: ignore[union-attr]
+        (TOPICS.outbound, 0): 0, (TOPICS.outbound, 1): 0}
+    loop.process(batch, NOW)  # read again, with the new producer
+    assert sorted(decisions(broker)) == ["m0", "m1", "m2", "n0", "n1"]
+    assert broker.group_offsets == {(TOPICS.outbound, 0): 3, (TOPICS.outbound, 1): 2}
 
-    asyncio.run(scenario())
+
+def test_a_zombie_whose_group_moved_on_cannot_commit_offsets() -> None:
+    broker = Broker(PARTITIONS)
+    loop = route_loop(broker, {2})
+    broker.generation += 1  # the group rebalanced without this worker (KIP-447 fencing)
+    loop.process(records(TOPICS.outbound, 2, [message(message_id="z", recipient=numbers_on(
+        2, 1)[0])]), NOW)
+    assert decisions(broker) == [] and broker.group_offsets == {}
+    assert loop.producer.aborted == 1  # type: ignore[union-attr]
 
 
 def test_a_batch_aborted_and_read_again_is_decided_once_and_its_state_kept_once() -> None:
-    async def scenario() -> None:
-        broker, producers = Broker(PARTITIONS), list[FakeProducer]()
-        tasks = manager(broker, producers)
-        await tasks.assign({1})
-        task = tasks.tasks[1]
-        who = numbers_on(1, 1)[0]
-        batch = records(TOPICS.preferences, 1, [preference(who, "stop", "2026-11-26T11:00:00Z")])
-        batch += records(TOPICS.outbound, 1, [message(message_id="after-stop", recipient=who)])
-        producers[-1].fail_next_commit = True
-        try:
-            await run_batch(task, batch)
-        except ConnectionError:
-            task.abort()
-        assert first_offsets(grouped(batch)) == {TopicPartition(TOPICS.preferences, 1): 0,
-                                          TopicPartition(TOPICS.outbound, 1): 0}
-        assert decisions(broker) == [] and task.store.items() == []
-        await tasks.repair(task)
-        await run_batch(task, batch)
-        rejected = [orjson.loads(r.value or b"{}") for r in broker.committed(TOPICS.rejected)]
-        assert [(r["message_id"], r["error_code"]) for r in rejected] == \
-            [("after-stop", "MARKETING_OPTED_OUT")]
-        # the changelog holds the committed state changes, and the checkpoint follows them
-        assert broker.committed(SETTINGS.changelog_topic, 1)
-        assert task.store.checkpoint() == len(broker.logs[(SETTINGS.changelog_topic, 1)])
+    broker = Broker(PARTITIONS)
+    loop = route_loop(broker, {1})
+    who = numbers_on(1, 1)[0]
+    batch = records(TOPICS.preferences, 1, [preference(who, "stop", "2026-11-26T11:00:00Z")])
+    batch += records(TOPICS.outbound, 1, [message(message_id="after-stop", recipient=who)])
+    loop.producer.fail_next_commit = True  # type: ignore[union-attr]
+    loop.process(batch, NOW)
+    assert loop.consumer.seeks == {  # type: ignore[union-attr]
+        (TOPICS.preferences, 1): 0, (TOPICS.outbound, 1): 0}
+    task = loop.tasks.tasks[1]  # type: ignore[union-attr]
+    assert decisions(broker) == [] and task.store.items() == []
+    loop.process(batch, NOW)
+    rejected = [orjson.loads(r.value or b"{}") for r in broker.committed(TOPICS.rejected)]
+    assert [(r["message_id"], r["error_code"]) for r in rejected] == \
+        [("after-stop", "MARKETING_OPTED_OUT")]
+    # the changelog holds the committed state changes, and the checkpoint follows them
+    assert broker.committed(SETTINGS.changelog_topic, 1)
+    assert task.store.checkpoint() == len(broker.logs[(SETTINGS.changelog_topic, 1)])
+    assert broker.group_offsets == {(TOPICS.preferences, 1): 1, (TOPICS.outbound, 1): 1}
 
-    asyncio.run(scenario())
+
+def test_records_of_a_partition_no_longer_owned_are_neither_decided_nor_committed() -> None:
+    broker = Broker(PARTITIONS)
+    loop = route_loop(broker, {0})
+    batch = [*records(TOPICS.outbound, 0, [message(message_id="mine",
+                                                   recipient=numbers_on(0, 1)[0])]),
+             *records(TOPICS.outbound, 3, [message(message_id="theirs",
+                                                   recipient=numbers_on(3, 1)[0])])]
+    loop.process(batch, NOW)
+    assert decisions(broker) == ["mine"]
+    assert broker.group_offsets == {(TOPICS.outbound, 0): 1}
