@@ -55,9 +55,11 @@ bench: install
 # good ones between them; every input must get exactly one output of the expected class.
 # 200,000 events through worker SIGKILLs, a stop/start and broker restarts (SIGTERM, a minute
 # down, and SIGKILL), then a read_committed audit; exits 1 unless lost=duplicated=wrong=0.
+# SCALE=1: the group grows from 2 workers to 4 and shrinks back instead (no broker faults).
 chaos: install
 	@$(KAFKA) up >/dev/null && \
-	  $(BIN)/python -m tests.benchmarks.chaos $(if $(SHORT),--short,--events $(or $(N),200000))
+	  $(BIN)/python -m tests.benchmarks.chaos $(if $(SHORT),--short,--events $(or $(N),200000)) \
+	    $(if $(SCALE),--scale)
 
 fuzz: install
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \

@@ -41,6 +41,11 @@ def route_producer(settings: Settings, transactional_id: str | None,
         "batch.size": 256 * 1024,
         "message.max.bytes": max(settings.max_message_bytes * 2, 1_048_576),
         "queue.buffering.max.messages": 1_000_000,
+        # Back-to-back transactions meet CONCURRENT_TRANSACTIONS until the previous one's
+        # markers are written; librdkafka's default backoff (100 ms, growing to 1 s) then was
+        # most of the decision latency.
+        "retry.backoff.ms": 2,
+        "retry.backoff.max.ms": 10,
         "on_delivery": on_delivery,
         "logger": LIBRDKAFKA_LOG,
         **librdkafka_options(settings.security),

@@ -10,7 +10,9 @@
 2. Two gate workers (one consumer group). The outbound messages of the workload (1% malformed)
    stream in at --rate while, at random moments (seeded): a worker is SIGKILLed and started
    again (--kills times), a worker is stopped with SIGTERM and started again, the broker is
-   restarted with SIGTERM (staying down --broker-down seconds) and with SIGKILL.
+   restarted with SIGTERM (staying down --broker-down seconds) and with SIGKILL. With --scale
+   instead: two more workers join (4 in all), w0 is SIGKILLed and restarted, then one of the
+   new workers leaves with SIGTERM and the other is SIGKILLed for good.
 3. Audit with a read_committed consumer of the accepted, rejected and dead-letter topics:
    lost = inputs with no output, duplicated = inputs with more than one, wrong = outputs that
    differ from the offline check (processors.tools.offline) over the same records in the same order.
@@ -97,12 +99,14 @@ class Cluster:
         self.peak_rss: dict[str, float] = {}
         self.down_rss: list[float] = []
         self.actions: list[str] = []
+        self.most = 0  # workers running at once, at most
 
     def start(self, name: str) -> None:
         gate = harness.start_worker(self.bootstrap, self.tmp, self.run_id, self.env,
                                     wait=False, name=name)
         self.workers[name] = gate
         harness.wait_ready(gate, timeout=180)
+        self.most = max(self.most, len(self.running()))
 
     def kill(self, name: str) -> None:
         self.workers[name].process.kill()
@@ -125,6 +129,9 @@ class Cluster:
         subprocess.run([str(KAFKA), "up"], check=True, capture_output=True, timeout=600,
                        env={**os.environ, "PYTHON": sys.executable})
         self.actions.append(f"broker {how}, down {down_seconds:.0f}s")
+
+    def running(self) -> list[str]:
+        return [name for name, gate in self.workers.items() if gate.process.poll() is None]
 
     def sample(self) -> None:
         for name, gate in self.workers.items():
@@ -267,6 +274,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--short", action="store_true",
                         help="20,000 events, 2 kills, a stop/start, the broker SIGKILLed once")
+    parser.add_argument("--scale", action="store_true",
+                        help="the group grows from 2 workers to 4 and shrinks back to 2 (one "
+                        "leaves with SIGTERM, one is SIGKILLed for good), with a kill and "
+                        "restart of a first worker in between; no broker faults")
     args = parser.parse_args()
     if args.short:
         args.events, args.kills, args.broker_down = 20_000, 2, 0.0
@@ -336,13 +347,17 @@ def main() -> None:
     started_at = time.time()  # the outputs' timestamps are on the wall clock
     sender.start()
     window = len(outbound) / args.rate
-    plan = [("kill", rng.choice(["w0", "w1"])) for _ in range(args.kills)]
-    plan.append(("restart", "w1"))
-    if local_broker:
-        plan.append(("broker", "SIGKILL"))
-        if not args.short:
-            plan.append(("broker", "SIGTERM"))
-    rng.shuffle(plan)
+    if args.scale:  # in this order: two join, a first worker dies and returns, two leave
+        plan = [("join", "w2"), ("join", "w3"), ("kill", "w0"), ("leave", "w3"),
+                ("vanish", "w2")]
+    else:
+        plan = [("kill", rng.choice(["w0", "w1"])) for _ in range(args.kills)]
+        plan.append(("restart", "w1"))
+        if local_broker:
+            plan.append(("broker", "SIGKILL"))
+            if not args.short:
+                plan.append(("broker", "SIGTERM"))
+        rng.shuffle(plan)
     moments = sorted(rng.uniform(0.05, 0.9) * window for _ in plan)
     for (action, target), moment in zip(plan, moments, strict=True):
         while time.monotonic() - started < moment:
@@ -352,6 +367,13 @@ def main() -> None:
         if action == "kill":
             cluster.kill(target)
             cluster.start(target)
+        elif action == "join":
+            cluster.start(target)
+            cluster.actions.append(f"{target} joined ({len(cluster.running())} workers)")
+        elif action == "leave":
+            cluster.stop(target)
+        elif action == "vanish":
+            cluster.kill(target)
         elif action == "restart":
             cluster.stop(target)
             cluster.start(target)
@@ -389,7 +411,9 @@ def main() -> None:
         "events_per_s": round(len(outbound) / decided_in),
         "decided_in_seconds": round(decided_in),
         "faults": cluster.actions,
-        "broker_restarts": "done" if local_broker else "skipped: external cluster",
+        "broker_restarts": ("none (--scale)" if args.scale else "done" if local_broker
+                            else "skipped: external cluster"),
+        "workers_at_most": cluster.most,
         "worker_peak_rss_mb": round(max(cluster.peak_rss.values(), default=0)),
         "worker_rss_mb_while_broker_down": round(max(cluster.down_rss, default=0)),
         "crash_traces": cluster.problems(),
