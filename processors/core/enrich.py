@@ -9,7 +9,16 @@ from functools import lru_cache
 from typing import Any
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberType
+from phonenumbers import (
+    COUNTRY_CODE_TO_REGION_CODE,
+    REGION_CODE_FOR_NON_GEO_ENTITY,
+    NumberParseException,
+    PhoneMetadata,
+    PhoneNumber,
+    PhoneNumberType,
+)
+from phonenumbers.phonenumberutil import _number_type_helper, national_significant_number
+from phonenumbers.re_util import re_compile
 
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 _TYPE_NAMES = {
@@ -94,9 +103,8 @@ def _parse_number(text: str, hint: str | None) -> Recipient:
         number = phonenumbers.parse(text, hint)
     except NumberParseException as exc:
         return Recipient(None, None, None, None, problem=f"unparsable number ({exc.error_type})")
-    # is_valid_number() finds the region itself; finding it once serves both.
-    region = phonenumbers.region_code_for_number(number)
-    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+    region, kind = region_and_type(number)
+    if region is None:
         return Recipient(
             None, None, number.country_code, None, problem="not a valid number for any region"
         )
@@ -105,9 +113,53 @@ def _parse_number(text: str, hint: str | None) -> Recipient:
         e164=e164,
         region=region,
         calling_code=number.country_code,
-        number_type=_TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"),
+        number_type=_TYPE_NAMES.get(kind, "UNKNOWN"),
         identity=e164,
     )
+
+
+def region_and_type(number: PhoneNumber) -> tuple[str | None, int]:
+    """(region, PhoneNumberType) of a valid number, (None, UNKNOWN) of any other: what
+    region_code_for_number(), is_valid_number_for_region() and number_type() say together.
+
+    Those three match the number against its region's patterns (the costliest part of a new
+    number: region_code_for_number() does it too, for +1 and the other shared calling codes),
+    so called in turn they matched it up to four times; this matches it once and keeps the
+    type found on the way. Their code in libphonenumber 9.0.43 (pinned), in one pass;
+    tests/unit/core/test_enrich.py holds it to their answers for every region and type.
+    """
+    calling_code = number.country_code
+    if calling_code is None or calling_code not in COUNTRY_CODE_TO_REGION_CODE:
+        return None, PhoneNumberType.UNKNOWN
+    regions = COUNTRY_CODE_TO_REGION_CODE[calling_code]
+    national = national_significant_number(number)
+    region = None
+    if len(regions) == 1:
+        region = regions[0]
+    else:  # as _region_code_for_number_from_list()
+        for code in regions:
+            metadata = PhoneMetadata.metadata_for_region(code.upper(), None)
+            if metadata is None:
+                continue
+            if metadata.leading_digits is not None:
+                if re_compile(metadata.leading_digits).match(national):
+                    region = code
+                    break
+                continue
+            kind: int = _number_type_helper(national, metadata)
+            if kind == PhoneNumberType.UNKNOWN:
+                continue
+            # Found by its type: the type the other two would match again, with this metadata.
+            valid = metadata.country_code == calling_code
+            return (code, kind) if valid else (None, PhoneNumberType.UNKNOWN)
+        if region is None:
+            return None, PhoneNumberType.UNKNOWN
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(calling_code, region)
+    if metadata is None or (region != REGION_CODE_FOR_NON_GEO_ENTITY
+                            and metadata.country_code != calling_code):
+        return None, PhoneNumberType.UNKNOWN
+    kind = _number_type_helper(national, metadata)
+    return (region, kind) if kind != PhoneNumberType.UNKNOWN else (None, kind)
 
 
 def resolve_category(

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import random
 
-from processors.core.enrich import parse_recipient, resolve_category
+import phonenumbers
+import pytest
+from phonenumbers import NumberParseException, PhoneNumberType
+
+from processors.core.enrich import parse_recipient, region_and_type, resolve_category
 from tests.factories import message, template_entry
 
 
@@ -41,6 +45,46 @@ def test_number_type_and_calling_code() -> None:
     assert (toll_free.calling_code, toll_free.number_type) == (1, "TOLL_FREE")
     mobile = parse_recipient("+447400123456")
     assert (mobile.calling_code, mobile.number_type) == (44, "MOBILE")
+
+
+def _libphonenumber_says(number: phonenumbers.PhoneNumber) -> tuple[str | None, int]:
+    """What the public calls say (the way _parse_number asked them before region_and_type)."""
+    region = phonenumbers.region_code_for_number(number)
+    if region is None or not phonenumbers.is_valid_number_for_region(number, region):
+        return None, PhoneNumberType.UNKNOWN
+    return region, phonenumbers.number_type(number)
+
+
+def test_region_and_type_agrees_with_libphonenumber() -> None:
+    # An example number of every type of every region and non-geographic code, and changed
+    # digits of each (many then invalid, or in another region of a shared calling code).
+    texts = []
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in range(12):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                texts.append(phonenumbers.format_number(example, 0))
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            texts.append(phonenumbers.format_number(example, 0))
+    rng = random.Random(7)
+    for text in list(texts):
+        for _ in range(4):
+            at = rng.randrange(2, len(text))
+            texts.append(text[:at] + str(rng.randrange(10)) + text[at + 1:])
+    texts += ["+12025550143", "+14165550123", "+16845550123", "+8005550199", "+3906123456"]
+    checked = valid = 0
+    for text in texts:
+        try:
+            number = phonenumbers.parse(text)
+        except NumberParseException:
+            continue
+        expected = _libphonenumber_says(number)
+        assert region_and_type(number) == expected, text
+        checked += 1
+        valid += expected[0] is not None
+    assert checked > 5000 and 0 < valid < checked
 
 
 @pytest.mark.parametrize("bad", ["+1202555", "hello", "+999123456789", "", "0000"])
