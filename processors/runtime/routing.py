@@ -32,7 +32,7 @@ from processors.core.timeutil import parse_rfc3339
 from processors.core.webhooks import Document
 from processors.runtime import catalog, dead_letters, recipient_state
 from processors.runtime.catalog import CatalogTable
-from processors.runtime.metrics import NONE, GateMetrics
+from processors.runtime.metrics import NONE, BatchedHistogram, GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.state_store import PartitionStore
 from processors.settings import Settings
@@ -159,6 +159,9 @@ class Router:
         # makes one changelog record per batch.
         self.cached: dict[tuple[int, str], RecipientState] = {}
         self.dirty: dict[tuple[int, str], PartitionStore] = {}
+        # Each decision's latency and age, added to the histograms once per batch.
+        self.latencies = BatchedHistogram(metrics.decision_latency)
+        self.ages = BatchedHistogram(metrics.event_age)
 
     @property
     def sources(self) -> list[str]:
@@ -400,11 +403,17 @@ class Router:
                 store.partition, key)]))
         self.cached.clear()
         self.dirty.clear()
+        self.observed()
 
     def forget(self) -> None:
         """A batch that will not commit: drop what it read and changed."""
         self.cached.clear()
         self.dirty.clear()
+        self.observed()  # its decisions were made (and timed) all the same
+
+    def observed(self) -> None:
+        self.latencies.flush()
+        self.ages.flush()
 
     def changed(self, store: PartitionStore, out: list[Output],
                 change: tuple[bytes, bytes | None]) -> None:
@@ -433,8 +442,8 @@ class Router:
         if verdict.recategorized is not None:  # Meta announced a new category, due later
             tally[("recategorized", document["tenant_id"],
                    enrichment.template_category or NONE, verdict.recategorized)] += 1
-        self.metrics.decision_latency.observe(time.monotonic() - consumed)
-        self.metrics.event_age.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
+        self.latencies.observe(time.monotonic() - consumed)
+        self.ages.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
         return verdict
 
     def counted(self, tally: Tally) -> None:
