@@ -23,6 +23,8 @@ from processors.core.enrich import parse_recipient
 from processors.core.judge import Verdict, judge
 from processors.core.policy import (
     EMPTY,
+    Policy,
+    PolicySet,
     RecipientState,
 )
 from processors.core.policy import identity as ids
@@ -159,9 +161,25 @@ class Router:
         # makes one changelog record per batch.
         self.cached: dict[tuple[int, str], RecipientState] = {}
         self.dirty: dict[tuple[int, str], PartitionStore] = {}
+        # Retention by policy (id) of the policy set it was made for (see retention()).
+        self.retained_for: PolicySet | None = None
+        self.retained: dict[int, tuple[Policy, st.Retention]] = {}
         # Each decision's latency and age, added to the histograms once per batch.
         self.latencies = BatchedHistogram(metrics.decision_latency)
         self.ages = BatchedHistogram(metrics.event_age)
+
+    def retention(self, tenant: str) -> st.Retention:
+        """What a tenant's state keeps; one per policy of the policy set in force (it was
+        made anew for every record)."""
+        policies = self.holder.current
+        if policies is not self.retained_for:
+            self.retained_for, self.retained = policies, {}
+        policy = policies.for_tenant(tenant)
+        kept = self.retained.get(id(policy))
+        if kept is None or kept[0] is not policy:
+            kept = self.retained[id(policy)] = (policy, recipient_state.retention(
+                policies, tenant, self.settings.dedup_seconds))
+        return kept[1]
 
     @property
     def sources(self) -> list[str]:
@@ -251,7 +269,7 @@ class Router:
             return
         target = head_key if addressed == head else member_key(tenant, head, addressed)
         dedup = self.settings.dedup_seconds
-        keep = recipient_state.retention(self.holder.current, tenant, dedup)
+        keep = self.retention(tenant)
         if contract != "outbound_message":
             if addressed == head:
                 field = REDUCERS[contract][1]
