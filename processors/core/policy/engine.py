@@ -8,7 +8,7 @@ from typing import Any
 from processors.core.enrich import Recipient, parse_recipient, resolve_category
 from processors.core.policy.codes import BY_CODE
 from processors.core.policy.document import Policy
-from processors.core.policy.rules import RULES, Facts
+from processors.core.policy.rules import RULES, Facts, Predicate
 from processors.core.policy.state import RecipientState
 from processors.core.timeutil import parse_rfc3339
 
@@ -62,6 +62,29 @@ def message_clock(message: dict[str, Any], fixed: float | None = None) -> float:
     return parse_rfc3339(message.get("scheduled_at") or message["created_at"])
 
 
+# A rule in force: (code, predicate, in monitor mode).
+InForce = tuple[tuple[str, Predicate, bool], ...]
+# id(policy) -> (policy, clock, its rules in force then): the live worker decides a whole batch
+# at one clock, and looking up and checking all thirteen settings per decision cost more than
+# a lookup here. Bounded: cleared when it holds more policies than a policy document has.
+_IN_FORCE: dict[int, tuple[Policy, float, InForce]] = {}
+_IN_FORCE_MAX = 256
+
+
+def rules_in_force(policy: Policy, clock: float) -> InForce:
+    """The rules active at the clock, in precedence order."""
+    known = _IN_FORCE.get(id(policy))
+    if known is not None and known[0] is policy and known[1] == clock:
+        return known[2]
+    settings = policy.rules
+    active = tuple((code, predicate, settings[code].mode == "monitor")
+                   for code, predicate in RULES if settings[code].active_at(clock))
+    if len(_IN_FORCE) >= _IN_FORCE_MAX:
+        _IN_FORCE.clear()
+    _IN_FORCE[id(policy)] = (policy, clock, active)
+    return active
+
+
 def decide(
     message: dict[str, Any],
     enrichment: Enrichment,
@@ -77,14 +100,12 @@ def decide(
     violations: list[str] = []
     monitored: list[str] = []
     retry_after = None
-    for code, predicate in RULES:
-        setting = policy.rules[code]
-        if not setting.active_at(clock):
-            continue
-        fired = predicate(facts, policy.parameters)
+    parameters = policy.parameters
+    for code, predicate, monitor in rules_in_force(policy, clock):
+        fired = predicate(facts, parameters)
         if fired is None:
             continue
-        if setting.mode == "monitor":
+        if monitor:
             monitored.append(code)
             continue
         if not violations:

@@ -22,6 +22,8 @@ from processors.core.policy import (
 )
 from processors.core.policy import state as st
 from processors.core.policy.codes import RULE_CODES
+from processors.core.policy.engine import rules_in_force
+from processors.core.policy.rules import RULES
 from processors.core.timeutil import parse_rfc3339
 from tests.factories import NOW, inbound, message, preference, status, template_entry
 
@@ -491,3 +493,22 @@ def test_policy_file_replaces_default(tmp_path: Any) -> None:
     path.write_text("{")
     with pytest.raises(PolicyError, match="not JSON"):
         load_policy(path)
+
+
+def test_rules_in_force_follow_the_clock_and_the_policy() -> None:
+    # Remembered per policy and clock (a batch's decisions share both): a new clock or a
+    # new policy object must be looked at again.
+    window = parse_policy(document(rules__MARKETING_PAUSED_US={
+        "mode": "monitor", "from": "2026-01-01T00:00:00Z", "until": "2026-02-01T00:00:00Z"}))
+    for clock, expected in (("2025-12-31T23:59:59Z", False), ("2026-01-01T00:00:00Z", True),
+                            ("2026-01-15T00:00:00Z", True), ("2026-02-01T00:00:00Z", False),
+                            ("2026-01-15T00:00:00Z", True)):
+        at = parse_rfc3339(clock)
+        for policies in (window, POLICY):
+            in_force = rules_in_force(policies.base, at)
+            settings = policies.base.rules
+            assert in_force == tuple((code, predicate, settings[code].mode == "monitor")
+                                     for code, predicate in RULES
+                                     if settings[code].active_at(at))
+        codes = [code for code, _, _ in rules_in_force(window.base, at)]
+        assert ("MARKETING_PAUSED_US" in codes) is expected
