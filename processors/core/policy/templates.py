@@ -14,6 +14,7 @@ from processors.core.timeutil import parse_rfc3339
 
 MAX_HISTORY = 4
 FIELDS = ("category", "status")  # what an entry may leave to its predecessors
+_FIELD_SET = frozenset(FIELDS)
 
 TemplateHistory = tuple[dict[str, Any], ...]
 
@@ -55,7 +56,7 @@ def entry_at(history: TemplateHistory | None, clock: float | None) -> dict[str, 
         if index < 0:
             return None
     entry = history[index]
-    if all(f in entry for f in FIELDS):
+    if entry.keys() >= _FIELD_SET:  # a set test in C, not a generator per field
         return entry
     resolved = dict(entry)
     for older in reversed(history[:index]):
