@@ -29,7 +29,7 @@ def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.R
 def save(store: PartitionStore, key: str, state: RecipientState) -> tuple[bytes, bytes | None]:
     """Stage the new state (an empty one deletes the key); returns the changelog record."""
     raw_key = key.encode("utf-8")
-    value = None if state.is_empty() else orjson.dumps(st.to_json(state))
+    value = None if state.is_empty() else st.to_bytes(state)
     store.put(raw_key, value)
     return raw_key, value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 from kafka.partitioner import murmur2 as kafka_python_murmur2
 
 from processors.core.policy import EMPTY
@@ -76,6 +77,13 @@ def test_table_encoding_round_trips() -> None:
     state = st.with_decided(state, "m-1", 5.0)
     assert st.from_json(st.to_json(state)) == state
     assert st.from_json(None) == EMPTY
+    # The store's bytes are to_json's, however they are written.
+    linked = st.RecipientState(pair=(("+15550783881", 9.5, 3.0),),
+                               links=(("bsuid", "US.123", 4.0),))
+    for value in (state, linked, st.RecipientState(home=("+14165550123", 7.0)),
+                  st.with_send(state, "", 10.0, 6.0)):
+        assert st.to_bytes(value) == orjson.dumps(st.to_json(value))
+        assert st.from_json(orjson.loads(st.to_bytes(value))) == value
 
 
 def test_recipient_key_normalises_every_form() -> None:
