@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from processors.core.enrich import Recipient, parse_recipient, resolve_category
@@ -111,9 +112,21 @@ def decide(
         if not violations:
             retry_after = fired.retry_after
         violations.append(code)
-    if not violations:
-        return Decision(True, None, None, None, False, None, (), tuple(monitored), policy.id,
-                        policy.version)
+    if retry_after is None:
+        return _decision(tuple(violations), tuple(monitored), policy.id, policy.version)
     first = BY_CODE[violations[0]]
     return Decision(False, first.code, first.meta_error_code, first.reason, first.retryable,
                     retry_after, tuple(violations), tuple(monitored), policy.id, policy.version)
+
+
+@lru_cache(maxsize=4096)
+def _decision(violations: tuple[str, ...], monitored: tuple[str, ...], policy_id: str,
+              policy_version: str) -> Decision:
+    """A decision without a retry time: one of few, and immutable, so made once and shared
+    (building the ten-field frozen dataclass cost more than the cache lookup)."""
+    if not violations:
+        return Decision(True, None, None, None, False, None, (), monitored, policy_id,
+                        policy_version)
+    first = BY_CODE[violations[0]]
+    return Decision(False, first.code, first.meta_error_code, first.reason, first.retryable,
+                    None, violations, monitored, policy_id, policy_version)

@@ -512,3 +512,20 @@ def test_rules_in_force_follow_the_clock_and_the_policy() -> None:
                                      if settings[code].active_at(at))
         codes = [code for code, _, _ in rules_in_force(window.base, at)]
         assert ("MARKETING_PAUSED_US" in codes) is expected
+
+
+def test_decisions_without_a_retry_time_are_shared_and_whole() -> None:
+    utility = template_entry(category="UTILITY")
+    first, again = run(message(recipient=CA), utility), run(message(recipient=CA), utility)
+    assert first is again and first == Decision(True, None, None, None, False, None, (), (),
+                                                POLICY.base.id, POLICY.base.version)
+    stopped = st.apply_preference(EMPTY, preference(CA, "stop", "2026-11-26T08:00:00Z"))
+    opted_out = run(message(recipient=CA), template_entry(category="MARKETING"),
+                    state=stopped)
+    assert opted_out.error_code == "MARKETING_OPTED_OUT" and opted_out.retry_after is None
+    assert opted_out.violations[0] == "MARKETING_OPTED_OUT"
+    limited = run(message(recipient=CA), utility, state=_sent(45),
+                  clock="2026-11-26T12:00:01Z")
+    assert limited.retry_after is not None  # made for its own retry time
+    assert limited is not run(message(recipient=CA), utility, state=_sent(46),
+                              clock="2026-11-26T12:00:01Z")
