@@ -67,7 +67,9 @@ def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]
     # murmur2_random: Kafka's default (Java) partitioner, which kafka-python and the gate's
     # producer helper use too; librdkafka's own default (CRC32) would put most keyed records
     # off their home partition and make the gate re-key them.
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10,
+    # Paced (latency) runs send each record at once, as a help desk's producer would: the
+    # time a record waits in the sender's batch is not the gate's.
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1 if rate else 10,
                          "partitioner": "murmur2_random",
                          "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
     sent: dict[str, float] = {}
@@ -241,7 +243,10 @@ class Visibility(threading.Thread):
 
     def run(self) -> None:
         while not self.done.is_set():
-            for message in self.consumer.consume(num_messages=1000, timeout=0.05):
+            # consume(n, timeout) waits for n records or the timeout: wait for one, then
+            # take what else has arrived, so no record waits for the batch to fill.
+            first = self.consumer.consume(num_messages=1, timeout=0.05)
+            for message in first + (self.consumer.consume(1000, 0) if first else []):
                 if message.error() is None:
                     visible = time.time() * 1000
                     self.seen.setdefault(orjson.loads(message.value())["message_id"], visible)
