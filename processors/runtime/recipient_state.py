@@ -20,6 +20,12 @@ def load(store: PartitionStore, key: str) -> RecipientState:
     return st.from_json(orjson.loads(raw)) if raw else st.EMPTY
 
 
+def load_committed(store: PartitionStore, key: str) -> RecipientState:
+    """The state as last committed (a check reads this, never the batch in flight)."""
+    raw = store.get_committed(key.encode("utf-8"))
+    return st.from_json(orjson.loads(raw)) if raw else st.EMPTY
+
+
 def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.Retention:
     parameters = policies.for_tenant(tenant_id).parameters
     return st.Retention(parameters.service_window_seconds, parameters.marketing_cooldown_seconds,

@@ -11,7 +11,7 @@ import logging
 import struct
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +132,22 @@ class Output:
     value: bytes | None
     partition: int | None = None
     headers: Sequence[tuple[str, bytes]] = ()
+
+
+# partition -> its committed state (key -> state), or None when the partition is not here
+StateReader = Callable[[int], Callable[[str], RecipientState] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A check's answer: the record the gate would publish, or the partition whose owner can
+    answer (with the user's head identity when it was found on the way), or that the user's
+    link is changing (ask again)."""
+
+    record: dict[str, Any] | None = None
+    partition: int | None = None
+    head: str | None = None
+    moving: bool = False
 
 
 class Router:
@@ -437,18 +453,59 @@ class Router:
                 change: tuple[bytes, bytes | None]) -> None:
         out.append(Output(self.changelog, change[0], change[1], store.partition))
 
-    def emit(self, document: dict[str, Any], state: RecipientState, now: float,
-             consumed: float, out: list[Output], tally: Tally,
-             linked_e164: str | None = None) -> Verdict:
+    def verdict(self, document: dict[str, Any], state: RecipientState, now: float,
+                linked_e164: str | None = None) -> Verdict:
+        """The judge, with this worker's catalog and policy in force."""
         entry = upcoming = None
         if document["kind"] == "template":
             template = document["template"]
             entry, upcoming = catalog.lookup_with_upcoming(
                 self.catalog_table, document["tenant_id"], template["name"],
                 template["language"], now)
-        verdict = judge(document, state, entry,
-                        self.holder.current.for_tenant(document["tenant_id"]), now,
-                        linked_e164, upcoming)
+        return judge(document, state, entry,
+                     self.holder.current.for_tenant(document["tenant_id"]), now,
+                     linked_e164, upcoming)
+
+    def preview(self, document: dict[str, Any], read: StateReader, now: float,
+                head: str | None = None) -> Preview:
+        """What the stream would decide for this outbound message now, from committed state,
+        recording nothing. read(p) gives partition p's committed state, or None when p is
+        not this worker's: the answer then names the partition (and the user's head
+        identity, when known) whose owner can answer."""
+        identity = recipient_identity("outbound_message", document)
+        if identity is None:  # decided as INVALID_RECIPIENT, as the stream does
+            return Preview(self.verdict(document, EMPTY, now).record)
+        tenant = document["tenant_id"]
+        head_state: RecipientState | None = None
+        if head is None:
+            key = state_key(tenant, identity)
+            loader = read(partition_for(key, self.partitions))
+            if loader is None:
+                return Preview(partition=partition_for(key, self.partitions))
+            own = loader(key)
+            head, head_state = (own.home[0], None) if own.home is not None else (identity, own)
+        head_key = state_key(tenant, head)
+        loader = read(partition_for(head_key, self.partitions))
+        if loader is None:
+            return Preview(partition=partition_for(head_key, self.partitions), head=head)
+        if head_state is None:
+            head_state = loader(head_key)
+        members = ids.members(head_state)
+        if identity != head and identity not in members:
+            return Preview(moving=True)  # released while we looked: the link is changing
+        combined = st.combine([head_state, *(loader(member_key(tenant, head, member))
+                                             for member in members)], now)
+        linked = head if identity != head and head.startswith("+") else None
+        record = dict(self.verdict(document, combined, now, linked).record)
+        record["preview"] = True
+        if st.already_decided(combined, document["message_id"]):
+            record["already_decided"] = True  # the stream would drop it as a repeat
+        return Preview(record)
+
+    def emit(self, document: dict[str, Any], state: RecipientState, now: float,
+             consumed: float, out: list[Output], tally: Tally,
+             linked_e164: str | None = None) -> Verdict:
+        verdict = self.verdict(document, state, now, linked_e164)
         topics = self.settings.topics
         decision, enrichment = verdict.decision, verdict.enrichment
         out.append(Output(topics.accepted if decision.accepted else topics.rejected,

@@ -127,6 +127,10 @@ class PartitionStore:
             return self.pending[key]
         return self.backend.get(key)
 
+    def get_committed(self, key: bytes) -> bytes | None:
+        """Without the open batch's changes (for readers on other threads: checks)."""
+        return self.backend.get(key)
+
     def put(self, key: bytes, value: bytes | None) -> None:
         self.pending[key] = value
 
