@@ -333,6 +333,12 @@ class Settings:
     web_host: str = setting(
         "OUTBOUND_GATE_WEB_HOST", "127.0.0.1",
         "address the HTTP server binds; 0.0.0.0 in containers")
+    advertised_url: str | None = setting(
+        "OUTBOUND_GATE_ADVERTISED_URL", None,
+        "URL other workers forward checks to; unset: http://<web host>:<web port> (one host)")
+    api_token: str | None = setting(
+        "OUTBOUND_GATE_API_TOKEN", None,
+        "bearer token of the check API (/v1/...); unset: the API answers 401", secret=True)
     policy_file: str | None = setting(
         "OUTBOUND_GATE_POLICY_FILE", None, "policy document replacing the packaged default")
     data_dir: str = setting("OUTBOUND_GATE_DATA_DIR", ".local/worker", "worker data directory")

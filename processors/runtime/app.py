@@ -18,7 +18,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from processors.core.policy import PolicySet, load_policy
-from processors.runtime import catalog, policy_feed, routing, views
+from processors.runtime import catalog, check_api, policy_feed, routing, views
 from processors.runtime.kafka_security import faust_credentials
 from processors.runtime.metrics import GateMetrics, adopt_faust_sensor
 from processors.runtime.policy_feed import PolicyHolder
@@ -67,6 +67,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
                              loop=app.loop, beacon=app.beacon)
     app.add_dependency(processor)  # started and stopped with the worker
     views.register(app, settings, holder, catalog_table, processor)
+    check_api.register(app, settings, router, processor, metrics)
 
     @app.task  # type: ignore[untyped-decorator]
     async def announce() -> None:  # runs once the worker has set up logging

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from confluent_kafka import Consumer, KafkaError, Message, Producer
+from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from processors.runtime.kafka_security import client_options, librdkafka_options
@@ -63,12 +64,30 @@ def route_consumer(settings: Settings, group_id: str) -> Consumer:
     session_ms = settings.session_timeout_seconds * 1000
     return Consumer({
         **_reader_options(settings, "route"),
+        # The group's description names each member's client id: the check API finds the
+        # owner of a partition (and its URL) there.
+        "client.id": f"{settings.app_id}-route@{advertised_url(settings)}",
         "group.id": group_id,
         # The same partition numbers of every input topic to one worker: co-partitioning.
         "partition.assignment.strategy": "range",
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": max(1000, session_ms // 5),
     })
+
+
+def advertised_url(settings: Settings) -> str:
+    """Where other workers reach this one's HTTP port."""
+    if settings.advertised_url:
+        return settings.advertised_url.rstrip("/")
+    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+    return f"http://{host}:{settings.web_port}"
+
+
+def route_admin(settings: Settings) -> AdminClient:
+    """librdkafka admin client: describes the route group (who owns which partition)."""
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers,
+                        "client.id": f"{settings.app_id}-admin", "logger": LIBRDKAFKA_LOG,
+                        **librdkafka_options(settings.security)})
 
 
 def restore_consumer(settings: Settings) -> Consumer:

@@ -69,6 +69,12 @@ class GateMetrics:
         self.event_age = Histogram(
             "outbound_gate_event_age_seconds", "Message created_at to decision.",
             buckets=AGE_BUCKETS, registry=registry)
+        self.api_requests = Counter(
+            "outbound_gate_api_requests", "Check API requests by endpoint and HTTP status.",
+            ["endpoint", "status"], registry=registry)
+        self.api_latency = Histogram(
+            "outbound_gate_api_request_seconds", "Check API request to response, by endpoint.",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
         self.dead_letters = Counter(
             "outbound_gate_dead_letters", "Records sent to the dead-letter topic.",
             ["topic", "reason"], registry=registry)

@@ -474,7 +474,8 @@ class Router:
         identity, when known) whose owner can answer."""
         identity = recipient_identity("outbound_message", document)
         if identity is None:  # decided as INVALID_RECIPIENT, as the stream does
-            return Preview(self.verdict(document, EMPTY, now).record)
+            return Preview({**self.verdict(document, EMPTY, now).record,
+                            "decision": "rejected", "preview": True})
         tenant = document["tenant_id"]
         head_state: RecipientState | None = None
         if head is None:
@@ -496,7 +497,10 @@ class Router:
         combined = st.combine([head_state, *(loader(member_key(tenant, head, member))
                                              for member in members)], now)
         linked = head if identity != head and head.startswith("+") else None
-        record = dict(self.verdict(document, combined, now, linked).record)
+        verdict = self.verdict(document, combined, now, linked)
+        record = dict(verdict.record)
+        # The stream says it by the topic it writes to; a check says it in the record.
+        record["decision"] = "accepted" if verdict.decision.accepted else "rejected"
         record["preview"] = True
         if st.already_decided(combined, document["message_id"]):
             record["already_decided"] = True  # the stream would drop it as a repeat

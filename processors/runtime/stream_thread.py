@@ -42,7 +42,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
-from processors.runtime import kafka_clients, state_store
+from processors.core.policy import RecipientState
+from processors.runtime import kafka_clients, recipient_state, state_store
 from processors.runtime.changelog_reader import ChangelogReader
 from processors.runtime.metrics import GateMetrics
 from processors.runtime.record_collector import RecordCollector
@@ -71,6 +72,11 @@ class StreamThread(Service):
     @property
     def ready(self) -> bool:
         return self.loop_.ready
+
+    def reader(self, partition: int) -> Callable[[str], RecipientState] | None:
+        """Partition's committed state for a check, or None if it is not held here (or is
+        being restored or handed over): readable from any thread."""
+        return self.loop_.reader(partition)
 
     @property
     def owned(self) -> tuple[int, ...]:
@@ -176,6 +182,14 @@ class RouteLoop:
         if self.producer is not None:
             self.producer.flush(5)
 
+    def reader(self, partition: int) -> Callable[[str], RecipientState] | None:
+        tasks = self.tasks
+        task = tasks.tasks.get(partition) if tasks is not None and self.ready else None
+        if task is None:
+            return None
+        store = task.store
+        return lambda key: recipient_state.load_committed(store, key)
+
     # -- rebalances (on this thread, inside poll, between batches) -------------------------
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -190,6 +204,7 @@ class RouteLoop:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self.tasks is not None
+        self.ready = False  # no check reads a store while it opens, restores or closes
         numbers = {tp.partition for tp in partitions}
         if partitions and self.exactly_once:
             # Committed offsets asked for read_committed wait until no transaction is pending

@@ -11,7 +11,7 @@ from processors.runtime.routing import StateReader, partition_for
 from tests.factories import inbound, message, preference
 from tests.unit.runtime.test_routing_links import NUMBER, T0, TOPICS, X1, Cluster, send
 
-VOLATILE = {"decided_at", "preview", "already_decided"}
+VOLATILE = {"decided_at", "preview", "already_decided", "decision"}
 
 
 def reader(cluster: Cluster, owned: set[int]) -> StateReader:

@@ -1,0 +1,117 @@
+"""The check API on two workers of one group: either worker answers a check for a user on
+either worker's partitions, with the decision the stream then makes; checks record nothing;
+bad requests get 401/400/413 with a one-line reason and leave the stream alone."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.core.enrich import parse_recipient
+from processors.runtime.routing import partition_for
+from tests.e2e.conftest import Gate, poll, start_worker, stop_worker
+from tests.e2e.test_identities import owned
+from tests.e2e.test_live_state import decision, free_form, new_recipient, now_rfc3339
+from tests.factories import inbound
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "e2e-check-token"
+TENANT = "checks"
+PARTITIONS = 4
+VOLATILE = {"decided_at", "preview", "already_decided", "decision"}
+
+
+def check(gate: Gate, body: bytes, token: str | None = TOKEN) -> tuple[int, dict[str, str], Any]:
+    request = urllib.request.Request(f"{gate.base_url}/v1/check", data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+
+
+def user_on(partitions: set[int]) -> str:
+    while True:
+        number = new_recipient()
+        e164 = parse_recipient(number).e164
+        if partition_for(f"{TENANT}:{e164}", PARTITIONS) in partitions:
+            return number
+
+
+def without(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in VOLATILE}
+
+
+def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
+                                                          tmp_path: Path) -> None:
+    run_id = uuid.uuid4().hex[:10]
+    env = {"OUTBOUND_GATE_API_TOKEN": TOKEN}
+    first = start_worker(bootstrap, tmp_path, run_id, env, name="first")
+    second = start_worker(bootstrap, tmp_path, run_id, env, name="second")
+    poll(lambda: len(owned(first)) == 2 and len(owned(second)) == 2
+         and not owned(first) & owned(second), 90,
+         "the two workers to hold two partitions each", first.problem)
+    opened = [user_on(owned(first)), user_on(owned(second))]
+    closed = [user_on(owned(first)), user_on(owned(second))]
+    for user in opened:  # an inbound message opens the service window
+        first.send(first.topics.inbound, user, inbound(user, now_rfc3339(), TENANT))
+
+    def window_open() -> bool:
+        return all(check(first, json.dumps(free_form(user, TENANT)).encode())[2]
+                   .get("decision") == "accepted" for user in opened)
+
+    poll(window_open, 60, "checks to see both service windows open", first.problem)
+    reader = first.reader()
+    for user, expected in [*((u, "accepted") for u in opened), *((u, "rejected") for u in closed)]:
+        message = free_form(user, TENANT)
+        body = json.dumps(message).encode()
+        answers = [check(gate, body) for gate in (first, second)]
+        for status, _, record in answers:
+            assert status == 200, record
+            assert record["preview"] is True and record["decision"] == expected, record
+        assert without(answers[0][2]) == without(answers[1][2])
+        for _ in range(100):  # checks record nothing: no de-duplication entry either
+            assert check(second, body)[0] == 200
+        out = decision(first, reader, message)
+        assert without(out.value) == without(answers[0][2]), "the stream decided otherwise"
+        assert (out.topic == first.topics.accepted) == (expected == "accepted")
+
+    batch = [free_form(user, TENANT) for user in [*opened, *closed]]
+    status, _, answer = check(second, json.dumps(batch).encode())
+    assert status == 200 and [r["decision"] for r in answer["results"]] == \
+        ["accepted", "accepted", "rejected", "rejected"]
+
+    refusals = {
+        "no token": check(first, json.dumps(batch[0]).encode(), token=None),
+        "wrong token": check(first, json.dumps(batch[0]).encode(), token="nope"),
+        "bad JSON": check(first, b'{"message_id": '),
+        "wrong schema": check(first, json.dumps({**batch[0], "kind": "fax"}).encode()),
+        "10 MB": check(first, b"[" + b" " * 10_000_000 + b"]"),
+        "too many": check(first, json.dumps([batch[0]] * 1001).encode()),
+    }
+    statuses = {what: status for what, (status, _, _) in refusals.items()}
+    assert statuses == {"no token": 401, "wrong token": 401, "bad JSON": 400,
+                        "wrong schema": 400, "10 MB": 413, "too many": 413}
+    for what, (_, _, body) in refusals.items():
+        assert isinstance(body["error"], str) and "\n" not in body["error"], what
+        assert opened[0] not in body["error"]
+    # the stream went on
+    out = decision(second, reader, free_form(opened[1], TENANT))
+    assert out.topic == second.topics.accepted
+    e164 = parse_recipient(opened[0]).e164
+    assert e164 is not None
+    for gate in (first, second):  # no number in the logs
+        assert opened[0] not in gate.log() and e164 not in gate.log()
+    reader.close()
+    for gate in (first, second):
+        assert stop_worker(gate) == 0
