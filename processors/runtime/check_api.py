@@ -26,6 +26,7 @@ import orjson
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
 from faust.web import Request, Response, View
 
+from processors.core import contracts
 from processors.core.decode import DecodeError, decode
 from processors.runtime import kafka_clients
 from processors.runtime.metrics import GateMetrics
@@ -205,6 +206,12 @@ class CheckService:
 def register(app: faust.App, settings: Settings, router: Router, processor: StreamThread,
              metrics: GateMetrics) -> None:
     service = CheckService(settings, router, processor)
+    openapi = orjson.loads((contracts.schemas_dir() / "openapi.json").read_bytes())
+
+    @app.page("/v1/openapi.json")
+    class OpenAPI(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(openapi)
 
     @app.page("/v1/check")
     class Check(View):

@@ -92,3 +92,79 @@ class OutboundProducer:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         self.close()
+
+
+class CheckRefused(GateClientError):
+    """The check API refused the request (401, 400, 413): fix it, do not retry."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status}: {reason}")
+        self.status = status
+        self.reason = reason
+
+
+class CheckUnavailable(GateClientError):
+    """No answer now (503: partitions moving, owner restoring): ask again after retry_after."""
+
+    def __init__(self, reason: str, retry_after: float) -> None:
+        super().__init__(f"{reason} (retry after {retry_after:g} s)")
+        self.retry_after = retry_after
+
+
+Checked = dict[str, Any] | list[dict[str, Any]]
+
+
+class GateChecks:
+    """POST /v1/check from Python: what the gate would decide for a message now.
+
+        checks = GateChecks("http://gate:6066", token)
+        answer = checks.check(message)            # or: await checks.check_async(message)
+        if answer["decision"] == "rejected": show(answer["reason"], answer["retry_after"])
+
+    A list of messages (at most 1,000) gets a list of answers; in a list, an answer that could
+    not be given now has "status": 503 and "retry_after_seconds" instead of a decision."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 5.0) -> None:
+        self.url = f"{base_url.rstrip('/')}/v1/check"
+        self.headers = {"Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json"}
+        self.timeout = timeout
+
+    def check(self, message: dict[str, Any] | list[dict[str, Any]]) -> Checked:
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.url, data=orjson.dumps(message), method="POST",
+                                         headers=self.headers)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                return answer_of(response.status, response.read(), message)
+        except urllib.error.HTTPError as refused:
+            return answer_of(refused.code, refused.read(), message,
+                             refused.headers.get("Retry-After"))
+
+    async def check_async(self, message: dict[str, Any] | list[dict[str, Any]]) -> Checked:
+        import aiohttp
+
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout)) as session, \
+                session.post(self.url, data=orjson.dumps(message),
+                             headers=self.headers) as response:
+            return answer_of(response.status, await response.read(), message,
+                             response.headers.get("Retry-After"))
+
+
+def answer_of(status: int, body: bytes, sent: Any, retry_after: str | None = None) -> Checked:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = {"error": body[:200].decode(errors="replace")}
+    if status == 503:
+        raise CheckUnavailable(str(payload.get("error")), float(retry_after or 1))
+    if status != 200:
+        raise CheckRefused(status, str(payload.get("error")))
+    if isinstance(sent, list):
+        results: list[dict[str, Any]] = payload["results"]
+        return results
+    answer: dict[str, Any] = payload
+    return answer

@@ -4,6 +4,7 @@ bad requests get 401/400/413 with a one-line reason and leave the stream alone."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -12,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from processors.core.enrich import parse_recipient
 from processors.runtime.routing import partition_for
+from processors.tools.client import CheckRefused, GateChecks
 from tests.e2e.conftest import Gate, poll, start_worker, stop_worker
 from tests.e2e.test_identities import owned
 from tests.e2e.test_live_state import decision, free_form, new_recipient, now_rfc3339
@@ -38,6 +41,11 @@ def check(gate: Gate, body: bytes, token: str | None = TOKEN) -> tuple[int, dict
             return response.status, dict(response.headers), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
+
+
+def check_get(gate: Gate, path: str) -> tuple[int, dict[str, str], Any]:
+    with urllib.request.urlopen(f"{gate.base_url}{path}", timeout=10) as response:
+        return response.status, dict(response.headers), json.loads(response.read())
 
 
 def user_on(partitions: set[int]) -> str:
@@ -105,6 +113,34 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
     for what, (_, _, body) in refusals.items():
         assert isinstance(body["error"], str) and "\n" not in body["error"], what
         assert opened[0] not in body["error"]
+    # The client (sync and async) says the same; its errors name the problem.
+    checks = GateChecks(first.base_url, TOKEN)
+    sync_answer = checks.check(batch[0])
+    async_answer = asyncio.run(checks.check_async(batch[0]))
+    assert isinstance(sync_answer, dict) and isinstance(async_answer, dict)
+    assert without(sync_answer) == without(async_answer) and sync_answer["preview"] is True
+    listed = checks.check(batch)
+    assert isinstance(listed, list)
+    assert [without(a) for a in listed] == [without(b) for b in answer["results"]]
+    with pytest.raises(CheckRefused) as refused:
+        GateChecks(first.base_url, "nope").check(batch[0])
+    assert refused.value.status == 401
+
+    # Every answer has the shape the OpenAPI document (served by the worker) says.
+    status, _, served = check_get(second, "/v1/openapi.json")
+    kept = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "openapi.json")
+                      .read_text())
+    assert status == 200 and served == kept
+    shapes = {"answer": ("CheckAnswer", sync_answer), "batch": ("Batch", answer),
+              **{what: ("Error", body) for what, (_, _, body) in refusals.items()}}
+    for what, (name, body) in shapes.items():
+        validator = Draft202012Validator({"$ref": f"#/components/schemas/{name}",
+                                          "components": kept["components"]})
+        errors = [e.message for e in validator.iter_errors(body)]
+        assert not errors, f"{what}: {errors}"
+    responses = kept["paths"]["/v1/check"]["post"]["responses"]
+    assert {str(s) for s in statuses.values()} <= set(responses)
+
     # the stream went on
     out = decision(second, reader, free_form(opened[1], TENANT))
     assert out.topic == second.topics.accepted

@@ -58,4 +58,7 @@ def test_a_build_carries_exactly_schemas(tmp_path: Path) -> None:
     packaged = build / "processors" / "schemas"
     assert packaged.is_dir() and not packaged.is_symlink()
     assert schema_files(packaged) == schema_files(SOURCE)
-    assert sorted(path.name for path in packaged.iterdir()) == sorted(schema_files(SOURCE))
+    # and the check API's OpenAPI document, which the worker serves
+    assert (packaged / "openapi.json").read_bytes() == (SOURCE / "openapi.json").read_bytes()
+    assert sorted(path.name for path in packaged.iterdir()) == sorted(
+        [*schema_files(SOURCE), "openapi.json"])
