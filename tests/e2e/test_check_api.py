@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -150,4 +152,52 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
         assert opened[0] not in gate.log() and e164 not in gate.log()
     reader.close()
     for gate in (first, second):
+        assert stop_worker(gate) == 0
+
+
+def test_checks_during_rebalances_are_right_or_503(bootstrap: str, tmp_path: Path) -> None:
+    run_id = uuid.uuid4().hex[:10]
+    env = {"OUTBOUND_GATE_API_TOKEN": TOKEN}
+    first = start_worker(bootstrap, tmp_path, run_id, env, name="first")
+    second = start_worker(bootstrap, tmp_path, run_id, env, name="second")
+    poll(lambda: len(owned(first)) == 2 and len(owned(second)) == 2, 90,
+         "the two workers to hold two partitions each", first.problem)
+    opened = [user_on({p}) for p in range(PARTITIONS)]
+    closed = [user_on({p}) for p in range(PARTITIONS)]
+    for user in opened:
+        first.send(first.topics.inbound, user, inbound(user, now_rfc3339(), TENANT))
+    expected = {**{u: "accepted" for u in opened}, **{u: "rejected" for u in closed}}
+    bodies = {u: json.dumps(free_form(u, TENANT)).encode() for u in expected}
+    poll(lambda: all(check(first, bodies[u])[2].get("decision") == "accepted" for u in opened),
+         60, "checks to see the service windows open", first.problem)
+
+    answers: list[tuple[str, int, dict[str, str], Any]] = []
+    done = threading.Event()
+
+    def ask() -> None:
+        while not done.is_set():
+            for user, body in bodies.items():
+                answers.append((user, *check(first, body)))
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    third = start_worker(bootstrap, tmp_path, run_id, env, name="third")  # the group grows
+    poll(lambda: bool(owned(third)), 90, "the third worker to get partitions", third.problem)
+    assert stop_worker(second) == 0  # and shrinks
+    poll(lambda: len(owned(first) | owned(third)) == PARTITIONS, 90,
+         "the two remaining workers to hold every partition", first.problem)
+    count = len(answers)
+    poll(lambda: len(answers) > count + 2 * len(bodies), 60, "checks after the rebalances",
+         first.problem)
+    done.set()
+    asker.join(20)
+    statuses = Counter(status for _, status, _, _ in answers)
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[200] > 0
+    for user, status, headers, body in answers:
+        if status == 503:
+            assert headers.get("Retry-After") == "1" and isinstance(body["error"], str)
+        else:
+            assert body["decision"] == expected[user], (user, body)
+    for gate in (first, third):
         assert stop_worker(gate) == 0
