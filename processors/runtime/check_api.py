@@ -122,7 +122,7 @@ async def read_messages(request: Request) -> tuple[list[dict[str, Any]], bool]:
                       f"a batch holds 1 to {MAX_BATCH:,} messages, not {len(items):,}")
     documents = []
     for index, item in enumerate(items):
-        try:
+        try:  # each message as the stream reads one: the same size, depth and schema checks
             documents.append(decode("outbound_message", orjson.dumps(item)))
         except DecodeError as exc:
             where = f"message {index}: " if batch else ""

@@ -134,6 +134,18 @@ class Output:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
+def user_state(tenant: str, head: str, head_state: RecipientState, members: Sequence[str],
+               load: Callable[[str], RecipientState], now: float) -> RecipientState:
+    """One user's state: its head identity's record and its linked BSUIDs' member records."""
+    return st.combine([head_state, *(load(member_key(tenant, head, member))
+                                     for member in members)], now)
+
+
+def linked_number(addressed: str, head: str) -> str | None:
+    """The number a message addressed to a linked BSUID is decided with (judge's linked_e164)."""
+    return head if addressed != head and head.startswith("+") else None
+
+
 # partition -> its committed state (key -> state), or None when the partition is not here
 StateReader = Callable[[int], Callable[[str], RecipientState] | None]
 
@@ -297,9 +309,8 @@ class Router:
                      st.prune(reducer(self.load(store, target), document), now, keep))
             tally[("state", contract)] += 1
             return
-        parts = [head_state, *(self.load(store, member_key(tenant, head, member))
-                               for member in members)]
-        combined = st.combine(parts, now)
+        combined = user_state(tenant, head, head_state, members,
+                              functools.partial(self.load, store), now)
         if st.already_decided(combined, document["message_id"]):
             # The same message_id again (an upstream retry): its decision is already out.
             log.info("duplicate input dropped", extra={
@@ -307,7 +318,7 @@ class Router:
                 "message_id": document["message_id"]})
             tally[("duplicate",)] += 1
             return
-        linked = head if addressed != head and head.startswith("+") else None
+        linked = linked_number(addressed, head)
         verdict = self.emit(document, combined, now, record.consumed, out, tally, linked)
         # What a decision records (its message id, the pair budget it used) is the user's:
         # it goes in the head's record, so that one budget counts the sends to every identity.
@@ -494,9 +505,8 @@ class Router:
         members = ids.members(head_state)
         if identity != head and identity not in members:
             return Preview(moving=True)  # released while we looked: the link is changing
-        combined = st.combine([head_state, *(loader(member_key(tenant, head, member))
-                                             for member in members)], now)
-        linked = head if identity != head and head.startswith("+") else None
+        combined = user_state(tenant, head, head_state, members, loader, now)
+        linked = linked_number(identity, head)
         verdict = self.verdict(document, combined, now, linked)
         record = dict(verdict.record)
         # The stream says it by the topic it writes to; a check says it in the record.

@@ -118,6 +118,7 @@ class RouteLoop:
         self.assigned: tuple[int, ...] = ()
         self.collector = RecordCollector(settings.changelog_topic)
         self.consumer: Consumer | None = None
+        self.restorer: Consumer | None = None  # reads changelog partitions, no group
         self.producer: Producer | None = None
         self.tasks: TaskManager | None = None
         self.last_sweep = self.last_lag = time.monotonic()
@@ -137,10 +138,10 @@ class RouteLoop:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.restorer = kafka_clients.restore_consumer(self.settings)
         self.tasks = TaskManager(
             lambda number: state_store.open_store(self.scheme, self.data_dir, number),
-            ChangelogReader(kafka_clients.restore_consumer(self.settings),
-                            self.settings.changelog_topic))
+            ChangelogReader(self.restorer, self.settings.changelog_topic))
         while not self.catalog_ready():  # decisions need the template catalog loaded
             if self.stopping.wait(0.2):
                 return
@@ -178,7 +179,8 @@ class RouteLoop:
                 log.debug("consumer close: %s", exc)
         if self.tasks is not None:
             self.tasks.close_all()
-            self.tasks.reader.consumer.close()  # type: ignore[attr-defined]
+        if self.restorer is not None:
+            self.restorer.close()
         if self.producer is not None:
             self.producer.flush(5)
 
