@@ -390,6 +390,12 @@ class Settings:
         """The recipient state's changelog (compacted; created by the gate)."""
         return f"{self.app_id}-recipient-state-changelog"
 
+    @property
+    def catalog_changelog_topic(self) -> str:
+        """The template catalog table's changelog (Faust's name for it; compacted), which every
+        worker follows in full (processors.runtime.catalog.CatalogReplica)."""
+        return f"{self.app_id}-template-catalog-changelog"
+
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env

@@ -82,6 +82,19 @@ PANELS: list[tuple[str, str, str, int, list[dict[str, Any]], str]] = [
     ("Policy in force", "table", "short", 8,
      [q("max by (policy_id, version) (outbound_gate_policy_info)", "{{policy_id}} {{version}}")],
      "Policy id and version each worker decides with."),
+    # The check API row (POST /v1/check, GET /v1/recipients): help desks ask before sending.
+    ("Check API requests by endpoint and status", "timeseries", "reqps", 12,
+     [q(f"sum by (endpoint, status) (rate(outbound_gate_api_requests_total[{RATE}]))",
+        "{{endpoint}} {{status}}")],
+     "Requests per second; 401/400/413 are callers' mistakes, 503 asks them to retry "
+     "(partitions moving or restoring)."),
+    ("Check API latency p50 / p99 by endpoint", "timeseries", "s", 12,
+     [q("histogram_quantile(0.5, sum by (le, endpoint) (rate("
+        f"outbound_gate_api_request_seconds_bucket[{RATE}])))", "{{endpoint}} p50"),
+      q("histogram_quantile(0.99, sum by (le, endpoint) (rate("
+        f"outbound_gate_api_request_seconds_bucket[{RATE}])))", "{{endpoint}} p99")],
+     "Request to response on the worker that was asked (a forwarded request includes the "
+     "owner's answer)."),
 ]
 
 def panel(index: int, x: int, y: int, spec: tuple[str, str, str, int, list[dict[str, Any]],

@@ -63,11 +63,12 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     policy_feed.register(app, settings, holder)
     catalog_table = catalog.register(app, settings, metrics)
     router = routing.Router(settings, holder, catalog_table, metrics)
-    processor = StreamThread(settings, router, metrics, lambda: faust_ready(app),
+    processor = StreamThread(settings, router, metrics,
+                             lambda: faust_ready(app) and catalog_table.caught_up,
                              loop=app.loop, beacon=app.beacon)
     app.add_dependency(processor)  # started and stopped with the worker
     views.register(app, settings, holder, catalog_table, processor)
-    check_api.register(app, settings, router, processor, metrics)
+    check_api.register(app, settings, router, processor, metrics, holder, catalog_table)
 
     @app.task  # type: ignore[untyped-decorator]
     async def announce() -> None:  # runs once the worker has set up logging
@@ -88,6 +89,6 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
 
 
 def faust_ready(app: faust.App) -> bool:
-    """Faust's part is up: the catalog partitions assigned and its table recovered."""
+    """Faust's part is up: the catalog agent's partitions assigned and its table recovered."""
     return bool(app.assignor.assigned_actives()) and not app.in_recovery \
         and not app.rebalancing

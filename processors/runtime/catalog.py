@@ -1,7 +1,17 @@
-"""The template catalog: a GlobalTable (every worker sees every template) fed by whatsapp.templates.
+"""The template catalog: every worker sees every template, fed by whatsapp.templates and the
+template changes in Meta's webhook bodies.
 
 Values are the short, time-sorted history of entries for one tenant:name:language, so that a
 decision can see the entry in effect at its clock (processors.core.policy.templates).
+
+The catalog agent (consumer group) applies each change to a Faust table, whose changelog
+carries it. Every worker reads that changelog in full into a CatalogReplica, and every lookup
+reads the replica: Faust's GlobalTable applies the changelog partitions a worker does not own
+only while it recovers, not after (faust-streaming/faust#212; seen here with two workers:
+each knew only the templates of its own partitions). A history arriving for a key is merged
+into what the replica holds, not put in its place: the agent merges with its own table, which
+may lack entries written from another worker's partitions, and merging makes every replica
+the union whatever the order.
 """
 
 from __future__ import annotations
@@ -12,10 +22,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import faust
+import orjson
 
 from processors.core import webhooks
 from processors.core.decode import DecodeError, parse_json
 from processors.core.policy import templates as tpl
+from processors.runtime import feed
 from processors.runtime.dead_letters import DeadLetters
 from processors.runtime.metrics import GateMetrics
 from processors.settings import Settings
@@ -28,7 +40,35 @@ CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Fa
 ENTRY_FIELDS = ("tenant_id", "name", "language", "category", "status", "updated_at")
 
 
-def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> CatalogTable:
+class CatalogReplica:
+    """This worker's full copy of the catalog: key -> history (the lookups' source)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tpl.TemplateHistory] = {}
+        self.caught_up = False
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def get(self, key: str) -> tpl.TemplateHistory | None:
+        return self.data.get(key)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """One changelog record (keys and values are JSON, as the table writes them)."""
+        if key is None:
+            return
+        name = orjson.loads(key)
+        if value is None:
+            self.data.pop(name, None)
+            return
+        history = self.data.get(name) or ()
+        for entry in orjson.loads(value) or ():
+            history = tpl.merge(history, entry)
+        self.data[name] = history
+
+
+def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> CatalogReplica:
+    replica = CatalogReplica()
     table = app.GlobalTable(
         "template-catalog",
         default=None,
@@ -60,11 +100,19 @@ def register(app: faust.App, settings: Settings, metrics: GateMetrics) -> Catalo
             for kind in ignored:  # state events of a body on the catalog topic
                 metrics.webhook_ignored.labels(message.topic, kind).inc()
 
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_catalog() -> None:
+        def caught_up() -> None:
+            replica.caught_up = True
+
+        await feed.follow(settings, settings.catalog_changelog_topic, "catalog",
+                          lambda _, record: replica.apply(record.key, record.value), caught_up)
+
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def measure_catalog() -> None:
-        metrics.catalog_entries.set(len(table))
+        metrics.catalog_entries.set(len(replica))
 
-    return table
+    return replica
 
 
 def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes: int,
@@ -97,13 +145,16 @@ def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes
     return ignored
 
 
-def lookup_with_upcoming(table: CatalogTable, tenant_id: str, name: str, language: str,
+def tenants(replica: CatalogReplica) -> frozenset[str]:
+    """Every tenant with an entry in the catalog (keys are tenant:name:language; a template's
+    name and language hold no colon, a tenant id may)."""
+    return frozenset(key.rsplit(":", 2)[0] for key in list(replica.data))
+
+
+def lookup_with_upcoming(replica: CatalogReplica, tenant_id: str, name: str, language: str,
                          clock: float) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The entry in effect at the clock, and the next category change announced after it."""
-    # The table's store directly: Table.get runs Faust's sensors on every read (4% of the
-    # route processor's time in a profile), and nothing here needs them.
-    history = table.data.get(tpl.catalog_key(tenant_id, name, language))
+    history = replica.data.get(tpl.catalog_key(tenant_id, name, language))
     if not history:
         return None, None
-    history = tuple(history)
     return tpl.entry_at(history, clock), tpl.pending_category(history, clock)

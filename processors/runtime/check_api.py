@@ -1,4 +1,5 @@
-"""The check API: POST /v1/check answers, from live state, what the gate would decide now.
+"""The check API: POST /v1/check answers, from live state, what the gate would decide now;
+GET /v1/recipients/{tenant}/{identity} what the gate knows of one user (why it decides so).
 
 Any worker answers any request. The state of a user lives with the worker that owns the
 user's partition (Kafka Streams calls this an interactive query): a worker that does not own it
@@ -8,8 +9,10 @@ partitions move or a store restores there is no owner to ask: 503 with Retry-Aft
 records nothing: no state change, no de-duplication entry, no budget used.
 
 Requests carry `Authorization: Bearer <OUTBOUND_GATE_API_TOKEN>`; bodies are one outbound
-message (the outbound contract) or a list of at most 1,000. No number or BSUID is logged or
-used as a metric label.
+message (the outbound contract) or a list of at most 1,000. A tenant the gate does not know
+(no template in the catalog, no policy override, not in the tenant map) is refused with 400:
+a typo would otherwise get answers about nobody. No number or BSUID is logged or used as a
+metric label (Faust's web server keeps no access log, so paths are not logged either).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import asyncio
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import faust
@@ -28,8 +33,11 @@ from faust.web import Request, Response, View
 
 from processors.core import contracts
 from processors.core.decode import DecodeError, decode
-from processors.runtime import kafka_clients
+from processors.core.enrich import parse_recipient
+from processors.runtime import catalog, kafka_clients
+from processors.runtime.catalog import CatalogReplica
 from processors.runtime.metrics import GateMetrics
+from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.routing import Preview, Router
 from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
@@ -102,6 +110,25 @@ def bearer_refusal(request: Request, token: str | None) -> str | None:
     return None
 
 
+class Tenants:
+    """The tenants the gate knows: the catalog's, the policy's overrides, the tenant map's."""
+
+    def __init__(self, settings: Settings, holder: PolicyHolder, table: CatalogReplica) -> None:
+        self.settings, self.holder, self.table = settings, holder, table
+        self.known: frozenset[str] = frozenset()
+        self.at = -1.0
+
+    def __contains__(self, tenant: object) -> bool:
+        if tenant in self.known or tenant in self.holder.current.tenants \
+                or tenant in self.settings.tenant_map.values():
+            return True
+        # A template added since the last look: look again, at most once a second.
+        if time.monotonic() - self.at > 1.0:
+            self.known, self.at = catalog.tenants(self.table), time.monotonic()
+            return tenant in self.known
+        return False
+
+
 async def read_messages(request: Request) -> tuple[list[dict[str, Any]], bool]:
     """The body's outbound messages, validated; and whether it was a list."""
     # Faust hands over aiohttp's request, which knows the declared length.
@@ -134,8 +161,15 @@ def unavailable(reason: str) -> dict[str, Any]:
     return {"status": 503, "error": reason, "retry_after_seconds": RETRY_SECONDS}
 
 
+# One lookup of one item here: a Preview (an answer, or the partition whose owner can answer).
+Look = Callable[[Any, str | None], Preview]
+# Forward items to the owner at a URL with their heads: one answer per item.
+Forward = Callable[[str, list[Any], list[str | None]], Awaitable[list[dict[str, Any]]]]
+
+
 class CheckService:
-    """Answers checks: here from the local stores, or by the owner of the partition."""
+    """Answers checks and recipient questions: here from the local stores, or by the owner of
+    the partition."""
 
     def __init__(self, settings: Settings, router: Router, processor: StreamThread) -> None:
         self.settings = settings
@@ -145,23 +179,26 @@ class CheckService:
         self.own_url = kafka_clients.advertised_url(settings)
         self.session: aiohttp.ClientSession | None = None
 
-    def local(self, document: dict[str, Any], head: str | None) -> Preview | dict[str, Any]:
-        try:
-            return self.router.preview(document, self.processor.reader, time.time(), head)
-        except Exception as exc:  # a store closed under us: its partition is moving
-            log.info("check not answered here (%s)", type(exc).__name__,
-                     extra={"event": "check_moving"})
-            return unavailable("the recipient's partition is moving between workers")
+    def check_here(self, document: dict[str, Any], head: str | None) -> Preview:
+        return self.router.preview(document, self.processor.reader, time.time(), head)
 
-    async def answer(self, documents: list[dict[str, Any]], heads: list[str | None],
-                     forwarded: bool, token: str) -> list[dict[str, Any]]:
-        results: list[dict[str, Any] | None] = [None] * len(documents)
+    def recipient_here(self, who: tuple[str, str], head: str | None) -> Preview:
+        return self.router.recipient(who[0], who[1], self.processor.reader, time.time(), head)
+
+    async def answer(self, items: list[Any], heads: list[str | None], forwarded: bool,
+                     look: Look, forward: Forward) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(items)
         remote: dict[str, list[tuple[int, str | None]]] = {}
-        for index, (document, head) in enumerate(zip(documents, heads, strict=True)):
-            found = self.local(document, head)
-            if isinstance(found, dict):
-                results[index] = found
-            elif found.record is not None:
+        for index, (item, head) in enumerate(zip(items, heads, strict=True)):
+            try:
+                found = look(item, head)
+            except Exception as exc:  # a store closed under us: its partition is moving
+                log.info("not answered here (%s)", type(exc).__name__,
+                         extra={"event": "check_moving"})
+                results[index] = unavailable("the recipient's partition is moving between "
+                                             "workers")
+                continue
+            if found.record is not None:
                 results[index] = found.record
             elif found.moving or forwarded or found.partition is None:
                 results[index] = unavailable("the recipient's owner is changing")
@@ -173,40 +210,67 @@ class CheckService:
                         "restoring)")
                 else:
                     remote.setdefault(url, []).append((index, found.head))
-        for url, items in remote.items():
-            answers = await self.forward(url, [documents[i] for i, _ in items],
-                                         [head for _, head in items], token)
-            for (index, _), answer in zip(items, answers, strict=True):
+        for url, pending in remote.items():
+            answers = await forward(url, [items[i] for i, _ in pending],
+                                    [head for _, head in pending])
+            for (index, _), answer in zip(pending, answers, strict=True):
                 results[index] = answer
         return [result or unavailable("not answered") for result in results]
 
-    async def forward(self, url: str, documents: list[dict[str, Any]],
-                      heads: list[str | None], token: str) -> list[dict[str, Any]]:
+    async def forward_checks(self, token: str, url: str, documents: list[Any],
+                             heads: list[str | None]) -> list[dict[str, Any]]:
+        answers = await self.ask(url, "POST", "/v1/check", orjson.dumps(documents), heads,
+                                 token)
+        if isinstance(answers, list) and len(answers) == len(documents):
+            return answers
+        return [answers if isinstance(answers, dict) else unavailable("no answer")
+                ] * len(documents)
+
+    async def forward_recipient(self, token: str, url: str, who: list[Any],
+                                heads: list[str | None]) -> list[dict[str, Any]]:
+        tenant, identity = who[0]
+        path = f"/v1/recipients/{quote(tenant, safe='')}/{quote(identity, safe='')}"
+        answer = await self.ask(url, "GET", path, None, heads, token)
+        return [answer if isinstance(answer, dict) else unavailable("no answer")]
+
+    async def ask(self, url: str, method: str, path: str, body: bytes | None,
+                  heads: list[str | None], token: str) -> list[dict[str, Any]] | dict[str, Any]:
+        """One forwarded request: the owner's results (a list), or one answer for all (a
+        503 when the owner did not answer as it should)."""
         if self.session is None:
             self.session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_SECONDS))
         try:
-            async with self.session.post(
-                    f"{url}/v1/check", data=orjson.dumps(documents),
+            async with self.session.request(
+                    method, f"{url}{path}", data=body,
                     headers={"Authorization": f"Bearer {token}",
                              "Content-Type": "application/json",
                              FORWARDED: orjson.dumps(heads).decode()}) as response:
-                body = orjson.loads(await response.read())
-                if response.status == 200 and isinstance(body, dict) \
-                        and len(body.get("results", ())) == len(documents):
-                    return list(body["results"])
-                reason = body.get("error") if isinstance(body, dict) else None
-                return [unavailable(f"the owner answered {response.status}: {reason}")
-                        ] * len(documents)
+                answer = orjson.loads(await response.read())
+                if response.status == 200 and isinstance(answer, dict):
+                    results = answer.get("results")
+                    return list(results) if isinstance(results, list) else answer
+                reason = answer.get("error") if isinstance(answer, dict) else None
+                if response.status in (400, 404) and isinstance(answer, dict):
+                    return {"status": response.status, "error": reason}
+                return unavailable(f"the owner answered {response.status}: {reason}")
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            return [unavailable(f"the owner at {url} did not answer ({type(exc).__name__})")
-                    ] * len(documents)
+            return unavailable(f"the owner at {url} did not answer ({type(exc).__name__})")
 
 
 def register(app: faust.App, settings: Settings, router: Router, processor: StreamThread,
-             metrics: GateMetrics) -> None:
+             metrics: GateMetrics, holder: PolicyHolder, table: CatalogReplica) -> None:
     service = CheckService(settings, router, processor)
+    tenants = Tenants(settings, holder, table)
     openapi = orjson.loads((contracts.schemas_dir() / "openapi.json").read_bytes())
+
+    def measured(endpoint: str, status: int, started: float) -> None:
+        metrics.api_requests.labels(endpoint, str(status)).inc()
+        metrics.api_latency.labels(endpoint).observe(time.monotonic() - started)
+
+    def reply(view: View, status: int, body: Any) -> Response:
+        headers = {"Retry-After": str(RETRY_SECONDS)} if status == 503 else None
+        return view.json(body, status=status, headers=headers)
 
     @app.page("/v1/openapi.json")
     class OpenAPI(View):
@@ -218,10 +282,8 @@ def register(app: faust.App, settings: Settings, router: Router, processor: Stre
         async def post(self, request: Request) -> Response:
             started = time.monotonic()
             status, body = await self.handle(request)
-            metrics.api_requests.labels("check", str(status)).inc()
-            metrics.api_latency.labels("check").observe(time.monotonic() - started)
-            headers = {"Retry-After": str(RETRY_SECONDS)} if status == 503 else None
-            return self.json(body, status=status, headers=headers)
+            measured("check", status, started)
+            return reply(self, status, body)
 
         async def handle(self, request: Request) -> tuple[int, Any]:
             refusal = bearer_refusal(request, settings.api_token)
@@ -230,17 +292,54 @@ def register(app: faust.App, settings: Settings, router: Router, processor: Stre
             try:
                 documents, batch = await read_messages(request)
                 heads = parse_heads(request.headers.get(FORWARDED), len(documents))
+                for index, document in enumerate(documents):
+                    if document["tenant_id"] not in tenants:
+                        where = f"message {index}: " if batch else ""
+                        raise Refused(400, f"{where}unknown tenant_id "
+                                           f"{document['tenant_id']!r}")
             except Refused as refused:
                 return refused.status, {"error": refused.reason}
             forwarded = FORWARDED in request.headers
-            results = await service.answer(documents, heads, forwarded,
-                                           settings.api_token or "")
+            token = settings.api_token or ""
+            results = await service.answer(
+                documents, heads, forwarded, service.check_here,
+                lambda url, items, item_heads: service.forward_checks(token, url, items,
+                                                                      item_heads))
             if batch or forwarded:
                 return 200, {"results": results}
             result = results[0]
-            if result.get("status") == 503:
-                return 503, result
-            return 200, result
+            return int(result.get("status", 200)), result
+
+    @app.page("/v1/recipients/{tenant}/{identity}")
+    class Recipient(View):
+        async def get(self, request: Request, tenant: str, identity: str) -> Response:
+            started = time.monotonic()
+            status, body = await self.handle(request, tenant, identity)
+            measured("recipients", status, started)
+            return reply(self, status, body)
+
+        async def handle(self, request: Request, tenant: str, identity: str
+                         ) -> tuple[int, Any]:
+            refusal = bearer_refusal(request, settings.api_token)
+            if refusal is not None:
+                return 401, {"error": refusal}
+            try:
+                heads = parse_heads(request.headers.get(FORWARDED), 1)
+            except Refused as refused:
+                return refused.status, {"error": refused.reason}
+            if tenant not in tenants:
+                return 400, {"error": f"unknown tenant_id {tenant!r}"}
+            recipient = parse_recipient(identity)
+            if recipient.identity is None:  # its problem names no digits
+                return 400, {"error": "the identity is neither a valid phone number (E.164) "
+                                      "nor a valid business-scoped user ID"}
+            token = settings.api_token or ""
+            results = await service.answer(
+                [(tenant, recipient.identity)], heads, FORWARDED in request.headers,
+                service.recipient_here,
+                lambda url, items, item_heads: service.forward_recipient(token, url, items,
+                                                                         item_heads))
+            return int(results[0].get("status", 200)), results[0]
 
 
 def parse_heads(header: str | None, count: int) -> list[str | None]:

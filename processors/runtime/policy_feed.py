@@ -12,10 +12,9 @@ from dataclasses import dataclass
 
 import faust
 import orjson
-from aiokafka import TopicPartition
 
 from processors.core.policy import PolicyError, PolicySet, parse_policy
-from processors.runtime import kafka_clients
+from processors.runtime import feed
 from processors.runtime.metrics import GateMetrics
 from processors.settings import Settings
 
@@ -59,26 +58,13 @@ class PolicyHolder:
 
 
 def register(app: faust.App, settings: Settings, holder: PolicyHolder) -> None:
-    topic = settings.topics.policy
-
     @app.task  # type: ignore[untyped-decorator]
     async def follow_policy() -> None:
-        consumer = kafka_clients.follower_consumer(settings, "policy")
-        await consumer.start()
-        try:
-            await consumer.topics()  # fetch metadata so that partitions are known
-            partitions = [TopicPartition(topic, p)
-                          for p in sorted(consumer.partitions_for_topic(topic) or {0})]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
-            while True:
-                batches = await consumer.getmany(timeout_ms=500)
-                for tp, records in batches.items():
-                    for record in records:
-                        holder.offer(record.value, f"{tp.topic}:{tp.partition}@{record.offset}")
-                if not holder.caught_up:
-                    positions = {tp: await consumer.position(tp) for tp in ends}
-                    holder.caught_up = all(positions[tp] >= end for tp, end in ends.items())
-        finally:
-            await consumer.stop()
+        def caught_up() -> None:
+            holder.caught_up = True
+
+        await feed.follow(
+            settings, settings.topics.policy, "policy",
+            lambda tp, record: holder.offer(record.value,
+                                            f"{tp.topic}:{tp.partition}@{record.offset}"),
+            caught_up)

@@ -26,6 +26,7 @@ from processors.core.policy import (
     Policy,
     PolicySet,
     RecipientState,
+    explain,
 )
 from processors.core.policy import identity as ids
 from processors.core.policy import state as st
@@ -33,7 +34,7 @@ from processors.core.policy.state import REDUCERS, state_key
 from processors.core.timeutil import parse_rfc3339
 from processors.core.webhooks import Document
 from processors.runtime import catalog, dead_letters, recipient_state
-from processors.runtime.catalog import CatalogTable
+from processors.runtime.catalog import CatalogReplica
 from processors.runtime.metrics import NONE, BatchedHistogram, GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.state_store import PartitionStore
@@ -171,7 +172,7 @@ class Router:
     through the repartition topic; the rest are handled where they are.
     """
 
-    def __init__(self, settings: Settings, holder: PolicyHolder, catalog_table: CatalogTable,
+    def __init__(self, settings: Settings, holder: PolicyHolder, catalog_table: CatalogReplica,
                  metrics: GateMetrics) -> None:
         topics = settings.topics
         self.settings = settings
@@ -328,7 +329,8 @@ class Router:
                 .pair_rate_interval_seconds
             state = st.with_send(state, document.get("business_number") or "", now, interval)
         if dedup:  # remember the idempotency key (0 switches de-duplication off)
-            state = st.with_decided(state, document["message_id"], now)
+            state = st.with_decided(state, document["message_id"], now,
+                                    verdict.decision.error_code or "")
         if dedup or verdict.decision.accepted:
             self.put(store, out, head_key, st.prune(state, now, keep))
 
@@ -487,7 +489,35 @@ class Router:
         if identity is None:  # decided as INVALID_RECIPIENT, as the stream does
             return Preview({**self.verdict(document, EMPTY, now).record,
                             "decision": "rejected", "preview": True})
-        tenant = document["tenant_id"]
+        found = self.find_user(document["tenant_id"], identity, read, now, head)
+        if isinstance(found, Preview):
+            return found
+        head, _, combined = found
+        verdict = self.verdict(document, combined, now, linked_number(identity, head))
+        record = dict(verdict.record)
+        # The stream says it by the topic it writes to; a check says it in the record.
+        record["decision"] = "accepted" if verdict.decision.accepted else "rejected"
+        record["preview"] = True
+        if st.already_decided(combined, document["message_id"]):
+            record["already_decided"] = True  # the stream would drop it as a repeat
+        return Preview(record)
+
+    def recipient(self, tenant: str, identity: str, read: StateReader, now: float,
+                  head: str | None = None) -> Preview:
+        """What the gate knows of one user (identity: a normalised number or BSUID), from
+        committed state; or, as preview(), the partition whose owner can answer."""
+        found = self.find_user(tenant, identity, read, now, head)
+        if isinstance(found, Preview):
+            return found
+        head, head_state, combined = found
+        return Preview(explain.describe(
+            tenant, identity, head, head_state, combined,
+            self.holder.current.for_tenant(tenant).parameters, now))
+
+    def find_user(self, tenant: str, identity: str, read: StateReader, now: float,
+                  head: str | None) -> tuple[str, RecipientState, RecipientState] | Preview:
+        """(head identity, head's record, the user's combined state) of the user an identity
+        belongs to, from committed state; a Preview naming where to ask when not here."""
         head_state: RecipientState | None = None
         if head is None:
             key = state_key(tenant, identity)
@@ -505,16 +535,7 @@ class Router:
         members = ids.members(head_state)
         if identity != head and identity not in members:
             return Preview(moving=True)  # released while we looked: the link is changing
-        combined = user_state(tenant, head, head_state, members, loader, now)
-        linked = linked_number(identity, head)
-        verdict = self.verdict(document, combined, now, linked)
-        record = dict(verdict.record)
-        # The stream says it by the topic it writes to; a check says it in the record.
-        record["decision"] = "accepted" if verdict.decision.accepted else "rejected"
-        record["preview"] = True
-        if st.already_decided(combined, document["message_id"]):
-            record["already_decided"] = True  # the stream would drop it as a repeat
-        return Preview(record)
+        return head, head_state, user_state(tenant, head, head_state, members, loader, now)
 
     def emit(self, document: dict[str, Any], state: RecipientState, now: float,
              consumed: float, out: list[Output], tally: Tally,

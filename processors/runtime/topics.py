@@ -51,8 +51,10 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
     topics = settings.topics
     return create_missing(
         settings.bootstrap_servers,
-        [*topics.all(), settings.repartition_topic, settings.changelog_topic],
+        [*topics.all(), settings.repartition_topic, settings.changelog_topic,
+         settings.catalog_changelog_topic],
         settings.partitions, settings.replication_factor,
-        compacted=[topics.templates, topics.policy, settings.changelog_topic],
+        compacted=[topics.templates, topics.policy, settings.changelog_topic,
+                   settings.catalog_changelog_topic],
         single_partition=[topics.policy],
         timeout_ms=timeout_ms, security=settings.security)

@@ -10,7 +10,7 @@ import faust
 from faust.web import Request, Response, View
 
 from processors.core.policy import templates as tpl
-from processors.runtime.catalog import CatalogTable
+from processors.runtime.catalog import CatalogReplica
 from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
@@ -42,7 +42,7 @@ class BrokerProbe:
 
 
 def register(app: faust.App, settings: Settings, holder: PolicyHolder,
-             catalog_table: CatalogTable, processor: StreamThread) -> None:
+             catalog_table: CatalogReplica, processor: StreamThread) -> None:
     broker = BrokerProbe(settings.bootstrap_servers)
 
     @app.page("/healthz")
@@ -53,9 +53,10 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
     @app.page("/readyz")
     class Ready(View):
         async def get(self, request: Request) -> Response:
-            # Faust's recovery covers the catalog GlobalTable: "recovered" = catalog loaded;
-            # the route processor is ready once its partitions' state is restored.
-            recovering = bool(app.in_recovery) or bool(app.rebalancing) or not processor.ready
+            # The catalog is loaded once this worker's replica has read its changelog to the
+            # end; the route processor is ready once its partitions' state is restored.
+            recovering = bool(app.in_recovery) or bool(app.rebalancing) \
+                or not processor.ready or not catalog_table.caught_up
             reachable = await broker()
             assigned = sorted(processor.owned)
             ready = bool(assigned) and not recovering and holder.caught_up and reachable
@@ -66,6 +67,7 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
                 "broker_reachable": reachable,
                 "policy_caught_up": holder.caught_up,
                 "catalog_entries": len(catalog_table),
+                "catalog_caught_up": catalog_table.caught_up,
                 "policy": {"id": holder.current.id, "version": holder.current.version},
             }
             return self.json(body, status=200 if ready else 503)

@@ -115,43 +115,72 @@ Checked = dict[str, Any] | list[dict[str, Any]]
 
 
 class GateChecks:
-    """POST /v1/check from Python: what the gate would decide for a message now.
+    """The check API from Python: what the gate would decide for a message now, and what it
+    knows of one user.
 
         checks = GateChecks("http://gate:6066", token)
         answer = checks.check(message)            # or: await checks.check_async(message)
         if answer["decision"] == "rejected": show(answer["reason"], answer["retry_after"])
+        user = checks.recipient("acme", "+14165550123")   # or: await recipient_async(...)
+        if user["marketing"]["opted_out"]: show("opted out since", user["marketing"]["since"])
 
     A list of messages (at most 1,000) gets a list of answers; in a list, an answer that could
     not be given now has "status": 503 and "retry_after_seconds" instead of a decision."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 5.0) -> None:
-        self.url = f"{base_url.rstrip('/')}/v1/check"
+        self.base = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}",
                         "Content-Type": "application/json"}
         self.timeout = timeout
 
     def check(self, message: dict[str, Any] | list[dict[str, Any]]) -> Checked:
+        return self._call("POST", "/v1/check", message)
+
+    async def check_async(self, message: dict[str, Any] | list[dict[str, Any]]) -> Checked:
+        return await self._call_async("POST", "/v1/check", message)
+
+    def recipient(self, tenant_id: str, identity: str) -> dict[str, Any]:
+        """GET /v1/recipients/{tenant}/{identity}: the user's window, opt-out, cool-down,
+        pair-rate budget and last decisions (identity: a number or a BSUID)."""
+        answer = self._call("GET", recipient_path(tenant_id, identity), None)
+        assert isinstance(answer, dict)
+        return answer
+
+    async def recipient_async(self, tenant_id: str, identity: str) -> dict[str, Any]:
+        answer = await self._call_async("GET", recipient_path(tenant_id, identity), None)
+        assert isinstance(answer, dict)
+        return answer
+
+    def _call(self, method: str, path: str, sent: Any) -> Checked:
         import urllib.error
         import urllib.request
 
-        request = urllib.request.Request(self.url, data=orjson.dumps(message), method="POST",
-                                         headers=self.headers)
+        request = urllib.request.Request(
+            self.base + path, method=method, headers=self.headers,
+            data=None if sent is None else orjson.dumps(sent))
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return answer_of(response.status, response.read(), message)
+                return answer_of(response.status, response.read(), sent)
         except urllib.error.HTTPError as refused:
-            return answer_of(refused.code, refused.read(), message,
+            return answer_of(refused.code, refused.read(), sent,
                              refused.headers.get("Retry-After"))
 
-    async def check_async(self, message: dict[str, Any] | list[dict[str, Any]]) -> Checked:
+    async def _call_async(self, method: str, path: str, sent: Any) -> Checked:
         import aiohttp
 
         async with aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout)) as session, \
-                session.post(self.url, data=orjson.dumps(message),
-                             headers=self.headers) as response:
-            return answer_of(response.status, await response.read(), message,
+                session.request(method, self.base + path, headers=self.headers,
+                                data=None if sent is None else orjson.dumps(sent)
+                                ) as response:
+            return answer_of(response.status, await response.read(), sent,
                              response.headers.get("Retry-After"))
+
+
+def recipient_path(tenant_id: str, identity: str) -> str:
+    from urllib.parse import quote
+
+    return f"/v1/recipients/{quote(tenant_id, safe='')}/{quote(identity, safe='')}"
 
 
 def answer_of(status: int, body: bytes, sent: Any, retry_after: str | None = None) -> Checked:

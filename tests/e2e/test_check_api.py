@@ -1,6 +1,7 @@
 """The check API on two workers of one group: either worker answers a check for a user on
-either worker's partitions, with the decision the stream then makes; checks record nothing;
-bad requests get 401/400/413 with a one-line reason and leave the stream alone."""
+either worker's partitions, with the decision the stream then makes, and what it knows of
+that user; checks record nothing; bad requests get 401/400/413 with a one-line reason and
+leave the stream alone."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
@@ -23,7 +25,7 @@ from processors.tools.client import CheckRefused, GateChecks
 from tests.e2e.conftest import Gate, poll, start_worker, stop_worker
 from tests.e2e.test_identities import owned
 from tests.e2e.test_live_state import decision, free_form, new_recipient, now_rfc3339
-from tests.factories import inbound
+from tests.factories import inbound, template_entry
 
 pytestmark = pytest.mark.e2e
 
@@ -33,8 +35,11 @@ PARTITIONS = 4
 VOLATILE = {"decided_at", "preview", "already_decided", "decision"}
 
 
-def check(gate: Gate, body: bytes, token: str | None = TOKEN) -> tuple[int, dict[str, str], Any]:
-    request = urllib.request.Request(f"{gate.base_url}/v1/check", data=body, method="POST",
+def ask(gate: Gate, path: str, body: bytes | None = None,
+        token: str | None = TOKEN) -> tuple[int, dict[str, str], Any]:
+    """One request (POST when there is a body): status, headers, JSON answer."""
+    request = urllib.request.Request(f"{gate.base_url}{path}", data=body,
+                                     method="GET" if body is None else "POST",
                                      headers={"Content-Type": "application/json"})
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
@@ -45,9 +50,21 @@ def check(gate: Gate, body: bytes, token: str | None = TOKEN) -> tuple[int, dict
         return exc.code, dict(exc.headers), json.loads(exc.read() or b"null")
 
 
-def check_get(gate: Gate, path: str) -> tuple[int, dict[str, str], Any]:
-    with urllib.request.urlopen(f"{gate.base_url}{path}", timeout=10) as response:
-        return response.status, dict(response.headers), json.loads(response.read())
+def check(gate: Gate, body: bytes, token: str | None = TOKEN) -> tuple[int, dict[str, str], Any]:
+    return ask(gate, "/v1/check", body, token)
+
+
+def check_get(gate: Gate, path: str, token: str | None = TOKEN) -> tuple[int, dict[str, str], Any]:
+    return ask(gate, path, None, token)
+
+
+def known_tenant(*gates: Gate) -> None:
+    """The API answers for tenants the gate knows: one with a template in the catalog."""
+    key = f"{TENANT}:welcome:en_US"
+    gates[0].send(gates[0].topics.templates, key,
+                  template_entry("welcome", "UTILITY", tenant_id=TENANT))
+    poll(lambda: all(gate.catalog_entry(key) for gate in gates), 60,
+         "the tenant's template in every worker's catalog", gates[0].problem)
 
 
 def user_on(partitions: set[int]) -> str:
@@ -71,6 +88,7 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
     poll(lambda: len(owned(first)) == 2 and len(owned(second)) == 2
          and not owned(first) & owned(second), 90,
          "the two workers to hold two partitions each", first.problem)
+    known_tenant(first, second)
     opened = [user_on(owned(first)), user_on(owned(second))]
     closed = [user_on(owned(first)), user_on(owned(second))]
     for user in opened:  # an inbound message opens the service window
@@ -108,10 +126,12 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
         "wrong schema": check(first, json.dumps({**batch[0], "kind": "fax"}).encode()),
         "10 MB": check(first, b"[" + b" " * 10_000_000 + b"]"),
         "too many": check(first, json.dumps([batch[0]] * 1001).encode()),
+        "unknown tenant": check(first, json.dumps({**batch[0], "tenant_id": "nobody"}).encode()),
     }
     statuses = {what: status for what, (status, _, _) in refusals.items()}
     assert statuses == {"no token": 401, "wrong token": 401, "bad JSON": 400,
-                        "wrong schema": 400, "10 MB": 413, "too many": 413}
+                        "wrong schema": 400, "10 MB": 413, "too many": 413,
+                        "unknown tenant": 400}
     for what, (_, _, body) in refusals.items():
         assert isinstance(body["error"], str) and "\n" not in body["error"], what
         assert opened[0] not in body["error"]
@@ -143,6 +163,42 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
     responses = kept["paths"]["/v1/check"]["post"]["responses"]
     assert {str(s) for s in statuses.values()} <= set(responses)
 
+    # What the gate knows of each user, asked of either worker (one forwards to the owner).
+    for user, window in [(opened[0], True), (opened[1], True), (closed[0], False)]:
+        e164 = parse_recipient(user).e164
+        assert e164 is not None
+        path = f"/v1/recipients/{TENANT}/{urllib.parse.quote(e164, safe='')}"
+        views = [check_get(gate, path) for gate in (first, second)]
+        for status, _, view in views:
+            assert status == 200, view
+            assert (view["service_window"]["open_until"] is not None) == window, view
+            assert view["user"] == e164 and view["marketing"]["opted_out"] is False
+        assert {**views[0][2], "as_of": None} == {**views[1][2], "as_of": None}
+        outcomes = {d["message_id"]: d["outcome"] for d in views[0][2]["last_decisions"]}
+        assert outcomes, "the stream's decisions for this user are not shown"
+        assert set(outcomes.values()) == {"accepted" if window else "OUTSIDE_SERVICE_WINDOW"}
+        errors = [e.message for e in Draft202012Validator(
+            {"$ref": "#/components/schemas/Recipient", "components": kept["components"]}
+        ).iter_errors(views[0][2])]
+        assert not errors, errors
+    e164 = parse_recipient(opened[1]).e164
+    assert e164 is not None
+    by_client = checks.recipient(TENANT, e164)
+    assert by_client["user"] == e164
+    assert asyncio.run(checks.recipient_async(TENANT, e164))["user"] == e164
+    asked = {
+        "no token": check_get(first, f"/v1/recipients/{TENANT}/%2B{e164[1:]}", token=None),
+        "unknown tenant": check_get(first, f"/v1/recipients/nobody/%2B{e164[1:]}"),
+        "not an identity": check_get(first, f"/v1/recipients/{TENANT}/12ab"),
+    }
+    assert {what: status for what, (status, _, _) in asked.items()} == {
+        "no token": 401, "unknown tenant": 400, "not an identity": 400}
+    for what, (_, _, body) in asked.items():
+        assert isinstance(body["error"], str) and "\n" not in body["error"], what
+        assert e164[1:] not in body["error"], what
+    assert set(kept["paths"]["/v1/recipients/{tenant}/{identity}"]["get"]["responses"]) >= {
+        "200", "400", "401", "503"}
+
     # the stream went on
     out = decision(second, reader, free_form(opened[1], TENANT))
     assert out.topic == second.topics.accepted
@@ -162,6 +218,7 @@ def test_checks_during_rebalances_are_right_or_503(bootstrap: str, tmp_path: Pat
     second = start_worker(bootstrap, tmp_path, run_id, env, name="second")
     poll(lambda: len(owned(first)) == 2 and len(owned(second)) == 2, 90,
          "the two workers to hold two partitions each", first.problem)
+    known_tenant(first, second)
     opened = [user_on({p}) for p in range(PARTITIONS)]
     closed = [user_on({p}) for p in range(PARTITIONS)]
     for user in opened:

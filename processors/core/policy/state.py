@@ -36,7 +36,8 @@ class RecipientState:
     inbound: tuple[float, ...] = ()  # inbound user messages (open the service window)
     preferences: tuple[tuple[float, str], ...] = ()  # (time, "stop" | "resume")
     limit_hits: tuple[float, ...] = ()  # delivery statuses with 131049
-    decided: tuple[tuple[float, str], ...] = ()  # (time, message_id) recently decided
+    # (time, message_id, outcome) recently decided; outcome: "" accepted, else the error code
+    decided: tuple[tuple[float, str, str], ...] = ()
     # Pair rate (GCRA): (business number or "", theoretical arrival time, last send time).
     pair: tuple[tuple[str, float, float], ...] = ()
     links: tuple[tuple[str, str, float], ...] = ()  # (kind, identity, linked at): a number's
@@ -77,13 +78,14 @@ def with_limit_hit(state: RecipientState, at: float) -> RecipientState:
     return replace(state, limit_hits=_insert(state.limit_hits, at))
 
 
-def with_decided(state: RecipientState, message_id: str, at: float,
+def with_decided(state: RecipientState, message_id: str, at: float, outcome: str = "",
                  keep: int = MAX_DECIDED) -> RecipientState:
-    """Remember a decided message_id (the idempotency key), the newest `keep` of them."""
+    """Remember a decided message_id (the idempotency key) and its outcome ("" accepted, else
+    the error code: what the recipient endpoint shows), the newest `keep` of them."""
     # Built directly: dataclasses.replace() costs more than the rest of this, per decision.
     return RecipientState(state.inbound, state.preferences, state.limit_hits,
-                          (*state.decided, (at, message_id))[-keep:], state.pair, state.links,
-                          state.home)
+                          (*state.decided, (at, message_id, outcome))[-keep:], state.pair,
+                          state.links, state.home)
 
 
 def already_decided(state: RecipientState, message_id: str) -> bool:
@@ -138,7 +140,7 @@ def combine(states: list[RecipientState], clock: float) -> RecipientState:
     inbound: set[float] = set()
     preferences: set[tuple[float, str]] = set()
     hits: set[float] = set()
-    decided: set[tuple[float, str]] = set()
+    decided: set[tuple[float, str, str]] = set()
     budgets: dict[str, list[tuple[float, float]]] = {}
     for state in states:
         inbound.update(state.inbound)
@@ -261,7 +263,8 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
 
 
 def to_json(state: RecipientState) -> list[Any]:
-    """Compact store value: [inbound, [[time, preference]...], limit_hits, [[time, id]...],
+    """Compact store value: [inbound, [[time, preference]...], limit_hits,
+    [[time, id, outcome]...],
     [[business number, tat]...], [[kind, identity, at]...], [number, at] | null]."""
     return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits),
             [list(d) for d in state.decided], [list(p) for p in state.pair],
@@ -284,7 +287,10 @@ def from_json(value: list[Any] | None) -> RecipientState:
     # List comprehensions: a third cheaper than generators, and a busy recipient's state (32
     # decided ids) is read on every batch that has it.
     return RecipientState(tuple(inbound), tuple([(float(t), str(p)) for t, p in preferences]),
-                          tuple(hits), tuple([(float(t), str(m)) for t, m in decided]),
+                          tuple(hits),
+                          # Entries written before outcomes were kept have two fields: "?".
+                          tuple([(float(d[0]), str(d[1]), str(d[2]) if len(d) > 2 else "?")
+                                 for d in decided]),
                           tuple([(str(n), float(t), float(last)) for n, t, last in pair]),
                           tuple([(str(k), str(i), float(t)) for k, i, t in links]),
                           (str(home[0]), float(home[1])) if home else None)

@@ -205,16 +205,17 @@ def make_router(partitions: int, loadgen_catalog: list[Any] | None = None) -> An
     from prometheus_client import CollectorRegistry
 
     from processors.core.policy import load_policy
+    from processors.runtime.catalog import CatalogReplica
     from processors.runtime.metrics import GateMetrics
     from processors.runtime.policy_feed import PolicyHolder
     from processors.runtime.routing import Router
     from processors.settings import Settings
     from tests.factories import template_entry
 
-    catalog = SimpleNamespace(data={})
+    catalog = CatalogReplica()
     for entry in (template_entry("promo", "MARKETING"), template_entry("notice", "UTILITY")):
-        catalog.data[f"acme:{entry['name']}:en_US"] = [entry]
+        catalog.data[f"acme:{entry['name']}:en_US"] = (entry,)
     for record in loadgen_catalog or ():
-        catalog.data[record.key.decode()] = [orjson.loads(record.value)]
+        catalog.data[record.key.decode()] = (orjson.loads(record.value),)
     return Router(Settings(partitions=partitions), PolicyHolder(load_policy()), catalog,
                   GateMetrics(CollectorRegistry(), 100))

@@ -85,3 +85,33 @@ def test_a_linked_bsuid_is_checked_with_its_numbers_state_on_the_numbers_owner()
     assert answer.record is not None and answer.record["error_code"] == "MARKETING_OPTED_OUT"
     send(cluster, "to-bsuid", X1, T0)
     assert same_decision(answer.record, cluster.decisions["to-bsuid"])
+
+
+def test_the_recipient_view_shows_the_users_state_from_every_identity() -> None:
+    cluster = Cluster()
+    cluster.publish(TOPICS.inbound, {**inbound(NUMBER, format_rfc3339(T0 - 600)),
+                                     "user_id": X1}, T0)
+    cluster.publish(TOPICS.preferences, preference(X1, "stop", format_rfc3339(T0 - 300)), T0)
+    send(cluster, "promo", X1, T0 - 60)  # marketing to an opted-out user: rejected
+    send(cluster, "reply", NUMBER, T0 - 1, kind="free_form", template=None)
+    everywhere = reader(cluster, {0, 1, 2, 3})
+    before = everything(cluster)
+    view = cluster.router.recipient("acme", X1, everywhere, T0).record
+    assert everything(cluster) == before, "asking changed the state"
+    assert view is not None and view["user"] == NUMBER
+    assert view["linked"][0]["identity"] == X1
+    assert view["service_window"] == {"last_inbound_at": format_rfc3339(T0 - 600),
+                                      "open_until": format_rfc3339(T0 - 600 + 86400)}
+    assert view["marketing"] == {"preference": "stop", "since": format_rfc3339(T0 - 300),
+                                 "opted_out": True}
+    assert [(d["message_id"], d["outcome"]) for d in view["last_decisions"]] == [
+        ("reply", "accepted"), ("promo", "MARKETING_OPTED_OUT")]
+    # The accepted free-form reply, a second ago, used one send of the pair budget (45).
+    assert [p["sends_available"] for p in view["pair_rate"]] == [44]
+    # The same user asked by its number, on the number's owner only.
+    number_home = partition_for(f"acme:{NUMBER}", 4)
+    by_number = cluster.router.recipient("acme", NUMBER, reader(cluster, {number_home}), T0)
+    assert by_number.record is not None
+    assert by_number.record["last_decisions"] == view["last_decisions"]
+    elsewhere = cluster.router.recipient("acme", NUMBER, reader(cluster, set()), T0)
+    assert elsewhere.record is None and elsewhere.partition == number_home

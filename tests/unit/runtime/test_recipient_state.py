@@ -23,7 +23,7 @@ def test_expired_entries_are_pruned() -> None:
     pruned = st.prune(state, 1000.0, KEEP)
     assert pruned.inbound == (950.0,)
     assert pruned.limit_hits == (990.0,)
-    assert pruned.decided == ((995.0, "new"),)
+    assert pruned.decided == ((995.0, "new", ""),)
 
 
 def test_everything_expires_to_empty() -> None:
@@ -74,8 +74,9 @@ def test_table_encoding_round_trips() -> None:
     state = st.apply_status(EMPTY, status(CA, 131049, "2026-11-26T10:00:00Z"))
     state = st.apply_inbound(state, inbound(CA, "2026-11-26T09:00:00Z"))
     state = st.apply_preference(state, preference(CA, "stop", "2026-11-26T08:00:00Z"))
-    state = st.with_decided(state, "m-1", 5.0)
+    state = st.with_decided(st.with_decided(state, "m-1", 5.0), "m-2", 6.0, "PAIR_RATE_LIMITED")
     assert st.from_json(st.to_json(state)) == state
+    assert state.decided[-1] == (6.0, "m-2", "PAIR_RATE_LIMITED")
     assert st.from_json(None) == EMPTY
     # The store's bytes are to_json's, however they are written.
     linked = st.RecipientState(pair=(("+15550783881", 9.5, 3.0),),
@@ -105,3 +106,10 @@ def test_partition_for_matches_the_kafka_default_partitioner() -> None:
         partitions = rng.choice([1, 3, 4, 8, 12, 32])
         expected = (kafka_python_murmur2(key.encode()) & 0x7FFFFFFF) % partitions
         assert partition_for(key, partitions) == expected
+
+
+def test_decided_ids_stored_before_outcomes_were_kept_still_load() -> None:
+    old = orjson.dumps([[], [], [], [[5.0, "m-1"]]])
+    state = st.from_json(orjson.loads(old))
+    assert state.decided == ((5.0, "m-1", "?"),)
+    assert st.already_decided(state, "m-1")

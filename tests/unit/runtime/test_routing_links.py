@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -15,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from processors.core.policy import load_policy
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
+from processors.runtime.catalog import CatalogReplica
 from processors.runtime.metrics import GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.routing import Output, Record, Router, partition_for
@@ -44,10 +44,10 @@ class Cluster:
 
     def __init__(self, seed: int | None = None) -> None:
         self.settings = Settings(partitions=PARTITIONS)
-        catalog = SimpleNamespace(data={})
+        catalog = CatalogReplica()
         for entry in (template_entry("promo", "MARKETING"), template_entry("otp", "AUTHENTICATION"),
                       template_entry("notice", "UTILITY")):
-            catalog.data[f"acme:{entry['name']}:en_US"] = [entry]
+            catalog.data[f"acme:{entry['name']}:en_US"] = (entry,)
         self.router = Router(self.settings, PolicyHolder(load_policy()), catalog,
                              GateMetrics(CollectorRegistry(), 100))
         self.stores = {p: PartitionStore(p, MemoryBackend()) for p in range(PARTITIONS)}
