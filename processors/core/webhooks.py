@@ -13,8 +13,14 @@ changes; each yields zero or more documents:
   (``correct_category`` + ``category_update_timestamp``) also yields the corrected category
   from that time on
 
+- ``business_capability_update`` and ``phone_number_quality_update`` -> messaging_limit: the
+  tenant's (business portfolio's) messaging limit, see _messaging_limit
+
 template_update is the catalog's partial entry: it states only the fields the webhook knows;
 the catalog (processors.core.policy.templates) keeps the rest from what it knew before.
+messaging_limit, produced only here too: {"tenant_id", "limit": new users per 24 h, None for
+unlimited, "updated_at": RFC 3339, "source": the webhook field}
+(processors.core.policy.messaging_limit).
 
 Meta's bodies name no tenant: the record header ``tenant_id`` wins, else the tenant map
 (``phone:<phone_number_id>``, then ``waba:<WABA id>``). Unknown fields and fields the gate does
@@ -34,6 +40,7 @@ from processors.core.timeutil import format_rfc3339
 OBJECT = "whatsapp_business_account"
 WEBHOOK = "meta_webhook"  # the "contract" of the webhooks topic: Meta's bodies only
 TEMPLATE_UPDATE = "template_update"  # partial catalog entry, produced only here
+MESSAGING_LIMIT = "messaging_limit"  # a tenant's messaging limit, produced only here
 STATE_CONTRACTS = frozenset({"delivery_status", "inbound_message", "user_preference"})
 TENANT_HEADER = "tenant_id"
 CATEGORIES = frozenset({"MARKETING", "UTILITY", "AUTHENTICATION"})
@@ -56,6 +63,18 @@ TEMPLATE_STATUSES: Mapping[str, str] = {
     "REJECTED": "REJECTED",
     "PENDING_DELETION": "DELETED",
     "DELETED": "DELETED",
+}
+
+# Meta's messaging-limit tiers -> unique users per 24 h (None: unlimited). TIER_50, TIER_1K are
+# older tiers that may still appear; TIER_NOT_SET (a number that never sent) states no limit.
+LIMIT_TIERS: Mapping[str, int | None] = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1_000,
+    "TIER_2K": 2_000,
+    "TIER_10K": 10_000,
+    "TIER_100K": 100_000,
+    "TIER_UNLIMITED": None,
 }
 
 Document = tuple[str, dict[str, Any]]  # (contract, document)
@@ -280,11 +299,64 @@ def _template_category(value: dict[str, Any], tenant: str, at: float) -> Iterato
                                 "updated_at": format_rfc3339(due)}
 
 
+def _limit(raw: Any) -> tuple[bool, int | None]:
+    """(known, limit) of one of Meta's limit values: a TIER_… name, or an integer (also as a
+    string) with -1 for unlimited. Anything else is not known: better no limit than a guess."""
+    if isinstance(raw, str):
+        if raw in LIMIT_TIERS:
+            return True, LIMIT_TIERS[raw]
+        text = raw.strip()
+        if not (text.isdigit() or text == "-1"):
+            return False, None
+        raw = int(text)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if raw == -1:
+            return True, None
+        if raw >= 1:
+            return True, raw
+    return False, None
+
+
+def _messaging_limit(field: str, raw: Any, tenant: str, at: float) -> Iterator[Document]:
+    known, limit = _limit(raw)
+    if known:
+        yield MESSAGING_LIMIT, {"tenant_id": tenant, "limit": limit,
+                                "updated_at": format_rfc3339(at), "source": field}
+
+
+def _business_capability(value: dict[str, Any], tenant: str, at: float) -> Iterator[Document]:
+    # Meta's business_capability_update reference (updated 2026-05-21):
+    # max_daily_conversations_per_business, "Integer", values TIER_250 ... TIER_UNLIMITED, its
+    # own example 2000; Meta's "Messaging limits" page: webhooks v23.0 and older carry the new
+    # limit in max_daily_conversation_per_phone instead (250 ... 100000, -1 unlimited) until
+    # February 2026.
+    raw = value.get("max_daily_conversations_per_business")
+    if raw is None:
+        raw = value.get("max_daily_conversation_per_phone")
+    yield from _messaging_limit("business_capability_update", raw, tenant, at)
+
+
+def _quality_update(value: dict[str, Any], tenant: str, at: float) -> Iterator[Document]:
+    # Meta's phone_number_quality_update reference (updated 2026-05-21):
+    # max_daily_conversations_per_business (the portfolio's limit, a TIER_… string), else the
+    # older current_limit. On a THROUGHPUT_UPGRADE event TIER_UNLIMITED means the number's
+    # higher throughput (Meta's own example), not an unlimited messaging limit: not taken,
+    # which would switch the rule off.
+    raw = value.get("max_daily_conversations_per_business")
+    if raw is None:
+        raw = value.get("current_limit")
+    if value.get("event") == "THROUGHPUT_UPGRADE" and raw == "TIER_UNLIMITED":
+        return
+    yield from _messaging_limit("phone_number_quality_update", raw, tenant, at)
+
+
 _FIELDS = {
     "messages": _messages,
     "user_preferences": _user_preferences,
     "message_template_status_update": _template_status,
     "template_category_update": _template_category,
+    "business_capability_update": _business_capability,
+    "phone_number_quality_update": _quality_update,
 }
 
 

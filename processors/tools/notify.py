@@ -25,6 +25,8 @@ NEXT_STEP = {
     "USER_MARKETING_TEMPLATE_LIMIT": "Wait before sending this customer more marketing.",
     "PAIR_RATE_LIMITED": "Slow down: wait until the retry time before messaging this customer "
                          "again from this number.",
+    "MESSAGING_LIMIT_REACHED": "Wait until the retry time; customers who wrote in the last 24 "
+                               "hours, or were messaged then, can still be reached now.",
 }
 
 

@@ -6,7 +6,8 @@ value may be Meta's webhook body, unchanged: its tenant is headers.tenant_id, el
 map, as live. Lines are applied in file order; state events take effect at their own timestamps.
 A Meta change that carries no time (a template status update without the entry's "time") takes
 effect at the envelope's "timestamp" (the record time live), else --at, else the latest time the
-file has reached.
+file has reached. Meta's messaging-limit webhooks set their tenant's limit (the newest wins); rule
+MESSAGING_LIMIT_REACHED runs after judge() with the tenant's slots of the last 24 hours.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 from processors.core import decode, webhooks
 from processors.core.enrich import parse_recipient
-from processors.core.judge import judge
-from processors.core.policy import EMPTY, PolicySet, RecipientState, message_clock
+from processors.core.judge import Verdict, judge
+from processors.core.policy import EMPTY, Policy, PolicySet, RecipientState, message_clock
 from processors.core.policy import identity as ids
+from processors.core.policy import messaging_limit as ml
 from processors.core.policy import state as st
 from processors.core.policy import templates as tpl
 from processors.core.policy.state import REDUCERS, state_key
@@ -28,6 +30,17 @@ from processors.core.timeutil import BadTimestamp, format_rfc3339, parse_rfc3339
 from processors.settings import Topics
 
 CATALOG_CONTRACTS = frozenset({"template_entry", webhooks.TEMPLATE_UPDATE})
+
+
+@dataclass
+class TenantLimit:
+    """A tenant's messaging limit as the check applied it (processors.core.policy.
+    messaging_limit): slots open after its last send that needed one, the most at once."""
+
+    limit: int
+    used: int = 0
+    peak: int = 0
+    refused: int = 0  # sends that would have opened a slot beyond the limit
 
 
 @dataclass
@@ -42,6 +55,8 @@ class Summary:
     state_events: int = 0
     # Template sends decided while Meta had announced a category change not yet in effect.
     before_recategorization: int = 0
+    # Per tenant whose messaging limit was in force (known and not unlimited) for a send.
+    messaging_limits: dict[str, TenantLimit] = field(default_factory=dict)
 
     def render(self) -> str:
         lines = ["decisions: " + (", ".join(f"{k}={v}" for k, v in sorted(self.decisions.items()))
@@ -57,6 +72,12 @@ class Summary:
         if self.monitored:
             lines.append("monitor-mode rules that fired (not enforced):")
             lines += [f"  {code}: {count}" for code, count in self.monitored.most_common()]
+        if self.messaging_limits:
+            lines.append(f"{'messaging limits (24 h)':<26}{'slots used':>12}{'limit':>10}"
+                         f"{'peak':>10}{'refused':>10}")
+            lines += [f"  {tenant:<24}{use.used:>12,}{use.limit:>10,}{use.peak:>10,}"
+                      f"{use.refused:>10,}"
+                      for tenant, use in sorted(self.messaging_limits.items())]
         lines.append(f"state events applied: {self.state_events}")
         if self.before_recategorization:
             lines.append("template sends before an announced recategorisation: "
@@ -77,6 +98,10 @@ class OfflineCheck:
         self.contracts = {**Topics().contracts(), **(topics or Topics()).contracts()}
         self.catalog: dict[str, tpl.TemplateHistory] = {}
         self.states: dict[str, RecipientState] = {}
+        # Per tenant: the newest messaging limit Meta's webhooks stated (updated_at, limit;
+        # None = unlimited), and the slots of its new users in the last 24 hours.
+        self.limits: dict[str, tuple[float, int | None]] = {}
+        self.slots: dict[str, ml.TenantSlots] = {}
         self.summary = Summary()
 
     def run(self, lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
@@ -119,6 +144,8 @@ class OfflineCheck:
                 self._template(document)
             elif kind in REDUCERS and contract != "template_entry":
                 self._state_event(kind, document)
+            elif kind == webhooks.MESSAGING_LIMIT and contract != "template_entry":
+                self._messaging_limit(document)
         return None
 
     def _received_at(self, envelope: dict[str, Any]) -> float:
@@ -139,6 +166,14 @@ class OfflineCheck:
     def _template(self, entry: dict[str, Any]) -> None:
         key = tpl.catalog_key(entry["tenant_id"], entry["name"], entry["language"])
         self.catalog[key] = tpl.merge(self.catalog.get(key), entry)
+        self.summary.state_events += 1
+
+    def _messaging_limit(self, document: dict[str, Any]) -> None:
+        """The newest limit wins, whatever order the webhooks arrive in (as live)."""
+        tenant, at = document["tenant_id"], parse_rfc3339(document["updated_at"])
+        known = self.limits.get(tenant)
+        if known is None or at >= known[0]:
+            self.limits[tenant] = (at, document["limit"])
         self.summary.state_events += 1
 
     def _state_event(self, contract: str, document: dict[str, Any]) -> None:
@@ -189,6 +224,23 @@ class OfflineCheck:
                 keys.append(state_key(tenant, member))
         return keys, (head if head != identity else None)
 
+    def _tenant_rules(self, message: dict[str, Any], verdict: Verdict, state: RecipientState,
+                      policy: Policy, clock: float, user: str) -> Verdict:
+        """MESSAGING_LIMIT_REACHED after judge(), with the tenant's slots."""
+        tenant = message["tenant_id"]
+        learned = self.limits.get(tenant)
+        limit = ml.effective_limit(policy, learned[1] if learned else None,
+                                   learned is not None)
+        if limit is None or not ml.needs_slot(message, verdict, state, policy, clock):
+            return verdict
+        slots = self.slots.setdefault(tenant, ml.TenantSlots())
+        admission = slots.admit(user, clock, limit)
+        use = self.summary.messaging_limits.setdefault(tenant, TenantLimit(limit))
+        use.limit, use.used = limit, slots.used(clock)
+        use.peak = max(use.peak, use.used)
+        use.refused += not admission.admitted
+        return ml.apply(verdict, admission, message, policy, clock)
+
     def _decide(self, number: int, message: dict[str, Any]) -> dict[str, Any]:
         clock = message_clock(message, self.at)
         self.reached = max(self.reached, clock)
@@ -209,6 +261,8 @@ class OfflineCheck:
             else EMPTY
         policy = self.policies.for_tenant(tenant)
         verdict = judge(message, state, entry, policy, clock, linked)
+        if keys:  # the rule last, for the user's head identity (linked identities are one)
+            verdict = self._tenant_rules(message, verdict, state, policy, clock, keys[0])
         decision, enrichment = verdict.decision, verdict.enrichment
         if decision.accepted and keys:  # an accepted send uses the user's pair budget
             key = keys[0]  # the head of the user's identities keeps it, as live

@@ -35,6 +35,19 @@ def bar_chart(title: str, counts: Counter[str], limit: int = 15) -> str:
             f'height="{height}" viewBox="0 0 {width} {height}">{"".join(bars)}</svg></section>')
 
 
+def limits_table(summary: Summary) -> str:
+    """Per tenant whose messaging limit was in force: slots used of the limit."""
+    if not summary.messaging_limits:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(tenant)}</td><td>{use.used:,}</td><td>{use.limit:,}</td>"
+        f"<td>{use.peak:,}</td><td>{use.refused:,}</td></tr>"
+        for tenant, use in sorted(summary.messaging_limits.items()))
+    return ("<section><h2>Messaging limits (new users in 24 hours)</h2>"
+            "<table><tr><th>tenant</th><th>slots used</th><th>limit</th><th>peak</th>"
+            f"<th>refused</th></tr>{rows}</table></section>")
+
+
 def render(summary: Summary, rejected: list[dict[str, Any]], source: str) -> str:
     source = source.rsplit("/", 1)[-1]
     total = sum(summary.decisions.values())
@@ -71,6 +84,7 @@ td, th {{ border-bottom: 1px solid #e3e7ee; padding: 4px 10px; text-align: left;
 {bar_chart("Rejections by error code", summary.error_codes)}
 {bar_chart("Rejections by recipient country", summary.rejected_countries)}
 {bar_chart("Rejections by template category", summary.rejected_categories)}
+{limits_table(summary)}
 <section><h2>First rejected rows</h2>
 <table><tr><th>line</th><th>message</th><th>code</th><th>country</th><th>reason</th></tr>
 {rows}</table></section>

@@ -50,6 +50,11 @@ CODES: tuple[Code, ...] = (
     Code("PAIR_RATE_LIMITED", 131056, True,
          "Too many messages to this customer from this business number in a short time; wait "
          "until the retry time."),
+    # Decided after the others, with the tenant's open slots (processors.core.policy.
+    # messaging_limit); Meta gives no error code: it just does not deliver the excess.
+    Code("MESSAGING_LIMIT_REACHED", None, True,
+         "The business has reached the number of new customer conversations Meta allows in 24 "
+         "hours (its messaging limit); this customer can be messaged after the retry time."),
 )
 
 BY_CODE = {entry.code: entry for entry in CODES}

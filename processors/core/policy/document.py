@@ -38,6 +38,9 @@ class Parameters:
     service_window_seconds: float
     pair_rate_burst: int
     pair_rate_interval_seconds: float
+    # The tenant's messaging limit pinned by the policy: new users per 24 h, or "unlimited";
+    # None: learned from Meta's webhooks (processors.core.policy.messaging_limit).
+    messaging_limit: int | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ def _parameters(raw: Mapping[str, Any]) -> Parameters:
         service_window_seconds=float(raw["service_window_seconds"]),
         pair_rate_burst=int(raw["pair_rate_burst"]),
         pair_rate_interval_seconds=float(raw["pair_rate_interval_seconds"]),
+        messaging_limit=raw.get("messaging_limit"),
     )
 
 

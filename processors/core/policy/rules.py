@@ -132,4 +132,9 @@ RULES: tuple[tuple[str, Predicate], ...] = (
     ("USER_MARKETING_TEMPLATE_LIMIT", marketing_limit),
     ("PAIR_RATE_LIMITED", pair_rate),
 )
-assert tuple(code for code, _ in RULES) == RULE_CODES, "rules and codes out of order"
+# Rules decided after judge(), last in precedence: they need state of the whole tenant, not of
+# one user, so they have no predicate here and decide() never sees them; the policy still
+# names them (mode, from, until) like any rule. processors.core.policy.messaging_limit.
+TENANT_RULES: tuple[str, ...] = ("MESSAGING_LIMIT_REACHED",)
+assert tuple(code for code, _ in RULES) + TENANT_RULES == RULE_CODES, \
+    "rules and codes out of order"

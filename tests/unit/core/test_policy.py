@@ -23,7 +23,7 @@ from processors.core.policy import (
 from processors.core.policy import state as st
 from processors.core.policy.codes import RULE_CODES
 from processors.core.policy.engine import rules_in_force
-from processors.core.policy.rules import RULES
+from processors.core.policy.rules import RULES, TENANT_RULES
 from processors.core.timeutil import parse_rfc3339
 from tests.factories import NOW, inbound, message, preference, status, template_entry
 
@@ -365,7 +365,11 @@ def test_codes_follow_design_order() -> None:
         "INVALID_RECIPIENT", "RECIPIENT_REGION_UNSUPPORTED", "BSUID_RECIPIENT_UNSUPPORTED",
         "TEMPLATE_DISABLED", "TEMPLATE_PAUSED", "TEMPLATE_NOT_APPROVED", "TEMPLATE_ARCHIVED",
         "OUTSIDE_SERVICE_WINDOW", "BULK_MARKETING_NOT_ALLOWED", "MARKETING_OPTED_OUT",
-        "MARKETING_PAUSED_US", "USER_MARKETING_TEMPLATE_LIMIT", "PAIR_RATE_LIMITED")
+        "MARKETING_PAUSED_US", "USER_MARKETING_TEMPLATE_LIMIT", "PAIR_RATE_LIMITED",
+        "MESSAGING_LIMIT_REACHED")
+    # The tenant-wide rule is last and has no per-message predicate: decide() never fires it.
+    assert TENANT_RULES == ("MESSAGING_LIMIT_REACHED",)
+    assert tuple(code for code, _ in RULES) + TENANT_RULES == RULE_CODES
 
 
 # --- the clock -----------------------------------------------------------------------------

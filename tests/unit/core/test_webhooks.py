@@ -383,3 +383,100 @@ def test_tenant_map_setting(tmp_path: Any) -> None:
     for value in (str(path), str(tmp_path / "missing.json")):
         with pytest.raises(SettingsError, match="OUTBOUND_GATE_TENANT_MAP"):
             from_env({"OUTBOUND_GATE_TENANT_MAP": value})
+
+
+# --- messaging limits: business_capability_update, phone_number_quality_update -------------
+
+
+def limit_body(field: str, value: dict[str, Any]) -> dict[str, Any]:
+    """A body of one messaging-limit change, shaped as Meta's references show it."""
+    body = meta_body("business_capability_update" if field == "business_capability_update"
+                     else "phone_number_quality_update")
+    body["entry"][0]["changes"][0]["value"] = value
+    return body
+
+
+def limits(body: dict[str, Any]) -> list[tuple[int | None, str]]:
+    return [(d["limit"], d["source"]) for c, d in webhooks.translate(body, RECEIVED, "acme")
+            if c == webhooks.MESSAGING_LIMIT]
+
+
+def test_business_capability_update_is_a_messaging_limit() -> None:
+    assert translate("business_capability_update") == [(webhooks.MESSAGING_LIMIT, {
+        "tenant_id": "acme", "limit": 2000, "updated_at": AT,
+        "source": "business_capability_update"})]
+
+
+def test_phone_number_quality_update_is_a_messaging_limit() -> None:
+    assert translate("phone_number_quality_update") == [(webhooks.MESSAGING_LIMIT, {
+        "tenant_id": "acme", "limit": 2000, "updated_at": AT,
+        "source": "phone_number_quality_update"})]
+
+
+@pytest.mark.parametrize(("raw", "limit"), [
+    (250, 250), (2000, 2000), (10000, 10000), (100000, 100000), (-1, None),
+    ("TIER_250", 250), ("TIER_2K", 2000), ("TIER_10K", 10000), ("TIER_100K", 100000),
+    ("TIER_UNLIMITED", None), ("TIER_50", 50), ("TIER_1K", 1000), ("2000", 2000), ("-1", None),
+])
+def test_business_capability_limit_values(raw: Any, limit: int | None) -> None:
+    body = limit_body("business_capability_update",
+                      {"max_daily_conversations_per_business": raw})
+    assert limits(body) == [(limit, "business_capability_update")]
+
+
+@pytest.mark.parametrize("raw", ["TIER_NOT_SET", "TIER_5K", "lots", 0, -2, True, 2.5, None,
+                                 [250], {"tier": 250}, ""])
+def test_unknown_limit_values_are_ignored(raw: Any) -> None:
+    for field, name in (("business_capability_update", "max_daily_conversations_per_business"),
+                        ("phone_number_quality_update", "max_daily_conversations_per_business"),
+                        ("phone_number_quality_update", "current_limit")):
+        assert limits(limit_body(field, {name: raw})) == []
+
+
+def test_older_webhooks_name_the_limit_per_phone() -> None:
+    # Meta's "Messaging limits": v23.0 and older webhooks carry it in
+    # max_daily_conversation_per_phone (until February 2026); the business field wins.
+    older = limit_body("business_capability_update", {"max_daily_conversation_per_phone": -1,
+                                                      "max_phone_numbers_per_waba": 25})
+    assert limits(older) == [(None, "business_capability_update")]
+    both = limit_body("business_capability_update", {"max_daily_conversation_per_phone": 250,
+                                                     "max_daily_conversations_per_business":
+                                                         "TIER_10K"})
+    assert limits(both) == [(10000, "business_capability_update")]
+    neither = limit_body("business_capability_update", {"max_phone_numbers_per_business": 2})
+    assert limits(neither) == []
+
+
+@pytest.mark.parametrize(("value", "limit"), [
+    ({"event": "UPGRADE", "current_limit": "TIER_10K"}, 10000),
+    ({"event": "DOWNGRADE", "old_limit": "TIER_2K", "current_limit": "TIER_250"}, 250),
+    ({"event": "UPGRADE", "current_limit": "TIER_1K",
+      "max_daily_conversations_per_business": "TIER_100K"}, 100000),
+    ({"event": "UPGRADE", "max_daily_conversations_per_business": "TIER_UNLIMITED"}, None),
+    ({"event": "ONBOARDING", "current_limit": "TIER_50"}, 50),
+    ({"current_limit": "TIER_250"}, 250),
+])
+def test_quality_update_limit_values(value: dict[str, Any], limit: int | None) -> None:
+    assert limits(limit_body("phone_number_quality_update", value)) == [
+        (limit, "phone_number_quality_update")]
+
+
+def test_throughput_upgrade_is_not_an_unlimited_messaging_limit() -> None:
+    # Meta's own example: THROUGHPUT_UPGRADE with TIER_UNLIMITED is the number's throughput.
+    assert translate("phone_number_quality_update_throughput") == []
+    body = limit_body("phone_number_quality_update", {
+        "event": "THROUGHPUT_UPGRADE", "max_daily_conversations_per_business": "TIER_10K"})
+    assert limits(body) == [(10000, "phone_number_quality_update")]
+
+
+def test_messaging_limit_tenant_and_time() -> None:
+    body = meta_body("business_capability_update")
+    [(_, mapped)] = webhooks.translate(body, RECEIVED, None, {f"waba:{WABA}": "globex"})
+    assert (mapped["tenant_id"], mapped["updated_at"]) == ("globex", AT)
+    with pytest.raises(DecodeError) as raised:
+        webhooks.translate(body, RECEIVED, None, {})
+    assert raised.value.reason == "no_tenant"
+    del body["entry"][0]["time"]  # no entry time: when the body was received
+    [(_, undated)] = webhooks.translate(body, RECEIVED, "acme")
+    assert undated["updated_at"] == "2026-11-26T12:05:00.000Z"
+
