@@ -82,6 +82,18 @@ PANELS: list[tuple[str, str, str, int, list[dict[str, Any]], str]] = [
     ("Policy in force", "table", "short", 8,
      [q("max by (policy_id, version) (outbound_gate_policy_info)", "{{policy_id}} {{version}}")],
      "Policy id and version each worker decides with."),
+    # Meta's messaging limit: new users reached outside the service window in 24 hours.
+    ("Messaging limit: slots in use / limit", "timeseries", "percentunit", 12,
+     [q(f"max by (tenant) (outbound_gate_messaging_slots_in_use{{{T}}}) / "
+        f"max by (tenant) (outbound_gate_messaging_limit{{{T}}})", "{{tenant}}")],
+     "Share of each tenant's messaging limit in use (users reached outside the service window "
+     "in the last 24 hours); at 100% new conversations get MESSAGING_LIMIT_REACHED. Alert at "
+     "80% for 15 minutes."),
+    ("Messaging limit refusals", "timeseries", "ops", 12,
+     [q(f'sum by (tenant) (rate(outbound_gate_decisions_total{{error_code='
+        f'"MESSAGING_LIMIT_REACHED", {T}}}[{RATE}]))', "{{tenant}}")],
+     "Sends held back because the tenant had reached its messaging limit (retry when its "
+     "oldest slot closes)."),
     # The check API row (POST /v1/check, GET /v1/recipients): help desks ask before sending.
     ("Check API requests by endpoint and status", "timeseries", "reqps", 12,
      [q(f"sum by (endpoint, status) (rate(outbound_gate_api_requests_total[{RATE}]))",

@@ -34,7 +34,13 @@ from processors.settings import Settings
 
 log = logging.getLogger(__name__)
 
-CATALOG_CONTRACTS = frozenset({"template_entry", webhooks.TEMPLATE_UPDATE})
+CATALOG_CONTRACTS = frozenset({"template_entry", webhooks.TEMPLATE_UPDATE,
+                               webhooks.MESSAGING_LIMIT})
+# A tenant's messaging limit (what Meta's webhooks last said) is kept in the catalog too, so
+# that every worker knows every tenant's: key "<tenant>:~messaging-limit", a history of
+# {"tenant_id", "limit", "updated_at", "source"} (the newest in effect wins).
+LIMIT_SUFFIX = ":~messaging-limit"
+LIMIT_FIELDS = ("tenant_id", "limit", "updated_at", "source")
 
 CatalogTable = Any  # faust.GlobalTable of str -> list of entries (untyped in Faust's stubs)
 ENTRY_FIELDS = ("tenant_id", "name", "language", "category", "status", "updated_at")
@@ -135,6 +141,11 @@ def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes
         if kind not in CATALOG_CONTRACTS:
             ignored.append(kind)
             continue
+        if kind == webhooks.MESSAGING_LIMIT:
+            entry = {field: entry[field] for field in LIMIT_FIELDS if field in entry}
+            name = limit_key(entry["tenant_id"])
+            table[name] = list(tpl.merge(tuple(table.get(name) or ()), entry))
+            continue
         # Keep only the contract's fields: their lengths are bounded by the schema. Fields
         # beyond them are allowed on the wire, and a history of up to four entries carrying
         # ~600 KB each made a changelog record over the broker's limit (the entry was in memory
@@ -148,7 +159,23 @@ def apply(table: CatalogTable, key: bytes | None, value: bytes | None, max_bytes
 def tenants(replica: CatalogReplica) -> frozenset[str]:
     """Every tenant with an entry in the catalog (keys are tenant:name:language; a template's
     name and language hold no colon, a tenant id may)."""
-    return frozenset(key.rsplit(":", 2)[0] for key in list(replica.data))
+    return frozenset(key[:-len(LIMIT_SUFFIX)] if key.endswith(LIMIT_SUFFIX)
+                     else key.rsplit(":", 2)[0] for key in list(replica.data))
+
+
+def limit_key(tenant_id: str) -> str:
+    return f"{tenant_id}{LIMIT_SUFFIX}"
+
+
+def learned_limit(replica: CatalogReplica, tenant_id: str, clock: float
+                  ) -> tuple[int | None, bool]:
+    """(the limit Meta's webhooks gave the tenant in effect at the clock (None: unlimited),
+    whether they gave one at all)."""
+    entry = tpl.entry_at(replica.data.get(limit_key(tenant_id)), clock)
+    if entry is None:
+        return None, False
+    limit = entry.get("limit")
+    return (limit if isinstance(limit, int) else None), True
 
 
 def lookup_with_upcoming(replica: CatalogReplica, tenant_id: str, name: str, language: str,

@@ -8,6 +8,7 @@ countries are ISO regions, never numbers.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -69,6 +70,15 @@ class GateMetrics:
         self.event_age = Histogram(
             "outbound_gate_event_age_seconds", "Message created_at to decision.",
             buckets=AGE_BUCKETS, registry=registry)
+        self.messaging_slots = Gauge(
+            "outbound_gate_messaging_slots_in_use",
+            "Users the tenant reached outside the service window in the last 24 hours (Meta's "
+            "messaging limit counts them), on the worker that holds the tenant's count.",
+            ["tenant"], registry=registry)
+        self.messaging_limit = Gauge(
+            "outbound_gate_messaging_limit",
+            "The tenant's messaging limit in force (policy or Meta's webhooks).",
+            ["tenant"], registry=registry)
         self.api_requests = Counter(
             "outbound_gate_api_requests", "Check API requests by endpoint and HTTP status.",
             ["endpoint", "status"], registry=registry)
@@ -137,6 +147,20 @@ class GateMetrics:
         self.tenant = TenantLabels(tenant_cap, self.tenants_folded)
 
         self._children: dict[tuple[str, ...], Any] = {}
+
+    def slots(self, tenant_id: str, used: int, limit: int) -> None:
+        """A tenant's slots in use and limit (tenants past the label cap are not shown: a
+        sum of several tenants' slots and limits says nothing)."""
+        tenant = self.tenant(tenant_id)
+        if tenant != OTHER_TENANTS:
+            self.messaging_slots.labels(tenant).set(used)
+            self.messaging_limit.labels(tenant).set(limit)
+
+    def forget_slots(self, tenant_id: str) -> None:
+        tenant = self.tenant(tenant_id)
+        for gauge in (self.messaging_slots, self.messaging_limit):
+            with contextlib.suppress(KeyError):  # never set here
+                gauge.remove(tenant)
 
     def count_decision(self, tenant_id: str, outcome: str, category: str, error_code: str,
                        country: str, monitored: tuple[str, ...], amount: int = 1) -> None:

@@ -12,6 +12,7 @@ import orjson
 
 from processors.core.policy import PolicySet, RecipientState
 from processors.core.policy import state as st
+from processors.runtime import tenant_slots
 from processors.runtime.state_store import PartitionStore
 
 
@@ -46,6 +47,13 @@ def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float,
     changes: list[tuple[bytes, bytes | None]] = []
     kept = 0
     for raw_key, raw_value in store.items():
+        if raw_key.startswith(tenant_slots.PREFIX):  # the tenant stage's slots and ledgers
+            kept_it, value = tenant_slots.swept(raw_key, raw_value, now)
+            if value is not raw_value:
+                store.put(raw_key, value)
+                changes.append((raw_key, value))
+            kept += kept_it
+            continue
         key = raw_key.decode("utf-8")
         state = st.from_json(orjson.loads(raw_value))
         pruned = st.prune(state, now, retention(policies, key.split(":", 1)[0], dedup_seconds))

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from processors.core import webhooks
+from processors.core import outputs, webhooks
 from processors.core.decode import DecodeError, decode, parse_json
 from processors.core.enrich import parse_recipient
 from processors.core.judge import Verdict, judge
@@ -29,11 +29,13 @@ from processors.core.policy import (
     explain,
 )
 from processors.core.policy import identity as ids
+from processors.core.policy import messaging_limit as ml
 from processors.core.policy import state as st
+from processors.core.policy.engine import Decision, enrich
 from processors.core.policy.state import REDUCERS, state_key
 from processors.core.timeutil import parse_rfc3339
 from processors.core.webhooks import Document
-from processors.runtime import catalog, dead_letters, recipient_state
+from processors.runtime import catalog, dead_letters, recipient_state, tenant_slots
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.metrics import NONE, BatchedHistogram, GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
@@ -44,8 +46,11 @@ log = logging.getLogger(__name__)
 
 ROUTED = frozenset({"outbound_message", *REDUCERS})
 # Kinds of records on the repartition topic besides a re-keyed input (no kind): a document
-# forwarded to the partition of the number its BSUID is linked to, and the steps of linking.
+# forwarded to the partition of the number its BSUID is linked to, and the steps of linking;
+# an accepted send that needs a messaging-limit slot, to the tenant's partition, and the
+# pair budget a refused one gives back, to its user's.
 MEMBER, CLAIM, RELEASE, ADOPT, RETURN = "member", "claim", "release", "adopt", "return"
+SLOT, REFUND = "slot", "refund"
 
 
 def member_key(tenant_id: str, number: str, member: str) -> str:
@@ -196,6 +201,16 @@ class Router:
         # Each decision's latency and age, added to the histograms once per batch.
         self.latencies = BatchedHistogram(metrics.decision_latency)
         self.ages = BatchedHistogram(metrics.event_age)
+        # The tenant stage's records (slots, ledgers: bytes), read and written once per batch
+        # like recipient states.
+        self.raw: dict[tuple[int, str], bytes | None] = {}
+        self.raw_dirty: dict[tuple[int, str], PartitionStore] = {}
+        # partition -> this worker's store for it in the batch being processed, or None: a
+        # tenant's partition held here is stepped into directly (same transaction), not
+        # through the repartition topic. Set by the stream loop.
+        self.local: Callable[[int], PartitionStore | None] = lambda _: None
+        # tenant -> (partition, slots in use, limit), published as gauges after a commit
+        self.slot_levels: dict[str, tuple[int, int, int]] = {}
 
     def retention(self, tenant: str) -> st.Retention:
         """What a tenant's state keeps; one per policy of the policy set in force (it was
@@ -225,6 +240,10 @@ class Router:
             elif kind == MEMBER:  # addressed to a BSUID, forwarded to its number's partition
                 self.in_group(envelope["h"], record, envelope["c"], envelope["d"], store, out,
                               tally, now)
+            elif kind == SLOT:  # the tenant stage: a send that needs a slot
+                self.slot_step(envelope, store, out, tally, now, record.consumed)
+            elif kind == REFUND:  # the user's partition: a send the tenant stage refused
+                self.refund_step(envelope, store, out, now)
             else:
                 self.link_step(kind, envelope, store, out, now)
             return
@@ -320,19 +339,107 @@ class Router:
             tally[("duplicate",)] += 1
             return
         linked = linked_number(addressed, head)
-        verdict = self.emit(document, combined, now, record.consumed, out, tally, linked)
+        verdict = self.verdict(document, combined, now, linked)
+        policy = self.holder.current.for_tenant(tenant)
+        if verdict.decision.accepted and self.needs_slot(document, verdict, combined, policy,
+                                                         now):
+            # The tenant's count decides, at the tenant stage: here when this worker holds
+            # the tenant's partition (the same transaction), else through the repartition
+            # topic (the stage publishes the decision and gives back the pair budget of a
+            # send it refuses).
+            step = {"k": SLOT, "t": tenant, "h": head, "l": linked, "d": document,
+                    "m": verdict.decision.monitored, "r": verdict.recategorized}
+            key = tenant_slots.ledger_key(tenant)
+            stage = self.local(partition_for(key, self.partitions))
+            if stage is None:
+                self.send_on(out, key, step)
+            else:
+                verdict = self.slot_step(step, stage, out, tally, now, record.consumed,
+                                         refund=False)
+        else:
+            self.publish(document, verdict, now, record.consumed, out, tally)
         # What a decision records (its message id, the pair budget it used) is the user's:
         # it goes in the head's record, so that one budget counts the sends to every identity.
         state = head_state
         if verdict.decision.accepted:  # an accepted send uses the pair's budget
-            interval = self.holder.current.for_tenant(tenant).parameters \
-                .pair_rate_interval_seconds
-            state = st.with_send(state, document.get("business_number") or "", now, interval)
-        if dedup:  # remember the idempotency key (0 switches de-duplication off)
+            state = st.with_send(state, document.get("business_number") or "", now,
+                                 policy.parameters.pair_rate_interval_seconds)
+        if dedup:  # remember the idempotency key (0 switches de-duplication off); a send
+            # the tenant stage refuses is set right by its refund
             state = st.with_decided(state, document["message_id"], now,
                                     verdict.decision.error_code or "")
         if dedup or verdict.decision.accepted:
             self.put(store, out, head_key, st.prune(state, now, keep))
+
+    # -- the messaging limit: the tenant stage ---------------------------------------------
+
+    def limit_of(self, tenant: str, policy: Policy, clock: float) -> int | None:
+        learned, known = catalog.learned_limit(self.catalog_table, tenant, clock)
+        return ml.effective_limit(policy, learned, known)
+
+    def needs_slot(self, document: dict[str, Any], verdict: Verdict, state: RecipientState,
+                   policy: Policy, clock: float) -> bool:
+        return self.limit_of(document["tenant_id"], policy, clock) is not None \
+            and ml.needs_slot(document, verdict, state, policy, clock)
+
+    def slot_step(self, step: dict[str, Any], store: PartitionStore, out: list[Output],
+                  tally: Tally, now: float, consumed: float, refund: bool = True) -> Verdict:
+        """In the tenant's partition: count the send against the tenant's slots (or find the
+        user already counted), publish the decision; a refused send's pair budget goes back
+        to its user (refund; the caller does it when stepping in directly)."""
+        tenant, head, document = step["t"], step["h"], step["d"]
+        policy = self.holder.current.for_tenant(tenant)
+        verdict = self.accepted_verdict(document, step, now)
+        limit = self.limit_of(tenant, policy, now)
+        if limit is not None and ml.in_force(policy, now):  # else: switched off meanwhile
+            user = state_key(tenant, head)
+            slot_key = tenant_slots.slot_key(tenant, user)
+            ledger_key = tenant_slots.ledger_key(tenant)
+            ledger = tenant_slots.open_ledger(
+                tenant_slots.read_ledger(self.load_raw(store, ledger_key)), now)
+            used, oldest = tenant_slots.in_use(ledger)
+            admission = ml.admit(tenant_slots.user_slot(self.load_raw(store, slot_key), now),
+                                 used, oldest, limit, now)
+            if admission.opens_slot:
+                self.put_raw(store, slot_key, tenant_slots.slot_bytes(now))
+                ledger = tenant_slots.with_slot(ledger, now)
+                used += 1
+            self.put_raw(store, ledger_key, tenant_slots.ledger_bytes(ledger))
+            self.slot_levels[tenant] = (store.partition, used, limit)
+            verdict = ml.apply(verdict, admission, document, policy, now)
+        self.publish(document, verdict, now, consumed, out, tally)
+        if refund and not verdict.decision.accepted:
+            self.send_on(out, state_key(tenant, head), {
+                "k": REFUND, "t": tenant, "h": head, "m": document["message_id"],
+                "b": document.get("business_number") or "",
+                "o": verdict.decision.error_code or ""})
+        return verdict
+
+    def accepted_verdict(self, document: dict[str, Any], step: dict[str, Any],
+                         now: float) -> Verdict:
+        """The user partition's accepted verdict, made again from what the step carries."""
+        entry = None
+        if document["kind"] == "template":
+            template = document["template"]
+            entry, _ = catalog.lookup_with_upcoming(self.catalog_table, document["tenant_id"],
+                                                    template["name"], template["language"], now)
+        enrichment = enrich(document, entry, step["l"])
+        policy = self.holder.current.for_tenant(document["tenant_id"])
+        decision = Decision(True, None, None, None, False, None, (), tuple(step["m"]),
+                            policy.id, policy.version)
+        return Verdict(outputs.output_key(document, enrichment),
+                       outputs.accepted(document, enrichment, decision, now), decision,
+                       enrichment, step["r"])
+
+    def refund_step(self, envelope: dict[str, Any], store: PartitionStore, out: list[Output],
+                    now: float) -> None:
+        """In the user's partition: the send was refused after all; its pair budget and its
+        outcome are set right."""
+        tenant = envelope["t"]
+        key = state_key(tenant, envelope["h"])
+        interval = self.holder.current.for_tenant(tenant).parameters.pair_rate_interval_seconds
+        state = st.without_send(self.load(store, key), envelope["b"], interval)
+        self.put(store, out, key, st.with_outcome(state, envelope["m"], envelope["o"]))
 
     # -- linking: each step runs in the partition that owns the record it changes ---------
 
@@ -442,20 +549,36 @@ class Router:
         self.cached[slot] = state
         self.dirty[slot] = store
 
+    def load_raw(self, store: PartitionStore, key: str) -> bytes | None:
+        """A tenant-stage record as the batch has it so far."""
+        slot = (store.partition, key)
+        if slot not in self.raw:
+            self.raw[slot] = store.get(key.encode("utf-8"))
+        return self.raw[slot]
+
+    def put_raw(self, store: PartitionStore, key: str, value: bytes | None) -> None:
+        slot = (store.partition, key)
+        self.raw[slot] = value
+        self.raw_dirty[slot] = store
+
     def flush(self, out: list[Output]) -> None:
         """The end of a batch: stage every changed state in its store, and its changelog record
         among the batch's outputs (the same transaction). Call before committing."""
         for (_, key), store in self.dirty.items():
             self.changed(store, out, recipient_state.save(store, key, self.cached[(
                 store.partition, key)]))
-        self.cached.clear()
-        self.dirty.clear()
-        self.observed()
+        for (partition, key), store in self.raw_dirty.items():
+            raw_key, value = key.encode("utf-8"), self.raw[(partition, key)]
+            store.put(raw_key, value)
+            self.changed(store, out, (raw_key, value))
+        self.forget()
 
     def forget(self) -> None:
         """A batch that will not commit: drop what it read and changed."""
         self.cached.clear()
         self.dirty.clear()
+        self.raw.clear()
+        self.raw_dirty.clear()
         self.observed()  # its decisions were made (and timed) all the same
 
     def observed(self) -> None:
@@ -541,6 +664,12 @@ class Router:
              consumed: float, out: list[Output], tally: Tally,
              linked_e164: str | None = None) -> Verdict:
         verdict = self.verdict(document, state, now, linked_e164)
+        self.publish(document, verdict, now, consumed, out, tally)
+        return verdict
+
+    def publish(self, document: dict[str, Any], verdict: Verdict, now: float,
+                consumed: float, out: list[Output], tally: Tally) -> None:
+        """A decision's output record, counted and timed."""
         topics = self.settings.topics
         decision, enrichment = verdict.decision, verdict.enrichment
         out.append(Output(topics.accepted if decision.accepted else topics.rejected,
@@ -554,11 +683,19 @@ class Router:
                    enrichment.template_category or NONE, verdict.recategorized)] += 1
         self.latencies.observe(time.monotonic() - consumed)
         self.ages.observe(max(0.0, now - parse_rfc3339(document["created_at"])))
-        return verdict
+
+    def released(self, partitions: set[int]) -> None:
+        """Partitions leave this worker: their tenants' slot gauges are the new owner's."""
+        for tenant, (partition, _, _) in list(self.slot_levels.items()):
+            if partition in partitions:
+                del self.slot_levels[tenant]
+                self.metrics.forget_slots(tenant)
 
     def counted(self, tally: Tally) -> None:
         """The batch committed: count what it did."""
         metrics = self.metrics
+        for tenant, (_, used, limit) in self.slot_levels.items():
+            metrics.slots(tenant, used, limit)
         for key, amount in tally.items():
             kind = key[0]
             if kind == "decision":

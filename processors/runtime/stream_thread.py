@@ -139,9 +139,15 @@ class RouteLoop:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.restorer = kafka_clients.restore_consumer(self.settings)
-        self.tasks = TaskManager(
+        tasks = self.tasks = TaskManager(
             lambda number: state_store.open_store(self.scheme, self.data_dir, number),
             ChangelogReader(self.restorer, self.settings.changelog_topic))
+
+        def local(number: int) -> state_store.PartitionStore | None:
+            task = tasks.tasks.get(number)
+            return None if task is None else task.store
+
+        self.router.local = local  # the router runs on this thread only
         while not self.catalog_ready():  # decisions need the template catalog loaded
             if self.stopping.wait(0.2):
                 return
@@ -197,6 +203,7 @@ class RouteLoop:
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready = False
         self.metrics.rebalances.inc()
+        self.router.released({tp.partition for tp in partitions})
         self.metrics.input_lag.clear()  # the new owners report their partitions
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -299,12 +306,20 @@ class RouteLoop:
             producer.commit_transaction(KAFKA_CALL_SECONDS)
         elif positions:
             self.consumer.commit(offsets=positions, asynchronous=False)
-        for task, _ in tasks:
+        for task in self.touched(tasks):
             task.committed(changelog_ends)
         return tally
 
+    def touched(self, tasks: list[tuple[StreamTask, list[Record]]]) -> list[StreamTask]:
+        """The batch's tasks, and any other of this worker's tasks whose store the batch
+        changed (a tenant's messaging-limit count, stepped into directly)."""
+        assert self.tasks is not None
+        batch = [task for task, _ in tasks]
+        return batch + [task for task in self.tasks.tasks.values()
+                        if task.store.pending and task not in batch]
+
     def failed(self, tasks: list[tuple[StreamTask, list[Record]]], exc: Exception) -> None:
-        for task, _ in tasks:
+        for task in self.touched(tasks):
             task.abort()
         self.metrics.transactions.labels("aborted").inc()
         log.warning("batch not committed (%s: %s); it will be read again",

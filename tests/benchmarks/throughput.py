@@ -14,6 +14,8 @@ runs, one after the other, each contender from the earliest offset with its own 
   quix         the same rules as a Quix Streams application
   gate_at_least_once  the gate without transactions (the cost of exactly-once)
   gate_2_workers      two gate workers in one group (full runs only)
+  gate_limits  the gate with Meta's messaging limit pinned for every tenant
+               (--messaging-limit, 10,000 new users a day): the tenant stage's cost
 Throughput is input records / (time from the first output to the last): for the peers on the
 wall clock, polling the output topics' end offsets; for the gate, whose outputs are
 transactional, from the timestamps of the records a read_committed consumer counts (end offsets
@@ -37,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -260,7 +263,8 @@ class Visibility(threading.Thread):
 
 
 def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
-                bsuid_share: float = BSUID_SHARE) -> dict[str, float]:
+                bsuid_share: float = BSUID_SHARE,
+                extra: dict[str, str] | None = None) -> dict[str, float]:
     prefix = f"bench.lat.{uuid.uuid4().hex[:8]}"
     create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
                    compacted=[f"{prefix}.templates"])
@@ -268,7 +272,7 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
     now = time.time()
     catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
     produce(bootstrap, catalog)
-    gates, outputs = start_gate(bootstrap, prefix, "gate")
+    gates, outputs = start_gate(bootstrap, prefix, "gate", extra=extra)
     gate = gates[0]
     watcher = Visibility(bootstrap, outputs[:2])
     watcher.start()
@@ -301,6 +305,17 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
             "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1)}
 
 
+def limits_env(limit: int) -> dict[str, str]:
+    """A policy file: the packaged policy with every tenant's messaging limit pinned."""
+    document = json.loads(resources.files("processors.core.policy")
+                          .joinpath("default_policy.json").read_text())
+    document["parameters"]["messaging_limit"] = limit
+    document["version"] += "-bench-limits"
+    path = Path(tempfile.mkdtemp(prefix="bench-policy-")) / "policy.json"
+    path.write_text(json.dumps(document))
+    return {"OUTBOUND_GATE_POLICY_FILE": str(path)}
+
+
 def machine() -> dict[str, Any]:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines()
@@ -324,9 +339,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path,
                         help="where to write the results (default: results/latest.json, "
                              "results/quick.json with --quick)")
+    parser.add_argument("--messaging-limit", type=int, default=10_000,
+                        help="the limit pinned for every tenant in the gate_limits run")
     parser.add_argument("--only", nargs="*",
                         choices=["ceiling", "gate", "gate_at_least_once", "gate_2_workers",
-                                 "faust_plain", "quix"])
+                                 "gate_limits", "faust_plain", "quix"])
     args = parser.parse_args()
     events = 5_000 if args.quick else args.events
     latency_seconds = 3.0 if args.quick else args.latency_seconds
@@ -346,7 +363,8 @@ def main() -> None:
     outbound = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
     timeout = 120 + events / 200  # generous: at least 200 records/s
     results: dict[str, Any] = {}
-    default = ["ceiling", "gate", "gate_at_least_once", "faust_plain", "quix"]
+    default = ["ceiling", "gate", "gate_limits", "gate_at_least_once", "faust_plain", "quix"]
+    limits = limits_env(args.messaging_limit)
     for name in args.only or (default if args.quick else [*default, "gate_2_workers"]):
         log(f"  {name}")
         if name.startswith("gate"):
@@ -355,7 +373,7 @@ def main() -> None:
                 bootstrap, prefix, name.replace("_", "-"),
                 workers=2 if name == "gate_2_workers" else 1,
                 extra={"OUTBOUND_GATE_PROCESSING_GUARANTEE": "at_least_once"}
-                if name == "gate_at_least_once" else None)
+                if name == "gate_at_least_once" else limits if name == "gate_limits" else None)
             cpu_before = sum(cpu_seconds(gate.process.pid) for gate in gates)
             try:
                 span = wait_committed(bootstrap, outputs, outbound,
@@ -390,6 +408,10 @@ def main() -> None:
         summary["latency_at_1000"] = latency_run(bootstrap, min(1000.0, gate_eps / 2),
                                                  latency_seconds, args.seed, args.bsuid_share)
         summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
+        if "gate_limits" in results:  # the same offered rate, messaging limits on
+            summary["latency_limits"] = latency_run(
+                bootstrap, gate_eps / 2, latency_seconds, args.seed, args.bsuid_share, limits)
+            summary["messaging_limit"] = args.messaging_limit
     RESULTS.mkdir(exist_ok=True)
     out = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
     out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -408,6 +430,10 @@ def main() -> None:
         low = summary["latency_at_1000"]
         print(f"latency at {low['offered_rate']:,}/s: p50 {low['p50_ms']} ms, p99 "
               f"{low['p99_ms']} ms, max {low['max_ms']} ms")
+    if "latency_limits" in summary:
+        lim = summary["latency_limits"]
+        print(f"latency at {lim['offered_rate']:,}/s with messaging limits: p50 "
+              f"{lim['p50_ms']} ms, p99 {lim['p99_ms']} ms, max {lim['max_ms']} ms")
     print(f"written to {out}")
 
 

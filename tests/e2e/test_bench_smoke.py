@@ -21,15 +21,15 @@ def test_quick_bench_produces_every_figure(bootstrap: str) -> None:
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(RESULTS.read_text())
-    assert set(summary["contenders"]) == {"ceiling", "gate", "gate_at_least_once",
+    assert set(summary["contenders"]) == {"ceiling", "gate", "gate_limits", "gate_at_least_once",
                                           "faust_plain", "quix"}
     for name, figures in summary["contenders"].items():
         assert figures["events_per_s"] > 0, name
     assert set(summary["ratios"]) == {"gate/ceiling", "gate/gate_at_least_once",
-                                      "gate/faust_plain", "gate/quix"}
-    latency = summary["latency"]
-    assert latency["samples"] > 0
-    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+                                      "gate/gate_limits", "gate/faust_plain", "gate/quix"}
+    for latency in (summary["latency"], summary["latency_limits"]):
+        assert latency["samples"] > 0
+        assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
     assert summary["gate_peak_rss_mb"] > 0
     assert summary["machine"]["cpus"] >= 1
     assert "gate" in result.stdout and "latency" in result.stdout

@@ -23,6 +23,7 @@ import yaml
 
 from processors.core.policy import load_policy
 from processors.core.timeutil import format_rfc3339
+from processors.tools.client import GateChecks
 from tests.e2e.conftest import Gate, free_port, http_json, poll, start_worker, stop_worker
 from tests.factories import inbound, message, preference, status, template_entry
 
@@ -32,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy/prometheus/rules/outbound-gate.rules.yml"
 DASHBOARD = REPO / "deploy/grafana/dashboards/outbound-gate.json"
 TENANT_CAP = 4
+API_TOKEN = "observability-token"
 TENANTS = [f"tenant-{i}" for i in range(7)]  # three past the cap
 US, CA, BR_LIMITED = "12025550143", "14165550123", "5511987654321"
 US_BSUID, BR_PARENT_BSUID = "US.13491208655302741918", "BR.ENT.11815799212886844830"
@@ -84,19 +86,28 @@ def observed(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         tuple[Gate, str]]:
     prometheus = need("prometheus")
     tmp = tmp_path_factory.mktemp("observability")
-    # One tenant has the US pause in monitor mode, so the monitor panel has data too.
+    # One tenant has the US pause in monitor mode, so the monitor panel has data too; one
+    # has a messaging limit of two new users a day, so the messaging-limit row has data.
     policy = json.loads(json.dumps(dict(load_policy().document)))
-    policy["tenants"] = {TENANTS[2]: {"rules": {"MARKETING_PAUSED_US": {"mode": "monitor"}}}}
+    policy["tenants"] = {TENANTS[2]: {"rules": {"MARKETING_PAUSED_US": {"mode": "monitor"}}},
+                         TENANTS[3]: {"parameters": {"messaging_limit": 2}}}
     (tmp / "policy.json").write_text(json.dumps(policy))
     gate = start_worker(bootstrap, tmp, uuid.uuid4().hex[:10],
                         {"OUTBOUND_GATE_TENANT_LABEL_CAP": str(TENANT_CAP),
-                         "OUTBOUND_GATE_POLICY_FILE": str(tmp / "policy.json")})
+                         "OUTBOUND_GATE_POLICY_FILE": str(tmp / "policy.json"),
+                         "OUTBOUND_GATE_API_TOKEN": API_TOKEN})
     reader = gate.reader()
     sent = traffic(gate)
     reader.wait_for(lambda outs: sum(o.topic != gate.topics.dlq for o in outs) >= sent
                     and sum(o.topic == gate.topics.dlq for o in outs) >= 3, 120,
                     f"{sent} decisions and 3 dead letters")
     reader.close()
+    # Help-desk questions, so the check API row has data.
+    checks = GateChecks(gate.base_url, API_TOKEN)
+    for recipient in RECIPIENTS[:3]:
+        checks.check(message(message_id=f"ask-{uuid.uuid4().hex[:8]}", tenant_id=TENANTS[0],
+                             recipient=recipient, created_at=format_rfc3339(time.time())))
+        checks.recipient(TENANTS[0], "+" + recipient)
     port = free_port()
     config = tmp / "prometheus.yml"
     config.write_text(yaml.safe_dump({

@@ -131,6 +131,28 @@ def with_send(state: RecipientState, business_number: str, clock: float,
                           state.home)
 
 
+def without_send(state: RecipientState, business_number: str,
+                 interval: float) -> RecipientState:
+    """Give back the interval an accepted send took (with_send) when a later step refused it
+    (the tenant's messaging limit): the budget is as if the send had not been made, as
+    far as later sends have not moved its clock."""
+    budget = pair_budget(state, business_number)
+    if budget is None:
+        return state
+    tat, last = budget
+    others = [p for p in state.pair if p[0] != business_number]
+    return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
+                          tuple(sorted([*others, (business_number, tat - interval, last)])),
+                          state.links, state.home)
+
+
+def with_outcome(state: RecipientState, message_id: str, outcome: str) -> RecipientState:
+    """The outcome of a decided message, known later (the tenant's messaging limit)."""
+    decided = tuple((at, mid, outcome if mid == message_id else was)
+                    for at, mid, was in state.decided)
+    return replace(state, decided=decided)
+
+
 def combine(states: list[RecipientState], clock: float) -> RecipientState:
     """One user's state from the states of its linked identities: histories merged; pair
     budgets added up (the time each identity owes past the clock). The links stay out (one

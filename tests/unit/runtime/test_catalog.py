@@ -44,3 +44,27 @@ def test_a_tombstone_deletes_and_tenants_are_listed() -> None:
     assert replica.get("acme:promo:en_US") is None and tenants(replica) == {"a:b:c"}
     replica.apply(None, record(template_entry()))  # no key: nothing to apply
     assert len(replica) == 1
+
+
+def test_a_tenants_messaging_limit_is_learned_from_its_newest_webhook_in_effect() -> None:
+    from processors.core import webhooks
+    from processors.runtime.catalog import apply, learned_limit, limit_key
+
+    table: dict[str, object] = {}
+    def body(at: str, limit: object) -> dict[str, object]:
+        return {"object": "whatsapp_business_account", "entry": [{
+            "id": "1", "time": int(parse_rfc3339(at)),
+            "changes": [{"field": "business_capability_update",
+                         "value": {"max_daily_conversations_per_business": limit}}]}]}
+
+    earlier, later = body("2026-11-20T00:00:00Z", "TIER_2K"), body("2026-11-25T00:00:00Z", -1)
+    replica = CatalogReplica()
+    for document in (later, earlier):  # arrival order does not matter: time does
+        assert apply(table, None, orjson.dumps(document), 1 << 20, webhooks.WEBHOOK, 0.0,
+                     "acme") == []
+        replica.apply(orjson.dumps(limit_key("acme")), orjson.dumps(table[limit_key("acme")]))
+    assert learned_limit(replica, "acme", parse_rfc3339("2026-11-01T00:00:00Z")) == (None, False)
+    assert learned_limit(replica, "acme", parse_rfc3339("2026-11-21T00:00:00Z")) == (2000, True)
+    assert learned_limit(replica, "acme", parse_rfc3339("2026-11-26T00:00:00Z")) == (None, True)
+    assert learned_limit(replica, "other", parse_rfc3339("2026-11-26T00:00:00Z")) == (None, False)
+    assert tenants(replica) == {"acme"}
