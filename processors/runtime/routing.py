@@ -205,6 +205,8 @@ class Router:
         # like recipient states.
         self.raw: dict[tuple[int, str], bytes | None] = {}
         self.raw_dirty: dict[tuple[int, str], PartitionStore] = {}
+        self.ledgers: dict[tuple[int, str], tenant_slots.Ledger] = {}  # decoded once a batch
+        self.ledgers_dirty: dict[tuple[int, str], PartitionStore] = {}
         # partition -> this worker's store for it in the batch being processed, or None: a
         # tenant's partition held here is stepped into directly (same transaction), not
         # through the repartition topic. Set by the stream loop.
@@ -355,7 +357,7 @@ class Router:
                 self.send_on(out, key, step)
             else:
                 verdict = self.slot_step(step, stage, out, tally, now, record.consumed,
-                                         refund=False)
+                                         verdict)
         else:
             self.publish(document, verdict, now, record.consumed, out, tally)
         # What a decision records (its message id, the pair budget it used) is the user's:
@@ -383,20 +385,22 @@ class Router:
             and ml.needs_slot(document, verdict, state, policy, clock)
 
     def slot_step(self, step: dict[str, Any], store: PartitionStore, out: list[Output],
-                  tally: Tally, now: float, consumed: float, refund: bool = True) -> Verdict:
+                  tally: Tally, now: float, consumed: float,
+                  accepted: Verdict | None = None) -> Verdict:
         """In the tenant's partition: count the send against the tenant's slots (or find the
         user already counted), publish the decision; a refused send's pair budget goes back
-        to its user (refund; the caller does it when stepping in directly)."""
+        to its user. accepted: the user partition's verdict, when it steps in directly (it
+        then also does the refund's work itself)."""
         tenant, head, document = step["t"], step["h"], step["d"]
         policy = self.holder.current.for_tenant(tenant)
-        verdict = self.accepted_verdict(document, step, now)
+        verdict = accepted or self.accepted_verdict(document, step, now)
         limit = self.limit_of(tenant, policy, now)
         if limit is not None and ml.in_force(policy, now):  # else: switched off meanwhile
             user = state_key(tenant, head)
             slot_key = tenant_slots.slot_key(tenant, user)
             ledger_key = tenant_slots.ledger_key(tenant)
-            ledger = tenant_slots.open_ledger(
-                tenant_slots.read_ledger(self.load_raw(store, ledger_key)), now)
+            held = self.load_ledger(store, ledger_key)
+            ledger = tenant_slots.open_ledger(held, now)
             used, oldest = tenant_slots.in_use(ledger)
             admission = ml.admit(tenant_slots.user_slot(self.load_raw(store, slot_key), now),
                                  used, oldest, limit, now)
@@ -404,11 +408,12 @@ class Router:
                 self.put_raw(store, slot_key, tenant_slots.slot_bytes(now))
                 ledger = tenant_slots.with_slot(ledger, now)
                 used += 1
-            self.put_raw(store, ledger_key, tenant_slots.ledger_bytes(ledger))
+            if ledger is not held:
+                self.put_ledger(store, ledger_key, ledger)
             self.slot_levels[tenant] = (store.partition, used, limit)
             verdict = ml.apply(verdict, admission, document, policy, now)
         self.publish(document, verdict, now, consumed, out, tally)
-        if refund and not verdict.decision.accepted:
+        if accepted is None and not verdict.decision.accepted:
             self.send_on(out, state_key(tenant, head), {
                 "k": REFUND, "t": tenant, "h": head, "m": document["message_id"],
                 "b": document.get("business_number") or "",
@@ -561,12 +566,26 @@ class Router:
         self.raw[slot] = value
         self.raw_dirty[slot] = store
 
+    def load_ledger(self, store: PartitionStore, key: str) -> tenant_slots.Ledger:
+        slot = (store.partition, key)
+        ledger = self.ledgers.get(slot)
+        if ledger is None:
+            ledger = self.ledgers[slot] = tenant_slots.read_ledger(self.load_raw(store, key))
+        return ledger
+
+    def put_ledger(self, store: PartitionStore, key: str, ledger: tenant_slots.Ledger) -> None:
+        slot = (store.partition, key)
+        self.ledgers[slot] = ledger
+        self.ledgers_dirty[slot] = store
+
     def flush(self, out: list[Output]) -> None:
         """The end of a batch: stage every changed state in its store, and its changelog record
         among the batch's outputs (the same transaction). Call before committing."""
         for (_, key), store in self.dirty.items():
             self.changed(store, out, recipient_state.save(store, key, self.cached[(
                 store.partition, key)]))
+        for (partition, key), store in self.ledgers_dirty.items():  # encoded once a batch
+            self.put_raw(store, key, tenant_slots.ledger_bytes(self.ledgers[(partition, key)]))
         for (partition, key), store in self.raw_dirty.items():
             raw_key, value = key.encode("utf-8"), self.raw[(partition, key)]
             store.put(raw_key, value)
@@ -579,6 +598,8 @@ class Router:
         self.dirty.clear()
         self.raw.clear()
         self.raw_dirty.clear()
+        self.ledgers.clear()
+        self.ledgers_dirty.clear()
         self.observed()  # its decisions were made (and timed) all the same
 
     def observed(self) -> None:

@@ -17,10 +17,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.routing import Output, Record, partition_for_bytes
 from processors.runtime.state_store import open_store
 from processors.settings import Topics
 from processors.tools.loadgen import Workload
+from tests.benchmarks.throughput import limits_policy
 from tests.unit.runtime.fakes import make_router
 
 PARTITIONS = 8
@@ -32,6 +34,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--store", choices=["rocksdb", "memory"], default="rocksdb")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the routing")
+    parser.add_argument("--messaging-limit", type=int, metavar="N",
+                        help="pin every tenant's messaging limit to N (the tenant stage, "
+                             "stepped into directly as on one worker)")
     args = parser.parse_args()
     topics = Topics()
     now = time.time()
@@ -50,6 +55,9 @@ def main() -> None:
         offsets[(topic, partition)] += 1
     data = Path(tempfile.mkdtemp(prefix="router-cpu-"))
     stores = {p: open_store(args.store, data, p) for p in range(PARTITIONS)}
+    if args.messaging_limit:
+        router.holder = PolicyHolder(limits_policy(args.messaging_limit))
+        router.local = stores.get
     pending: list[Record] = list(records)
     handled = outputs = 0
     profile = cProfile.Profile() if args.profile else None
@@ -67,7 +75,9 @@ def main() -> None:
                 for record in batch[start:start + BATCH]:
                     router.handle(record, stores[partition], out, tally, now)
                 router.flush(out)
-                stores[partition].committed(stores[partition].checkpoint() + len(out))
+                for store in stores.values():  # this batch's and any it stepped into
+                    if store.pending or store is stores[partition]:
+                        store.committed(store.checkpoint() + len(out))
                 handled += min(BATCH, len(batch) - start)
                 outputs += len(out)
                 rekeyed += [Record(o.topic, o.partition or 0, 0, o.key, o.value, now)

@@ -39,7 +39,6 @@ import tempfile
 import threading
 import time
 import uuid
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, TopicPartition
 
+from processors.core.policy import PolicySet, load_policy, parse_policy
 from processors.runtime.topics import create_missing
 from processors.tools.loadgen import BSUID_SHARE, Workload, identity_mix
 from tests.e2e import conftest as harness
@@ -305,14 +305,18 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
             "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1)}
 
 
-def limits_env(limit: int) -> dict[str, str]:
-    """A policy file: the packaged policy with every tenant's messaging limit pinned."""
-    document = json.loads(resources.files("processors.core.policy")
-                          .joinpath("default_policy.json").read_text())
+def limits_policy(limit: int) -> PolicySet:
+    """The packaged policy with every tenant's messaging limit pinned."""
+    document = json.loads(json.dumps(dict(load_policy().document)))
     document["parameters"]["messaging_limit"] = limit
     document["version"] += "-bench-limits"
+    return parse_policy(document)
+
+
+def limits_env(limit: int) -> dict[str, str]:
+    """A policy file with every tenant's messaging limit pinned, for a worker."""
     path = Path(tempfile.mkdtemp(prefix="bench-policy-")) / "policy.json"
-    path.write_text(json.dumps(document))
+    path.write_text(json.dumps(dict(limits_policy(limit).document)))
     return {"OUTBOUND_GATE_POLICY_FILE": str(path)}
 
 
