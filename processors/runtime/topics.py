@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -40,9 +42,30 @@ def create_missing(bootstrap_servers: str, names: Iterable[str], partitions: int
                 pass
         if created:
             log.info("created topics: %s", ", ".join(created))
+            wait_until_led(admin, created, timeout_ms)
         return created
     finally:
         admin.close()
+
+
+def wait_until_led(admin: Any, names: list[str], timeout_ms: int) -> None:
+    """Return once the broker's metadata shows every partition of these topics with a leader.
+
+    A worker started right after its topics were created joined its group before the broker's
+    metadata had them: Faust's assignor ignored them as missing and the worker never became
+    ready (`make run` on a fresh broker, once; an e2e file run right after `kafka.sh up`)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        described = admin.describe_topics(names)
+        if len(described) == len(names) and all(
+                topic["error_code"] == 0 and topic["partitions"]
+                and all(p["leader_id"] >= 0 for p in topic["partitions"])
+                for topic in described):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics without leaders after {timeout_ms / 1000:.0f} s: "
+                               f"{', '.join(names)}")
+        time.sleep(0.1)  # waiting for the broker's metadata, not a test
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
