@@ -213,6 +213,7 @@ class Router:
         self.local: Callable[[int], PartitionStore | None] = lambda _: None
         # tenant -> (partition, slots in use, limit), published as gauges after a commit
         self.slot_levels: dict[str, tuple[int, int, int]] = {}
+        self.levels_changed: set[str] = set()  # the tenants whose level a batch set
 
     def retention(self, tenant: str) -> st.Retention:
         """What a tenant's state keeps; one per policy of the policy set in force (it was
@@ -343,8 +344,10 @@ class Router:
         linked = linked_number(addressed, head)
         verdict = self.verdict(document, combined, now, linked)
         policy = self.holder.current.for_tenant(tenant)
-        if verdict.decision.accepted and self.needs_slot(document, verdict, combined, policy,
-                                                         now):
+        state = head_state
+        # A user counted in the last 24 hours opens no new slot: decided here, no stage.
+        if verdict.decision.accepted and not st.slot_open(head_state, now) \
+                and self.needs_slot(document, verdict, combined, policy, now):
             # The tenant's count decides, at the tenant stage: here when this worker holds
             # the tenant's partition (the same transaction), else through the repartition
             # topic (the stage publishes the decision and gives back the pair budget of a
@@ -356,13 +359,14 @@ class Router:
             if stage is None:
                 self.send_on(out, key, step)
             else:
-                verdict = self.slot_step(step, stage, out, tally, now, record.consumed,
-                                         verdict)
+                verdict, opened = self.slot_step(step, stage, out, tally, now,
+                                                 record.consumed, verdict)
+                if opened:  # the slot is kept in the user's record, written below
+                    state = st.with_slot(state, now)
         else:
             self.publish(document, verdict, now, record.consumed, out, tally)
         # What a decision records (its message id, the pair budget it used) is the user's:
         # it goes in the head's record, so that one budget counts the sends to every identity.
-        state = head_state
         if verdict.decision.accepted:  # an accepted send uses the pair's budget
             state = st.with_send(state, document.get("business_number") or "", now,
                                  policy.parameters.pair_rate_interval_seconds)
@@ -386,17 +390,20 @@ class Router:
 
     def slot_step(self, step: dict[str, Any], store: PartitionStore, out: list[Output],
                   tally: Tally, now: float, consumed: float,
-                  accepted: Verdict | None = None) -> Verdict:
+                  accepted: Verdict | None = None) -> tuple[Verdict, bool]:
         """In the tenant's partition: count the send against the tenant's slots (or find the
         user already counted), publish the decision; a refused send's pair budget goes back
         to its user. accepted: the user partition's verdict, when it steps in directly (it
-        then also does the refund's work itself)."""
+        then also does the refund's work itself, and keeps the slot it opened in the user's
+        record: no slot record here). Returns the verdict and whether a slot opened."""
         tenant, head, document = step["t"], step["h"], step["d"]
         policy = self.holder.current.for_tenant(tenant)
         verdict = accepted or self.accepted_verdict(document, step, now)
         limit = self.limit_of(tenant, policy, now)
+        opened = False
         if limit is not None and ml.in_force(policy, now):  # else: switched off meanwhile
             user = state_key(tenant, head)
+            # A slot opened by a forwarded send (the stage was elsewhere then) is kept here.
             slot_key = tenant_slots.slot_key(tenant, user)
             ledger_key = tenant_slots.ledger_key(tenant)
             held = self.load_ledger(store, ledger_key)
@@ -405,12 +412,15 @@ class Router:
             admission = ml.admit(tenant_slots.user_slot(self.load_raw(store, slot_key), now),
                                  used, oldest, limit, now)
             if admission.opens_slot:
-                self.put_raw(store, slot_key, tenant_slots.slot_bytes(now))
+                opened = True
+                if accepted is None:
+                    self.put_raw(store, slot_key, tenant_slots.slot_bytes(now))
                 ledger = tenant_slots.with_slot(ledger, now)
                 used += 1
             if ledger is not held:
                 self.put_ledger(store, ledger_key, ledger)
             self.slot_levels[tenant] = (store.partition, used, limit)
+            self.levels_changed.add(tenant)
             verdict = ml.apply(verdict, admission, document, policy, now)
         self.publish(document, verdict, now, consumed, out, tally)
         if accepted is None and not verdict.decision.accepted:
@@ -418,7 +428,7 @@ class Router:
                 "k": REFUND, "t": tenant, "h": head, "m": document["message_id"],
                 "b": document.get("business_number") or "",
                 "o": verdict.decision.error_code or ""})
-        return verdict
+        return verdict, opened
 
     def accepted_verdict(self, document: dict[str, Any], step: dict[str, Any],
                          now: float) -> Verdict:
@@ -715,8 +725,11 @@ class Router:
     def counted(self, tally: Tally) -> None:
         """The batch committed: count what it did."""
         metrics = self.metrics
-        for tenant, (_, used, limit) in self.slot_levels.items():
-            metrics.slots(tenant, used, limit)
+        for tenant in self.levels_changed:
+            level = self.slot_levels.get(tenant)
+            if level is not None:
+                metrics.slots(tenant, level[1], level[2])
+        self.levels_changed.clear()
         for key, amount in tally.items():
             kind = key[0]
             if kind == "decision":

@@ -296,6 +296,13 @@ class RouteLoop:
             out, counts = task.process(self.router, batch, now)
             tally.update(counts)
             self.collector.send(producer, out)
+        out = []
+        try:  # every state the batch changed, staged once, its changelog record with it
+            self.router.flush(out)
+        except BaseException:
+            self.router.forget()
+            raise
+        self.collector.send(producer, out)
         changelog_ends = self.collector.flush(producer)
         positions = [TopicPartition(topic, partition, offset)
                      for (topic, partition), offset in offsets.items()]

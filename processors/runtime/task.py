@@ -26,13 +26,15 @@ class StreamTask:
 
     def process(self, router: Router, records: Sequence[Record], now: float) -> tuple[
             list[Output], Tally]:
-        """Route a batch; the store holds the changes pending until committed() or abort()."""
+        """Route the task's share of a batch. The changes wait in the router until the caller's
+        router.flush() (once for every task of the transaction: a tenant's messaging-limit
+        ledger that several tasks stepped into is written once); the store then holds them
+        pending until committed() or abort()."""
         out: list[Output] = []
         tally: Tally = Counter()
         try:
             for record in records:
                 router.handle(record, self.store, out, tally, now)
-            router.flush(out)  # the batch's state changes, staged once per recipient
         except BaseException:
             router.forget()
             raise

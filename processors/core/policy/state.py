@@ -22,6 +22,7 @@ MAX_HISTORY = 8
 MAX_DECIDED = 32
 LIMIT_ERROR = 131049  # per-user marketing limit
 STOP_ERROR = 131050  # user stopped marketing messages
+SLOT_SECONDS = 86400  # a messaging-limit slot is open for Meta's moving 24 hours
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
@@ -42,10 +43,14 @@ class RecipientState:
     pair: tuple[tuple[str, float, float], ...] = ()
     links: tuple[tuple[str, str, float], ...] = ()  # (kind, identity, linked at): a number's
     home: tuple[str, float] | None = None  # (number, linked at): a BSUID's
+    # Start of the user's messaging-limit slot, on its head identity's record, when the
+    # tenant stage opened it in the same transaction (processors.runtime.routing): a send to a
+    # counted user then needs no trip to the stage.
+    slot: float | None = None
 
     def is_empty(self) -> bool:
         return not (self.inbound or self.preferences or self.limit_hits or self.decided
-                    or self.pair or self.links or self.home)
+                    or self.pair or self.links or self.home or self.slot is not None)
 
     def history(self) -> RecipientState:
         """The state without its links: what moves with an identity."""
@@ -85,7 +90,7 @@ def with_decided(state: RecipientState, message_id: str, at: float, outcome: str
     # Built directly: dataclasses.replace() costs more than the rest of this, per decision.
     return RecipientState(state.inbound, state.preferences, state.limit_hits,
                           (*state.decided, (at, message_id, outcome))[-keep:], state.pair,
-                          state.links, state.home)
+                          state.links, state.home, state.slot)
 
 
 def already_decided(state: RecipientState, message_id: str) -> bool:
@@ -128,7 +133,7 @@ def with_send(state: RecipientState, business_number: str, clock: float,
     others = [p for p in state.pair if p[0] != business_number]
     return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
                           tuple(sorted([*others, (business_number, tat, at)])), state.links,
-                          state.home)
+                          state.home, state.slot)
 
 
 def without_send(state: RecipientState, business_number: str,
@@ -143,7 +148,18 @@ def without_send(state: RecipientState, business_number: str,
     others = [p for p in state.pair if p[0] != business_number]
     return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
                           tuple(sorted([*others, (business_number, tat - interval, last)])),
-                          state.links, state.home)
+                          state.links, state.home, state.slot)
+
+
+def with_slot(state: RecipientState, start: float) -> RecipientState:
+    """The user was counted against the tenant's messaging limit at `start`."""
+    return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
+                          state.pair, state.links, state.home, start)  # replace() is slower
+
+
+def slot_open(state: RecipientState, clock: float) -> bool:
+    """The user holds a messaging-limit slot open at the clock (with_slot)."""
+    return state.slot is not None and state.slot + SLOT_SECONDS > clock
 
 
 def with_outcome(state: RecipientState, message_id: str, outcome: str) -> RecipientState:
@@ -185,7 +201,7 @@ def combine(states: list[RecipientState], clock: float) -> RecipientState:
 def merge(into: RecipientState, moved: RecipientState, clock: float) -> RecipientState:
     """An identity's history moved into another record of the same identity (re-homing)."""
     combined = combine([into.history(), moved.history()], clock)
-    return replace(combined, links=into.links, home=into.home)
+    return replace(combined, links=into.links, home=into.home, slot=into.slot)
 
 
 def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
@@ -277,27 +293,38 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
         decided = tuple(d for d in decided if d[0] > dedup_start)
     if pair and min(map(_SECOND, pair)) <= now:
         pair = tuple(p for p in pair if p[1] > now)  # a whole budget needs no record
+    slot = state.slot
+    if slot is not None and slot + SLOT_SECONDS <= now:
+        slot = None
     # Each branch above that ran dropped something: unchanged means the same objects.
     if (inbound is state.inbound and hits is state.limit_hits and decided is state.decided
-            and pair is state.pair and preferences is state.preferences):
+            and pair is state.pair and preferences is state.preferences
+            and slot is state.slot):
         return state
-    return RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home)
+    return RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home,
+                          slot)
 
 
 def to_json(state: RecipientState) -> list[Any]:
     """Compact store value: [inbound, [[time, preference]...], limit_hits,
     [[time, id, outcome]...],
-    [[business number, tat]...], [[kind, identity, at]...], [number, at] | null]."""
-    return [list(state.inbound), [list(p) for p in state.preferences], list(state.limit_hits),
-            [list(d) for d in state.decided], [list(p) for p in state.pair],
-            [list(link) for link in state.links], list(state.home) if state.home else None]
+    [[business number, tat]...], [[kind, identity, at]...], [number, at] | null
+    (, slot start: only when a slot is open)]."""
+    value = [list(state.inbound), [list(p) for p in state.preferences],
+             list(state.limit_hits), [list(d) for d in state.decided],
+             [list(p) for p in state.pair], [list(link) for link in state.links],
+             list(state.home) if state.home else None]
+    return value if state.slot is None else [*value, state.slot]
 
 
 def to_bytes(state: RecipientState) -> bytes:
     """orjson.dumps(to_json(state)), without copying every tuple into a list first: orjson
     writes a tuple as the array a list makes (half the cost for a state of 32 decided ids)."""
+    if state.slot is None:
+        return orjson.dumps([state.inbound, state.preferences, state.limit_hits,
+                             state.decided, state.pair, state.links, state.home or None])
     return orjson.dumps([state.inbound, state.preferences, state.limit_hits, state.decided,
-                         state.pair, state.links, state.home or None])
+                         state.pair, state.links, state.home or None, state.slot])
 
 
 def from_json(value: list[Any] | None) -> RecipientState:
@@ -315,4 +342,5 @@ def from_json(value: list[Any] | None) -> RecipientState:
                                  for d in decided]),
                           tuple([(str(n), float(t), float(last)) for n, t, last in pair]),
                           tuple([(str(k), str(i), float(t)) for k, i, t in links]),
-                          (str(home[0]), float(home[1])) if home else None)
+                          (str(home[0]), float(home[1])) if home else None,
+                          float(value[7]) if len(value) > 7 else None)

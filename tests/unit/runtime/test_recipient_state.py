@@ -26,6 +26,13 @@ def test_expired_entries_are_pruned() -> None:
     assert pruned.decided == ((995.0, "new", ""),)
 
 
+def test_a_messaging_limit_slot_is_open_for_24_hours_then_pruned() -> None:
+    state = st.with_decided(st.with_slot(EMPTY, 1000.0), "m", 1000.0)
+    assert st.slot_open(state, 1000.0 + 86399) and not st.slot_open(state, 1000.0 + 86400)
+    assert st.prune(state, 1000.0 + 86399, KEEP).slot == 1000.0
+    assert st.prune(state, 1000.0 + 86400, KEEP).is_empty()
+
+
 def test_everything_expires_to_empty() -> None:
     state = st.with_limit_hit(st.with_inbound(EMPTY, 10.0), 10.0)
     assert st.prune(state, 10_000.0, KEEP).is_empty()
@@ -81,8 +88,10 @@ def test_table_encoding_round_trips() -> None:
     # The store's bytes are to_json's, however they are written.
     linked = st.RecipientState(pair=(("+15550783881", 9.5, 3.0),),
                                links=(("bsuid", "US.123", 4.0),))
+    slotted = st.with_decided(st.with_send(st.with_slot(state, 8.0), "", 10.0, 6.0), "m-3", 9.0)
+    assert slotted.slot == 8.0, "later changes keep the user's messaging-limit slot"
     for value in (state, linked, st.RecipientState(home=("+14165550123", 7.0)),
-                  st.with_send(state, "", 10.0, 6.0)):
+                  st.with_send(state, "", 10.0, 6.0), slotted):
         assert st.to_bytes(value) == orjson.dumps(st.to_json(value))
         assert st.from_json(orjson.loads(st.to_bytes(value))) == value
 

@@ -3,6 +3,8 @@ is kept, and the batch read again is decided once."""
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
 import orjson
@@ -134,3 +136,34 @@ def test_records_of_a_partition_no_longer_owned_are_neither_decided_nor_committe
     loop.process(batch, NOW)
     assert decisions(broker) == ["mine"]
     assert broker.group_offsets == {(TOPICS.outbound, 0): 1}
+
+
+def test_a_tenant_ledger_stepped_into_by_every_task_is_written_once_a_batch() -> None:
+    from processors.core.policy import parse_policy
+    from processors.core.timeutil import format_rfc3339
+    from processors.runtime import recipient_state, tenant_slots
+    from processors.runtime.policy_feed import PolicyHolder
+
+    broker = Broker(PARTITIONS)
+    loop = route_loop(broker, set(range(PARTITIONS)))
+    document = json.loads(resources.files("processors.core.policy")
+                          .joinpath("default_policy.json").read_text())
+    document["parameters"]["messaging_limit"] = 10
+    loop.router.holder = PolicyHolder(parse_policy(document))
+    tasks = loop.tasks
+    assert tasks is not None
+    loop.router.local = lambda n: tasks.tasks[n].store if n in tasks.tasks else None
+    users = {n: numbers_on(n, 2) for n in range(PARTITIONS)}
+    template = {"name": "notice", "language": "en_US"}
+    loop.process([record for n in range(PARTITIONS) for record in records(
+        TOPICS.outbound, n, [message(message_id=f"m{n}-{i}", recipient=user, template=template,
+                                     created_at=format_rfc3339(NOW))
+                             for i, user in enumerate(users[n])])], NOW)
+    assert len(decisions(broker)) == 2 * PARTITIONS
+    key = tenant_slots.ledger_key("acme").encode()
+    ledgers = [r for r in broker.committed(SETTINGS.changelog_topic) if r.key == key]
+    assert len(ledgers) == 1, "one ledger record for the batch, not one per task"
+    assert tenant_slots.in_use(tenant_slots.read_ledger(ledgers[0].value))[0] == 2 * PARTITIONS
+    for n, numbers in users.items():  # each user's slot is in its own record
+        assert all(recipient_state.load(tasks.tasks[n].store, f"acme:{u}").slot == NOW
+                   for u in numbers)

@@ -76,6 +76,13 @@ def test_the_limit_holds_and_a_counted_user_or_an_open_window_needs_no_slot(
     assert [o for _, m, o in refused.decided if m == "new-3"] == ["MESSAGING_LIMIT_REACHED"]
     counted = head_state(cluster, USERS[0])
     assert {m: o for _, m, o in counted.decided} == {"new-0": "", "again": ""}
+    # Stepped into directly, the slot is kept in the user's own record (one write fewer, and
+    # the next send to the user needs no stage); forwarded, at the stage.
+    stage = cluster.stores[partition_for(tenant_slots.ledger_key("acme"), PARTITIONS)]
+    slot_records = [key for key, _ in stage.items()
+                    if key.startswith(tenant_slots.SLOT.encode())]
+    assert (counted.slot, len(slot_records)) == ((T0, 0) if direct else (None, LIMIT))
+    assert head_state(cluster, USERS[3]).slot is None, "a refused send opens no slot"
     # A day and a minute later the slots have closed: new users are accepted again.
     template(cluster, "next-day", USERS[7], T0 + 60 + 86400)
     assert cluster.code("next-day") is None
