@@ -30,6 +30,7 @@ to another cluster they are skipped and the summary says so.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -107,6 +108,13 @@ class Cluster:
         self.workers[name] = gate
         harness.wait_ready(gate, timeout=180)
         self.most = max(self.most, len(self.running()))
+
+    def kill_left(self) -> None:
+        """At exit, whatever ended the run: no worker outlives it (an orphaned worker of a
+        crashed run kept using a core of the machine and disturbed every measurement after)."""
+        for gate in self.workers.values():
+            if gate.process.poll() is None:
+                gate.process.kill()
 
     def kill(self, name: str) -> None:
         self.workers[name].process.kill()
@@ -331,6 +339,7 @@ def main() -> None:
                          enumerate(outbound)]
 
     cluster = Cluster(bootstrap, run_id, tmp, local_broker, policy)
+    atexit.register(cluster.kill_left)
     for name in ("w0", "w1"):
         cluster.start(name)
     log("workers ready; waiting for the catalog and the state events to be applied")
