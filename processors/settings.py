@@ -311,7 +311,6 @@ def security_from_env(env: Mapping[str, str]) -> KafkaSecurity:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 STORES = ("rocksdb://", "memory://")
-EVENT_LOOPS = ("asyncio", "uvloop")
 PROCESSING_GUARANTEES = ("exactly_once", "at_least_once")
 
 
@@ -381,13 +380,6 @@ class Settings:
         "OUTBOUND_GATE_SWITCH_INTERVAL_US", 1000,
         "longest a thread of the worker keeps Python's GIL while another waits for it "
         "(sys.setswitchinterval), microseconds; Python's own default is 5000", minimum=100)
-    # uvloop does a socket's reads and writes in C without giving up the GIL: a check then
-    # waits for the stream thread once per loop turn, not at every recv and send
-    # (docs/performance.md, "Check API under load"). Needs the uvloop package.
-    event_loop: str = setting(
-        "OUTBOUND_GATE_EVENT_LOOP", "asyncio",
-        "the worker's event loop (web, checks, catalog): asyncio, or uvloop (installed "
-        "separately)", choices=EVENT_LOOPS, case=str.lower)
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = setting(

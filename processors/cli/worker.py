@@ -32,8 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `check` must work without loading Faust.
-    import asyncio
-
     import faust
     from kafka.errors import KafkaError
 
@@ -65,14 +63,6 @@ def run(args: argparse.Namespace) -> int:
     # waits for the other, and no full garbage collection walking every cache.
     sys.setswitchinterval(settings.switch_interval_us / 1_000_000)
     gc_pauses.install()
-    if settings.event_loop == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            print("outbound-gate worker: OUTBOUND_GATE_EVENT_LOOP=uvloop, but the uvloop "
-                  "package is not installed", file=sys.stderr)
-            return 2
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = create_app(settings, policies)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           logging_config=logging_config(settings.log_level))

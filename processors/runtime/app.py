@@ -9,7 +9,6 @@ StreamThread for why)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -78,8 +77,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
             "kafka_security": settings.security.describe(),
             "web_port": settings.web_port, "partitions": settings.partitions,
             "store": settings.store, "policy_id": holder.current.id,
-            "policy_version": holder.current.version,
-            "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0]})
+            "policy_version": holder.current.version})
 
     @app.timer(interval=gc_pauses.SWEEP_SECONDS)  # type: ignore[untyped-decorator]
     async def sweep_frozen_objects() -> None:

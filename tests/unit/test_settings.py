@@ -41,7 +41,6 @@ VARIABLES = [
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", "OUTBOUND_GATE_TENANT_LABEL_CAP",
     "OUTBOUND_GATE_PROCESSING_GUARANTEE", "OUTBOUND_GATE_BATCH_RECORDS",
     "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", "OUTBOUND_GATE_SWITCH_INTERVAL_US",
-    "OUTBOUND_GATE_EVENT_LOOP",
     "OUTBOUND_GATE_TENANT_MAP",
     "OUTBOUND_GATE_TOPIC_OUTBOUND", "OUTBOUND_GATE_TOPIC_ACCEPTED", "OUTBOUND_GATE_TOPIC_REJECTED",
     "OUTBOUND_GATE_TOPIC_DLQ", "OUTBOUND_GATE_TOPIC_TEMPLATES", "OUTBOUND_GATE_TOPIC_STATUSES",
@@ -58,8 +57,7 @@ DEFAULTS = {
     "store": "rocksdb://", "state_sweep_seconds": 600, "dedup_seconds": 3600,
     "session_timeout_seconds": 15, "tenant_label_cap": 500,
     "processing_guarantee": "exactly_once", "batch_records": 500,
-    "transaction_timeout_seconds": 10, "switch_interval_us": 1000, "event_loop": "asyncio",
-    "tenant_map": {},
+    "transaction_timeout_seconds": 10, "switch_interval_us": 1000, "tenant_map": {},
 }
 MINIMUMS = {
     "OUTBOUND_GATE_PARTITIONS": 1, "OUTBOUND_GATE_REPLICATION_FACTOR": 1,
