@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install deps run test lint typecheck unit e2e kafka-up kafka-down bench fuzz chaos clean
+.PHONY: install deps run test lint typecheck unit e2e kafka-up kafka-down bench bench-check fuzz chaos \
+	clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +51,14 @@ test: deps lint typecheck
 bench: install
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
 	  $(BIN)/python -m tests.benchmarks.throughput $(if $(QUICK),--quick,--events $(or $(N),1000000))
+
+# The check API under load: one worker, POST /v1/check at 500/s from concurrent keep-alive
+# clients while the stream runs at half its maximum, side by side with the stream alone.
+# QUICK=1 for a smoke run; ARGS= for more (e.g. ARGS="--checks-per-second 200"). Writes
+# tests/benchmarks/results/check_api.json. Not part of `make test`.
+bench-check: install
+	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
+	  $(BIN)/python -m tests.benchmarks.check_api $(if $(QUICK),--quick) $(ARGS)
 
 # Hostile input through the real worker: N bad events (100,000 by default) of every kind, with
 # good ones between them; every input must get exactly one output of the expected class.

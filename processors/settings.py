@@ -373,6 +373,13 @@ class Settings:
         "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 10,
         "the broker aborts a transaction left open by a dead worker after this (its partitions'"
         " next owner waits for it)", minimum=5)
+    # Python's default is 5,000 us: each time the HTTP thread asked for the GIL back while the
+    # stream thread decided a batch, a check waited up to that (docs/performance.md, "Check API
+    # under load").
+    switch_interval_us: int = setting(
+        "OUTBOUND_GATE_SWITCH_INTERVAL_US", 1000,
+        "longest a thread of the worker keeps Python's GIL while another waits for it "
+        "(sys.setswitchinterval), microseconds; Python's own default is 5000", minimum=100)
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = setting(

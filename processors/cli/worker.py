@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
 
     from processors.core.policy import PolicyError, load_policy
+    from processors.runtime import gc_pauses
     from processors.runtime.app import create_app
     from processors.runtime.logs import logging_config
     from processors.runtime.topics import ensure_topics
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"outbound-gate worker: cannot reach Kafka at {settings.bootstrap_servers}: "
               f"{exc}", file=sys.stderr)
         return 1
+    # The HTTP thread (checks, /metrics) and the stream thread share the GIL: how long one
+    # waits for the other, and no full garbage collection walking every cache.
+    sys.setswitchinterval(settings.switch_interval_us / 1_000_000)
+    gc_pauses.install()
     app = create_app(settings, policies)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           logging_config=logging_config(settings.log_level))

@@ -18,7 +18,7 @@ from faust.sensors.prometheus import setup_prometheus_sensors
 from prometheus_client import CollectorRegistry
 
 from processors.core.policy import PolicySet, load_policy
-from processors.runtime import catalog, check_api, policy_feed, routing, views
+from processors.runtime import catalog, check_api, gc_pauses, policy_feed, routing, views
 from processors.runtime.kafka_security import faust_credentials
 from processors.runtime.metrics import GateMetrics, adopt_faust_sensor
 from processors.runtime.policy_feed import PolicyHolder
@@ -78,6 +78,11 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
             "web_port": settings.web_port, "partitions": settings.partitions,
             "store": settings.store, "policy_id": holder.current.id,
             "policy_version": holder.current.version})
+
+    @app.timer(interval=gc_pauses.SWEEP_SECONDS)  # type: ignore[untyped-decorator]
+    async def sweep_frozen_objects() -> None:
+        if gc_pauses.installed():  # the worker froze what survived full collections
+            gc_pauses.sweep()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def log_assignment(sender: faust.App, assigned: set[Any], **_: Any) -> None:
