@@ -205,8 +205,9 @@ class Router:
         # like recipient states.
         self.raw: dict[tuple[int, str], bytes | None] = {}
         self.raw_dirty: dict[tuple[int, str], PartitionStore] = {}
-        self.ledgers: dict[tuple[int, str], tenant_slots.Ledger] = {}  # decoded once a batch
-        self.ledgers_dirty: dict[tuple[int, str], PartitionStore] = {}
+        self.stages: dict[tuple[int, str], tenant_slots.Stage] = {}  # decoded once a batch
+        self.stages_dirty: dict[tuple[int, str], PartitionStore] = {}
+        self.stage_partitions: dict[str, int] = {}  # tenant -> its stage's partition
         # partition -> this worker's store for it in the batch being processed, or None: a
         # tenant's partition held here is stepped into directly (same transaction), not
         # through the repartition topic. Set by the stream loop.
@@ -346,21 +347,21 @@ class Router:
         policy = self.holder.current.for_tenant(tenant)
         state = head_state
         # A user counted in the last 24 hours opens no new slot: decided here, no stage.
-        if verdict.decision.accepted and not st.slot_open(head_state, now) \
-                and self.needs_slot(document, verdict, combined, policy, now):
+        limit = None if not verdict.decision.accepted or st.slot_open(head_state, now) \
+            else self.slot_limit(document, verdict, combined, policy, now)
+        if limit is not None:
             # The tenant's count decides, at the tenant stage: here when this worker holds
             # the tenant's partition (the same transaction), else through the repartition
             # topic (the stage publishes the decision and gives back the pair budget of a
             # send it refuses).
             step = {"k": SLOT, "t": tenant, "h": head, "l": linked, "d": document,
                     "m": verdict.decision.monitored, "r": verdict.recategorized}
-            key = tenant_slots.ledger_key(tenant)
-            stage = self.local(partition_for(key, self.partitions))
+            stage = self.local(self.stage_partition(tenant))
             if stage is None:
-                self.send_on(out, key, step)
+                self.send_on(out, tenant_slots.ledger_key(tenant), step)
             else:
                 verdict, opened = self.slot_step(step, stage, out, tally, now,
-                                                 record.consumed, verdict)
+                                                 record.consumed, verdict, limit)
                 if opened:  # the slot is kept in the user's record, written below
                     state = st.with_slot(state, now)
         else:
@@ -383,43 +384,51 @@ class Router:
         learned, known = catalog.learned_limit(self.catalog_table, tenant, clock)
         return ml.effective_limit(policy, learned, known)
 
-    def needs_slot(self, document: dict[str, Any], verdict: Verdict, state: RecipientState,
-                   policy: Policy, clock: float) -> bool:
-        return self.limit_of(document["tenant_id"], policy, clock) is not None \
-            and ml.needs_slot(document, verdict, state, policy, clock)
+    def slot_limit(self, document: dict[str, Any], verdict: Verdict, state: RecipientState,
+                   policy: Policy, clock: float) -> int | None:
+        """The tenant's limit when the send counts against it (else None)."""
+        if not ml.needs_slot(document, verdict, state, policy, clock):
+            return None
+        return self.limit_of(document["tenant_id"], policy, clock)
+
+    def stage_partition(self, tenant: str) -> int:
+        """The tenant stage's partition (its ledger key's), hashed once per tenant."""
+        partition = self.stage_partitions.get(tenant)
+        if partition is None:
+            partition = self.stage_partitions[tenant] = partition_for(
+                tenant_slots.ledger_key(tenant), self.partitions)
+        return partition
 
     def slot_step(self, step: dict[str, Any], store: PartitionStore, out: list[Output],
                   tally: Tally, now: float, consumed: float,
-                  accepted: Verdict | None = None) -> tuple[Verdict, bool]:
+                  accepted: Verdict | None = None,
+                  limit: int | None = None) -> tuple[Verdict, bool]:
         """In the tenant's partition: count the send against the tenant's slots (or find the
         user already counted), publish the decision; a refused send's pair budget goes back
         to its user. accepted: the user partition's verdict, when it steps in directly (it
         then also does the refund's work itself, and keeps the slot it opened in the user's
-        record: no slot record here). Returns the verdict and whether a slot opened."""
+        record: no slot record here), with the limit it found in force. Returns the verdict
+        and whether a slot opened."""
         tenant, head, document = step["t"], step["h"], step["d"]
         policy = self.holder.current.for_tenant(tenant)
-        verdict = accepted or self.accepted_verdict(document, step, now)
-        limit = self.limit_of(tenant, policy, now)
+        if accepted is None:  # forwarded: the rule may have been switched off meanwhile
+            verdict = self.accepted_verdict(document, step, now)
+            limit = self.limit_of(tenant, policy, now) if ml.in_force(policy, now) else None
+        else:
+            verdict = accepted
         opened = False
-        if limit is not None and ml.in_force(policy, now):  # else: switched off meanwhile
-            user = state_key(tenant, head)
+        if limit is not None:
             # A slot opened by a forwarded send (the stage was elsewhere then) is kept here.
-            slot_key = tenant_slots.slot_key(tenant, user)
-            ledger_key = tenant_slots.ledger_key(tenant)
-            held = self.load_ledger(store, ledger_key)
-            ledger = tenant_slots.open_ledger(held, now)
-            used, oldest = tenant_slots.in_use(ledger)
+            slot_key = tenant_slots.slot_key(tenant, state_key(tenant, head))
+            stage = self.load_stage(store, tenant_slots.ledger_key(tenant), now)
             admission = ml.admit(tenant_slots.user_slot(self.load_raw(store, slot_key), now),
-                                 used, oldest, limit, now)
+                                 stage.used, stage.oldest, limit, now)
             if admission.opens_slot:
                 opened = True
                 if accepted is None:
                     self.put_raw(store, slot_key, tenant_slots.slot_bytes(now))
-                ledger = tenant_slots.with_slot(ledger, now)
-                used += 1
-            if ledger is not held:
-                self.put_ledger(store, ledger_key, ledger)
-            self.slot_levels[tenant] = (store.partition, used, limit)
+                tenant_slots.count_slot(stage, now)
+            self.slot_levels[tenant] = (store.partition, stage.used, limit)
             self.levels_changed.add(tenant)
             verdict = ml.apply(verdict, admission, document, policy, now)
         self.publish(document, verdict, now, consumed, out, tally)
@@ -576,17 +585,18 @@ class Router:
         self.raw[slot] = value
         self.raw_dirty[slot] = store
 
-    def load_ledger(self, store: PartitionStore, key: str) -> tenant_slots.Ledger:
+    def load_stage(self, store: PartitionStore, key: str, now: float) -> tenant_slots.Stage:
+        """A tenant's ledger as the batch has it so far, open at the batch's clock."""
         slot = (store.partition, key)
-        ledger = self.ledgers.get(slot)
-        if ledger is None:
-            ledger = self.ledgers[slot] = tenant_slots.read_ledger(self.load_raw(store, key))
-        return ledger
-
-    def put_ledger(self, store: PartitionStore, key: str, ledger: tenant_slots.Ledger) -> None:
-        slot = (store.partition, key)
-        self.ledgers[slot] = ledger
-        self.ledgers_dirty[slot] = store
+        stage = self.stages.get(slot)
+        if stage is None:
+            stage = tenant_slots.stage_at(tenant_slots.read_ledger(self.load_raw(store, key)),
+                                          now)
+        elif stage.clock != now:  # not the batch's clock (a sweep): count again
+            stage = tenant_slots.stage_at(stage.ledger, now, stage.changed)
+        self.stages[slot] = stage
+        self.stages_dirty[slot] = store  # written at flush() only if it changed
+        return stage
 
     def flush(self, out: list[Output]) -> None:
         """The end of a batch: stage every changed state in its store, and its changelog record
@@ -594,8 +604,10 @@ class Router:
         for (_, key), store in self.dirty.items():
             self.changed(store, out, recipient_state.save(store, key, self.cached[(
                 store.partition, key)]))
-        for (partition, key), store in self.ledgers_dirty.items():  # encoded once a batch
-            self.put_raw(store, key, tenant_slots.ledger_bytes(self.ledgers[(partition, key)]))
+        for (partition, key), store in self.stages_dirty.items():  # encoded once a batch
+            stage = self.stages[(partition, key)]
+            if stage.changed:
+                self.put_raw(store, key, tenant_slots.ledger_bytes(stage.ledger))
         for (partition, key), store in self.raw_dirty.items():
             raw_key, value = key.encode("utf-8"), self.raw[(partition, key)]
             store.put(raw_key, value)
@@ -608,8 +620,8 @@ class Router:
         self.dirty.clear()
         self.raw.clear()
         self.raw_dirty.clear()
-        self.ledgers.clear()
-        self.ledgers_dirty.clear()
+        self.stages.clear()
+        self.stages_dirty.clear()
         self.observed()  # its decisions were made (and timed) all the same
 
     def observed(self) -> None:

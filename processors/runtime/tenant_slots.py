@@ -14,6 +14,8 @@ The decision itself is processors.core.policy.messaging_limit's (admit, apply).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import orjson
 
 from processors.core.policy.messaging_limit import WINDOW_SECONDS
@@ -63,6 +65,32 @@ def with_slot(ledger: Ledger, clock: float) -> Ledger:
     if ledger and ledger[-1][0] > minute:
         return (*ledger[:-1], (ledger[-1][0], ledger[-1][1] + 1))
     return (*ledger, (minute, 1))
+
+
+@dataclass(slots=True)
+class Stage:
+    """A tenant's ledger as a batch has it: the minutes still open at the batch's clock and
+    what they count (summed once a batch, not once a send: a day of minutes is 1,440)."""
+
+    ledger: Ledger
+    used: int
+    oldest: float | None  # the start the oldest open slot is counted from
+    clock: float
+    changed: bool  # the ledger differs from the stored one
+
+
+def stage_at(ledger: Ledger, clock: float, changed: bool = False) -> Stage:
+    kept = open_ledger(ledger, clock)
+    used, oldest = in_use(kept)
+    return Stage(kept, used, oldest, clock, changed or kept is not ledger)
+
+
+def count_slot(stage: Stage, clock: float) -> None:
+    """One slot more, opened at the clock."""
+    stage.ledger = with_slot(stage.ledger, clock)
+    stage.used += 1
+    stage.oldest = stage.ledger[0][0] + BUCKET_SECONDS
+    stage.changed = True
 
 
 def user_slot(raw: bytes | None, clock: float) -> float | None:

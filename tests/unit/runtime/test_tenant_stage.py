@@ -15,7 +15,8 @@ from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
 from processors.runtime import recipient_state, tenant_slots
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import partition_for
+from processors.runtime.routing import Output, partition_for
+from processors.runtime.state_store import PartitionStore
 from tests.factories import inbound
 from tests.unit.runtime.test_routing_links import PARTITIONS, T0, TOPICS, Cluster, send
 
@@ -110,3 +111,37 @@ def test_the_ledger_never_counts_a_slot_shorter_than_meta() -> None:
     assert tenant_slots.open_ledger(ledger, T0 + 86400 + 120) == ()
 
 
+
+
+def test_a_stage_counts_its_open_minutes_once_and_knows_when_it_changed() -> None:
+    ledger: tenant_slots.Ledger = ((T0, 2), (T0 + 60, 1))
+    expired = tenant_slots.stage_at(ledger, T0 + 86400 + 60)  # the first minute has closed
+    assert (expired.ledger, expired.used, expired.oldest, expired.changed) == (
+        ((T0 + 60, 1),), 1, T0 + 120, True)
+    held = tenant_slots.stage_at(ledger, T0 + 120)
+    assert (held.used, held.oldest, held.changed) == (3, T0 + 60, False)
+    tenant_slots.count_slot(held, T0 + 125)
+    assert (held.ledger, held.used, held.oldest, held.changed) == (
+        ((T0, 2), (T0 + 60, 1), (T0 + 120, 1)), 4, T0 + 60, True)
+    empty = tenant_slots.stage_at((), T0)
+    tenant_slots.count_slot(empty, T0 + 5)
+    assert (empty.used, empty.oldest) == (1, T0 + 60)
+
+
+def test_a_full_tenant_refuses_without_writing_its_ledger_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Limited(direct=True)
+    for index, user in enumerate(USERS[:LIMIT]):
+        template(cluster, f"new-{index}", user, T0 + index)
+    written: list[bytes] = []
+    changed = cluster.router.changed
+
+    def recorded(store: PartitionStore, out: list[Output],
+                 change: tuple[bytes, bytes | None]) -> None:
+        written.append(change[0])
+        changed(store, out, change)
+
+    monkeypatch.setattr(cluster.router, "changed", recorded)
+    template(cluster, "refused", USERS[5], T0 + 10)
+    assert cluster.code("refused") == "MESSAGING_LIMIT_REACHED"
+    assert written == [f"acme:{USERS[5]}".encode()], "only the user's record (its outcome)"
