@@ -56,6 +56,7 @@ import orjson
 from aiohttp import web
 from mode import Service
 from prometheus_client import CollectorRegistry, generate_latest
+from yarl import URL
 
 from processors.core.policy import RecipientState, load_policy
 from processors.runtime import check_api, feed, recipient_state
@@ -291,13 +292,13 @@ class Proxy:
                 timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT_SECONDS))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = await request.read() if request.can_read_body else None
-        async with self.session.request(request.method, f"{self.worker_url}{request.path_qs}",
-                                        headers=headers, data=body,
+        url = URL(f"{self.worker_url}{request.raw_path}", encoded=True)  # as it came
+        async with self.session.request(request.method, url, headers=headers, data=body,
                                         allow_redirects=False) as response:
             kept = {k: v for k, v in response.headers.items() if k.lower() not in HOP_BY_HOP}
             return response.status, kept, await response.read()
 
-    async def __call__(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         try:
             status, headers, body = await self.fetch(request)
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -367,7 +368,7 @@ class QueryProcess:
             self.settings, self.router, self.replicas.reader, self.api_metrics, self.holder,
             self.catalog, lambda: all(self.caught_up().values())))
         app.add_routes([web.get("/metrics", self.metrics), web.get("/readyz", self.ready),
-                        web.route("*", "/{path:.*}", self.proxy)])
+                        web.route("*", "/{path:.*}", self.proxy.handle)])
         return app
 
     async def metrics(self, request: web.Request) -> web.Response:
