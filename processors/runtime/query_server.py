@@ -46,6 +46,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from math import inf
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -74,6 +75,11 @@ RESTART_SECONDS = (1.0, 30.0)  # pause before starting a dead query server again
 STOP_SECONDS = 10.0  # a query server that has not stopped by then is killed
 PARENT_CHECK_SECONDS = 1.0  # how often the query server looks whether the worker still runs
 PROXY_TIMEOUT_SECONDS = 30.0  # a /metrics scrape of a busy worker can take a while
+# A partition is caught up with the worker's store at most this often: caught up for every
+# request, catching up was a fifth of the query server's CPU at 500 checks/s beside a busy
+# stream (docs/performance.md, "Check API under load"). A check may then miss what the
+# worker committed in the last 50 ms: it races with the stream anyway.
+CATCH_UP_SECONDS = 0.05
 # Not passed on between the client and the worker (RFC 9110 7.6.1), or set by aiohttp itself.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host",
@@ -222,12 +228,12 @@ class Replicas:
     """The worker's readable partitions, each a secondary instance of its store."""
 
     def __init__(self, primary_dir: Path, secondary_dir: Path,
-                 open_backend: Callable[[Path, Path], SecondaryBackend] = SecondaryBackend
-                 ) -> None:
+                 catch_up_seconds: float = CATCH_UP_SECONDS) -> None:
         self.primary_dir = primary_dir
         self.secondary_dir = secondary_dir
-        self.open_backend = open_backend
+        self.catch_up_seconds = catch_up_seconds
         self.stores: dict[int, tuple[PartitionStore, SecondaryBackend]] = {}
+        self.caught_up_at: dict[int, float] = {}
         self.epoch = -1
 
     @property
@@ -244,8 +250,8 @@ class Replicas:
         self.close()
         for partition in sorted(set(partitions)):
             try:
-                backend = self.open_backend(rocks_path(self.primary_dir, partition),
-                                            rocks_path(self.secondary_dir, partition))
+                backend = SecondaryBackend(rocks_path(self.primary_dir, partition),
+                                           rocks_path(self.secondary_dir, partition))
             except Exception as exc:  # moved on already: the next change opens it again
                 log.warning("partition %d not opened (%s: %s)", partition,
                             type(exc).__name__, exc, extra={"event": "replica_not_opened",
@@ -255,18 +261,21 @@ class Replicas:
 
     def reader(self) -> StateReader:
         """One request's reader: each partition it reads is caught up with the worker's
-        store once, before the first read, so the request sees everything committed before
-        it arrived."""
-        caught_up: set[int] = set()
+        store before its first read (unless that was done less than catch_up_seconds ago),
+        and read as of then for the rest of the request."""
+        seen: set[int] = set()
 
         def read(partition: int) -> Callable[[str], RecipientState] | None:
             held = self.stores.get(partition)
             if held is None:
                 return None
             store, backend = held
-            if partition not in caught_up:
-                backend.catch_up()
-                caught_up.add(partition)
+            if partition not in seen:
+                seen.add(partition)
+                now = time.monotonic()
+                if now - self.caught_up_at.get(partition, -inf) >= self.catch_up_seconds:
+                    backend.catch_up()
+                    self.caught_up_at[partition] = now
             return lambda key: recipient_state.load_committed(store, key)
 
         return read
@@ -274,7 +283,7 @@ class Replicas:
     def close(self) -> None:
         for _, backend in self.stores.values():
             backend.close()
-        self.stores = {}
+        self.stores, self.caught_up_at = {}, {}
 
 
 class Proxy:

@@ -65,7 +65,7 @@ def test_a_request_reads_what_was_committed_before_it_and_never_pending_changes(
         tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     store = primary(settings, HOME)
-    replicas = Replicas(*store_dirs(settings))
+    replicas = Replicas(*store_dirs(settings), catch_up_seconds=0)
     replicas.update(1, [HOME])
     read = replicas.reader()
     loader = read(HOME)
@@ -80,10 +80,24 @@ def test_a_request_reads_what_was_committed_before_it_and_never_pending_changes(
     replicas.close()
 
 
+def test_a_partition_is_caught_up_at_most_once_per_interval(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    store = primary(settings, HOME)
+    replicas = Replicas(*store_dirs(settings), catch_up_seconds=3600)
+    replicas.update(1, [HOME])
+    assert replicas.reader()(HOME)(KEY) == st.EMPTY  # type: ignore[misc]
+    commit_inbound(store, 1000.0)
+    assert replicas.reader()(HOME)(KEY) == st.EMPTY, "caught up within the interval"  # type: ignore[misc]
+    replicas.caught_up_at[HOME] -= 3600  # the interval has passed
+    assert replicas.reader()(HOME)(KEY) != st.EMPTY  # type: ignore[misc]
+    store.close()
+    replicas.close()
+
+
 def test_only_the_announced_partitions_are_read(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     stores = [primary(settings, p) for p in range(PARTITIONS)]
-    replicas = Replicas(*store_dirs(settings))
+    replicas = Replicas(*store_dirs(settings), catch_up_seconds=0)
     assert replicas.reader()(0) is None  # nothing announced yet
     replicas.update(1, [0, 2])
     read = replicas.reader()
@@ -101,7 +115,7 @@ def test_only_the_announced_partitions_are_read(tmp_path: Path) -> None:
 def test_a_partition_whose_store_is_gone_is_not_read(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     store = primary(settings, 0)
-    replicas = Replicas(*store_dirs(settings))
+    replicas = Replicas(*store_dirs(settings), catch_up_seconds=0)
     replicas.update(1, [0, 1])  # the worker released 1 (and removed it) before we opened it
     assert replicas.partitions == [0]
     store.close()
@@ -112,7 +126,7 @@ def test_a_reset_store_is_read_afresh_after_it_is_announced_again(tmp_path: Path
     settings = settings_for(tmp_path)
     store = primary(settings, HOME)
     commit_inbound(store, 1000.0)
-    replicas = Replicas(*store_dirs(settings))
+    replicas = Replicas(*store_dirs(settings), catch_up_seconds=0)
     replicas.update(1, [HOME])
     loader = replicas.reader()(HOME)
     assert loader is not None and loader(KEY) != st.EMPTY
@@ -182,6 +196,7 @@ def served(tmp_path: Path, body: Callable[[TestClient[Any, Any], QueryProcess,
         store = primary(settings, HOME)
         reader, writer = multiprocessing.Pipe(duplex=False)
         process = QueryProcess(settings, str(worker.make_url("")), reader, 0)
+        process.replicas.catch_up_seconds = 0  # every request sees the latest commit
         entry = template_entry("notice", "UTILITY")
         process.catalog.data["acme:notice:en_US"] = (entry,)
         process.catalog.caught_up = process.holder.caught_up = True
