@@ -336,6 +336,12 @@ class Settings:
     advertised_url: str | None = setting(
         "OUTBOUND_GATE_ADVERTISED_URL", None,
         "URL other workers forward checks to; unset: http://<web host>:<web port> (one host)")
+    # Checks answered in the worker took the stream thread's GIL: at 500 checks/s the stream
+    # ran at half speed (docs/performance.md, "Check API under load").
+    query_server: bool = setting(
+        "OUTBOUND_GATE_QUERY_SERVER", True,
+        "with the rocksdb store, answer the check API in a process of its own (the query "
+        "server) that owns the HTTP port and passes every other path to the worker")
     api_token: str | None = setting(
         "OUTBOUND_GATE_API_TOKEN", None,
         "bearer token of the check API (/v1/...); unset: the API answers 401", secret=True)

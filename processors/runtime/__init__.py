@@ -7,5 +7,7 @@
   producer) and the commit of one batch as one transaction;
 - changelog_reader.ChangelogReader: restores a store from its changelog partition;
 - state_store: a partition's committed state (RocksDB or memory) and its changelog checkpoint;
-- record_collector.RecordCollector: hands output records to a producer, batched per partition.
+- record_collector.RecordCollector: hands output records to a producer, batched per partition;
+- query_server: interactive queries (the check API) in a process of its own, reading RocksDB
+  secondary instances of this worker's stores.
 """

@@ -15,12 +15,21 @@ from typing import Any
 
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
+from faust.web.drivers.aiohttp import Web as AiohttpWeb
 from prometheus_client import CollectorRegistry
 
 from processors.core.policy import PolicySet, load_policy
-from processors.runtime import catalog, check_api, gc_pauses, policy_feed, routing, views
+from processors.runtime import (
+    catalog,
+    check_api,
+    gc_pauses,
+    policy_feed,
+    query_server,
+    routing,
+    views,
+)
 from processors.runtime.kafka_security import faust_credentials
-from processors.runtime.metrics import GateMetrics, adopt_faust_sensor
+from processors.runtime.metrics import ApiMetrics, GateMetrics, adopt_faust_sensor
 from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
@@ -31,6 +40,11 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.App:
     datadir = Path(settings.data_dir).resolve() / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
+    # With a query server, it owns the public port and passes all but the check API on to
+    # Faust's web server, on a loopback port of its own.
+    queries = query_server.enabled(settings)
+    web_host, web_port = (("127.0.0.1", query_server.loopback_port()) if queries
+                          else (settings.web_host, settings.web_port))
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
@@ -39,8 +53,8 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         datadir=str(datadir),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
-        web_port=settings.web_port,
-        web_host=settings.web_host,
+        web_port=web_port,
+        web_host=web_host,
         web_in_thread=False,
         # A killed worker's partitions move after this long without heartbeats (Faust's default
         # of 60 s keeps them idle for a minute after a crash).
@@ -68,14 +82,25 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
                              loop=app.loop, beacon=app.beacon)
     app.add_dependency(processor)  # started and stopped with the worker
     views.register(app, settings, holder, catalog_table, processor)
-    check_api.register(app, settings, router, processor, metrics, holder, catalog_table)
+    if queries:
+        server = query_server.QueryServer(settings, f"http://{web_host}:{web_port}", metrics,
+                                          loop=app.loop, beacon=app.beacon)
+        processor.on_readable(server.partitions_changed)
+        app.add_dependency(server)
+    else:
+        web = app.web
+        assert isinstance(web, AiohttpWeb), "the check API needs Faust's aiohttp web driver"
+        web.web_app.router.add_routes(check_api.routes(
+            settings, router, lambda: processor.reader, ApiMetrics(registry), holder,
+            catalog_table, lambda: catalog_table.caught_up and holder.caught_up))
 
     @app.task  # type: ignore[untyped-decorator]
     async def announce() -> None:  # runs once the worker has set up logging
         log.info("worker started", extra={
             "event": "start", "app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
             "kafka_security": settings.security.describe(),
-            "web_port": settings.web_port, "partitions": settings.partitions,
+            "web_port": settings.web_port, "query_server": queries,
+            "partitions": settings.partitions,
             "store": settings.store, "policy_id": holder.current.id,
             "policy_version": holder.current.version})
 

@@ -12,7 +12,12 @@ Requests carry `Authorization: Bearer <OUTBOUND_GATE_API_TOKEN>`; bodies are one
 message (the outbound contract) or a list of at most 1,000. A tenant the gate does not know
 (no template in the catalog, no policy override, not in the tenant map) is refused with 400:
 a typo would otherwise get answers about nobody. No number or BSUID is logged or used as a
-metric label (Faust's web server keeps no access log, so paths are not logged either).
+metric label (neither web server keeps an access log, so paths are not logged either).
+
+The routes are served by the process that answers checks: with the RocksDB store the query
+server (processors.runtime.query_server), a process of its own reading the worker's stores as
+a RocksDB secondary, so that checks never take the stream thread's GIL; with the memory store
+the worker's own web server.
 """
 
 from __future__ import annotations
@@ -22,26 +27,23 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-import faust
 import orjson
 from aiohttp import web
 from aiohttp.web_exceptions import HTTPRequestEntityTooLarge
-from faust.web import Request, Response, View
-from faust.web.drivers.aiohttp import Web as AiohttpWeb
 
 from processors.core import contracts
 from processors.core.decode import DecodeError, decode
 from processors.core.enrich import parse_recipient
 from processors.runtime import catalog, kafka_clients
 from processors.runtime.catalog import CatalogReplica
-from processors.runtime.metrics import GateMetrics
+from processors.runtime.metrics import ApiMetrics
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import Preview, Router
-from processors.runtime.stream_thread import StreamThread
+from processors.runtime.routing import Preview, Router, StateReader
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class Owners:
         self.urls, self.at = urls, time.monotonic()
 
 
-def bearer_refusal(request: Request | web.BaseRequest, token: str | None) -> str | None:
+def bearer_refusal(request: web.BaseRequest, token: str | None) -> str | None:
     if not token:
         return "the check API is off: OUTBOUND_GATE_API_TOKEN is not set on this worker"
     given = request.headers.get("Authorization", "")
@@ -172,19 +174,20 @@ class CheckService:
     """Answers checks and recipient questions: here from the local stores, or by the owner of
     the partition."""
 
-    def __init__(self, settings: Settings, router: Router, processor: StreamThread) -> None:
+    def __init__(self, settings: Settings, router: Router) -> None:
         self.settings = settings
         self.router = router
-        self.processor = processor
         self.owners = Owners(settings)
         self.own_url = kafka_clients.advertised_url(settings)
         self.session: aiohttp.ClientSession | None = None
 
-    def check_here(self, document: dict[str, Any], head: str | None) -> Preview:
-        return self.router.preview(document, self.processor.reader, time.time(), head)
+    def check_here(self, read: StateReader, document: dict[str, Any], head: str | None
+                   ) -> Preview:
+        return self.router.preview(document, read, time.time(), head)
 
-    def recipient_here(self, who: tuple[str, str], head: str | None) -> Preview:
-        return self.router.recipient(who[0], who[1], self.processor.reader, time.time(), head)
+    def recipient_here(self, read: StateReader, who: tuple[str, str], head: str | None
+                       ) -> Preview:
+        return self.router.recipient(who[0], who[1], read, time.time(), head)
 
     async def answer(self, items: list[Any], heads: list[str | None], forwarded: bool,
                      look: Look, forward: Forward) -> list[dict[str, Any]]:
@@ -259,44 +262,55 @@ class CheckService:
             return unavailable(f"the owner at {url} did not answer ({type(exc).__name__})")
 
 
-def register(app: faust.App, settings: Settings, router: Router, processor: StreamThread,
-             metrics: GateMetrics, holder: PolicyHolder, table: CatalogReplica) -> None:
-    service = CheckService(settings, router, processor)
+Ready = Callable[[], bool]
+
+
+def routes(settings: Settings, router: Router, readers: Callable[[], StateReader],
+           metrics: ApiMetrics, holder: PolicyHolder, table: CatalogReplica,
+           ready: Ready) -> list[web.RouteDef]:
+    """The check API's routes, for the aiohttp application of the process that answers: the
+    worker's (Faust's web server) or the query server's. readers() gives, per request, the
+    committed state of the partitions answered here; ready() says the catalog and the
+    policy have been read (until then every tenant would look unknown)."""
+    service = CheckService(settings, router)
     tenants = Tenants(settings, holder, table)
-    openapi = orjson.loads((contracts.schemas_dir() / "openapi.json").read_bytes())
+    openapi = orjson.dumps(orjson.loads((contracts.schemas_dir() / "openapi.json")
+                                        .read_bytes()))
+    requests = {(endpoint, status): metrics.requests.labels(endpoint, str(status))
+                for endpoint in ("check", "recipients") for status in (200, 400, 401, 413, 503)}
+    latencies = {endpoint: metrics.latency.labels(endpoint)
+                 for endpoint in ("check", "recipients")}
+    token = settings.api_token or ""
 
-    def measured(endpoint: str, status: int, started: float) -> None:
-        metrics.api_requests.labels(endpoint, str(status)).inc()
-        metrics.api_latency.labels(endpoint).observe(time.monotonic() - started)
-
-    def reply(view: View, status: int, body: Any) -> Response:
-        headers = {"Retry-After": str(RETRY_SECONDS)} if status == 503 else None
-        return view.json(body, status=status, headers=headers)
-
-    @app.page("/v1/openapi.json")
-    class OpenAPI(View):
-        async def get(self, request: Request) -> Response:
-            return self.json(openapi)
-
-    check_requests = {status: metrics.api_requests.labels("check", str(status))
-                      for status in (200, 400, 401, 413, 503)}
-    check_latency = metrics.api_latency.labels("check")
-
-    async def check(request: web.Request) -> web.Response:
-        started = time.monotonic()
-        status, body = await handle_check(request)
-        counter = check_requests.get(status)
-        (counter or metrics.api_requests.labels("check", str(status))).inc()
-        check_latency.observe(time.monotonic() - started)
+    def respond(endpoint: str, started: float, status: int, body: Any) -> web.Response:
+        counter = requests.get((endpoint, status))
+        (counter or metrics.requests.labels(endpoint, str(status))).inc()
+        latencies[endpoint].observe(time.monotonic() - started)
         return web.Response(body=orjson.dumps(body), status=status, charset="utf-8",
                             content_type="application/json",
                             headers={"Retry-After": str(RETRY_SECONDS)} if status == 503
                             else None)
 
-    async def handle_check(request: web.Request) -> tuple[int, Any]:
+    def refused(request: web.BaseRequest) -> tuple[int, Any] | None:
         refusal = bearer_refusal(request, settings.api_token)
         if refusal is not None:
             return 401, {"error": refusal}
+        if not ready():
+            return 503, unavailable("the worker is starting: the template catalog or the "
+                                    "policy is not read yet")
+        return None
+
+    async def openapi_document(request: web.Request) -> web.Response:
+        return web.Response(body=openapi, content_type="application/json", charset="utf-8")
+
+    async def check(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        return respond("check", started, *await handle_check(request))
+
+    async def handle_check(request: web.Request) -> tuple[int, Any]:
+        refusal = refused(request)
+        if refusal is not None:
+            return refusal
         try:
             documents, batch = await read_messages(request)
             heads = parse_heads(request.headers.get(FORWARDED), len(documents))
@@ -304,12 +318,11 @@ def register(app: faust.App, settings: Settings, router: Router, processor: Stre
                 if document["tenant_id"] not in tenants:
                     where = f"message {index}: " if batch else ""
                     raise Refused(400, f"{where}unknown tenant_id {document['tenant_id']!r}")
-        except Refused as refused:
-            return refused.status, {"error": refused.reason}
+        except Refused as problem:
+            return problem.status, {"error": problem.reason}
         forwarded = FORWARDED in request.headers
-        token = settings.api_token or ""
         results = await service.answer(
-            documents, heads, forwarded, service.check_here,
+            documents, heads, forwarded, partial(service.check_here, readers()),
             lambda url, items, item_heads: service.forward_checks(token, url, items,
                                                                   item_heads))
         if batch or forwarded:
@@ -317,43 +330,37 @@ def register(app: faust.App, settings: Settings, router: Router, processor: Stre
         result = results[0]
         return int(result.get("status", 200)), result
 
-    # Straight on aiohttp, not as a Faust View: Faust's dispatch and web sensors were about an
-    # eighth of a check's CPU, and a check shares the GIL with the stream thread
-    # (docs/performance.md, "Check API under load"). The gate's own metrics count it above.
-    server = app.web
-    assert isinstance(server, AiohttpWeb), "the check API needs Faust's aiohttp web driver"
-    server.web_app.router.add_post("/v1/check", check)
+    async def recipient(request: web.Request) -> web.Response:
+        started = time.monotonic()
+        return respond("recipients", started, *await handle_recipient(request))
 
-    @app.page("/v1/recipients/{tenant}/{identity}")
-    class Recipient(View):
-        async def get(self, request: Request, tenant: str, identity: str) -> Response:
-            started = time.monotonic()
-            status, body = await self.handle(request, tenant, identity)
-            measured("recipients", status, started)
-            return reply(self, status, body)
+    async def handle_recipient(request: web.Request) -> tuple[int, Any]:
+        refusal = refused(request)
+        if refusal is not None:
+            return refusal
+        tenant, identity = request.match_info["tenant"], request.match_info["identity"]
+        try:
+            heads = parse_heads(request.headers.get(FORWARDED), 1)
+        except Refused as problem:
+            return problem.status, {"error": problem.reason}
+        if tenant not in tenants:
+            return 400, {"error": f"unknown tenant_id {tenant!r}"}
+        parsed = parse_recipient(identity)
+        if parsed.identity is None:  # its problem names no digits
+            return 400, {"error": "the identity is neither a valid phone number (E.164) "
+                                  "nor a valid business-scoped user ID"}
+        results = await service.answer(
+            [(tenant, parsed.identity)], heads, FORWARDED in request.headers,
+            partial(service.recipient_here, readers()),
+            lambda url, items, item_heads: service.forward_recipient(token, url, items,
+                                                                     item_heads))
+        return int(results[0].get("status", 200)), results[0]
 
-        async def handle(self, request: Request, tenant: str, identity: str
-                         ) -> tuple[int, Any]:
-            refusal = bearer_refusal(request, settings.api_token)
-            if refusal is not None:
-                return 401, {"error": refusal}
-            try:
-                heads = parse_heads(request.headers.get(FORWARDED), 1)
-            except Refused as refused:
-                return refused.status, {"error": refused.reason}
-            if tenant not in tenants:
-                return 400, {"error": f"unknown tenant_id {tenant!r}"}
-            recipient = parse_recipient(identity)
-            if recipient.identity is None:  # its problem names no digits
-                return 400, {"error": "the identity is neither a valid phone number (E.164) "
-                                      "nor a valid business-scoped user ID"}
-            token = settings.api_token or ""
-            results = await service.answer(
-                [(tenant, recipient.identity)], heads, FORWARDED in request.headers,
-                service.recipient_here,
-                lambda url, items, item_heads: service.forward_recipient(token, url, items,
-                                                                         item_heads))
-            return int(results[0].get("status", 200)), results[0]
+    # Straight on aiohttp, not as Faust Views: Faust's dispatch and web sensors were about an
+    # eighth of a check's CPU (docs/performance.md, "Check API under load"), and the query
+    # server has no Faust. The gate's own metrics count each request above.
+    return [web.get("/v1/openapi.json", openapi_document), web.post("/v1/check", check),
+            web.get("/v1/recipients/{tenant}/{identity}", recipient)]
 
 
 def parse_heads(header: str | None, count: int) -> list[str | None]:

@@ -79,12 +79,6 @@ class GateMetrics:
             "outbound_gate_messaging_limit",
             "The tenant's messaging limit in force (policy or Meta's webhooks).",
             ["tenant"], registry=registry)
-        self.api_requests = Counter(
-            "outbound_gate_api_requests", "Check API requests by endpoint and HTTP status.",
-            ["endpoint", "status"], registry=registry)
-        self.api_latency = Histogram(
-            "outbound_gate_api_request_seconds", "Check API request to response, by endpoint.",
-            ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
         self.dead_letters = Counter(
             "outbound_gate_dead_letters", "Records sent to the dead-letter topic.",
             ["topic", "reason"], registry=registry)
@@ -140,6 +134,10 @@ class GateMetrics:
         self.policy_refused = Counter(
             "outbound_gate_policy_refused", "Policy documents refused as invalid.",
             registry=registry)
+        self.query_server_restarts = Counter(
+            "outbound_gate_query_server_restarts",
+            "Times the query server (the check API's process) died and was started again.",
+            registry=registry)
         self.tenants_folded = Counter(
             "outbound_gate_tenants_folded",
             f"Tenants past the label cap, counted under tenant={OTHER_TENANTS}.",
@@ -180,6 +178,20 @@ class GateMetrics:
     def policy_in_force(self, policy_id: str, version: str) -> None:
         self.policy_info.clear()
         self.policy_info.labels(policy_id, version).set(1)
+
+
+class ApiMetrics:
+    """The check API's metrics, on the registry of the process that answers checks: the
+    worker's own, or the query server's (processors.runtime.query_server), whose /metrics
+    serves the worker's families and these together, each once."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "outbound_gate_api_requests", "Check API requests by endpoint and HTTP status.",
+            ["endpoint", "status"], registry=registry)
+        self.latency = Histogram(
+            "outbound_gate_api_request_seconds", "Check API request to response, by endpoint.",
+            ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
 
 
 class BatchedHistogram:

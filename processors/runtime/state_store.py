@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol, cast
 
-from rocksdict import BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 CHECKPOINT = b"\x00checkpoint"  # sorts before every "tenant:+E164" key
 
@@ -114,6 +114,46 @@ class RocksBackend:
         self.db = Rdict(str(self.path), options=rocks_options())
 
 
+class SecondaryBackend:
+    """A read-only view of another process's RocksBackend (a RocksDB secondary instance): it
+    sees what the primary had written when it opened, then what catch_up() reads of the
+    primary's log since. The primary writes committed state only (pending changes are in
+    PartitionStore's overlay), so this is committed state too."""
+
+    def __init__(self, primary: Path, secondary: Path) -> None:
+        secondary.mkdir(parents=True, exist_ok=True)
+        options = rocks_options()
+        options.set_max_open_files(-1)  # RocksDB requires it of a secondary instance
+        # With every table file open, each catch-up loaded table handlers on 16 new threads:
+        # 1.6 ms per call; with one, 25 us when nothing changed, ~50 us after a batch.
+        options.set_max_file_opening_threads(1)
+        # Each catch-up writes a line to the secondary's own info log: keep that bounded.
+        options.set_max_log_file_size(1 << 20)
+        options.set_keep_log_file_num(2)
+        self.db = Rdict(str(primary), options=options,
+                        access_type=AccessType.secondary(str(secondary)))
+
+    def catch_up(self) -> None:
+        self.db.try_catch_up_with_primary()
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.db.get(key)
+        return value
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        raise TypeError("a secondary store is read-only")
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return [(cast(bytes, k), cast(bytes, v)) for k, v in self.db.items() if k != CHECKPOINT]
+
+    def checkpoint(self) -> int:
+        raw = self.db.get(CHECKPOINT)
+        return int(raw) if raw else 0
+
+    def close(self) -> None:
+        self.db.close()
+
+
 class PartitionStore:
     """Committed state plus the pending changes of the open transaction."""
 
@@ -156,10 +196,15 @@ class PartitionStore:
         self.backend.close()
 
 
+def rocks_path(data_dir: Path, partition: int) -> Path:
+    """Where a partition's RocksDB store lives (the query server opens it as a secondary)."""
+    return data_dir / f"recipient-state-{partition}"
+
+
 def open_store(scheme: str, data_dir: Path, partition: int) -> PartitionStore:
     if scheme == "memory":
         return PartitionStore(partition, MemoryBackend())
-    return PartitionStore(partition, RocksBackend(data_dir / f"recipient-state-{partition}"))
+    return PartitionStore(partition, RocksBackend(rocks_path(data_dir, partition)))
 
 
 def reset(store: PartitionStore) -> None:

@@ -78,6 +78,11 @@ class StreamThread(Service):
         being restored or handed over): readable from any thread."""
         return self.loop_.reader(partition)
 
+    def on_readable(self, announce: Callable[[tuple[int, ...]], None]) -> None:
+        """announce(partitions) is called, from the stream thread, whenever the partitions
+        whose committed state may be read change: () while partitions move."""
+        self.loop_.announce = announce
+
     @property
     def owned(self) -> tuple[int, ...]:
         """The partition numbers this worker holds (a snapshot: read from other threads)."""
@@ -122,6 +127,9 @@ class RouteLoop:
         self.producer: Producer | None = None
         self.tasks: TaskManager | None = None
         self.last_sweep = self.last_lag = time.monotonic()
+        # Told the partitions whose committed state may be read now, each time that changes
+        # (from this thread): the query server answers checks for exactly these.
+        self.announce: Callable[[tuple[int, ...]], None] = lambda _: None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -178,6 +186,7 @@ class RouteLoop:
 
     def close(self) -> None:
         self.ready = False
+        self.announce(())
         if self.consumer is not None:
             try:
                 self.consumer.close()  # leaves the group: partitions move at once
@@ -202,6 +211,7 @@ class RouteLoop:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready = False
+        self.announce(())
         self.metrics.rebalances.inc()
         self.router.released({tp.partition for tp in partitions})
         self.metrics.input_lag.clear()  # the new owners report their partitions
@@ -214,6 +224,7 @@ class RouteLoop:
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self.tasks is not None
         self.ready = False  # no check reads a store while it opens, restores or closes
+        self.announce(())
         numbers = {tp.partition for tp in partitions}
         if partitions and self.exactly_once:
             # Committed offsets asked for read_committed wait until no transaction is pending
@@ -224,6 +235,7 @@ class RouteLoop:
         restoring = self.tasks.assign(numbers)
         self.assigned = tuple(sorted(numbers))
         self.ready = True
+        self.announce(self.assigned)
         log.info("route partitions assigned", extra={
             "event": "route_assignment", "partitions": sorted(numbers),
             "restore_seconds": round(restoring, 3)})

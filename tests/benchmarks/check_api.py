@@ -334,6 +334,9 @@ class Bench:
 
     def own_pids(self) -> dict[str, int]:
         pids = {f"worker {v.name}": v.gate.process.pid for v in self.variants}
+        for v in self.variants:  # the query server (and multiprocessing's resource tracker)
+            for index, child in enumerate(child_pids(v.gate.process.pid)):
+                pids[f"query {v.name} {index}"] = child
         pids.update(bench=os.getpid(), check_client=self.client.process.pid)
         broker = listener_pid(self.broker_port)  # again: a broker may have been restarted
         if broker is not None:
@@ -399,11 +402,14 @@ class Bench:
                 break
             log(f"      other processes used {others:.2f} cores meanwhile: measuring again")
         worker = f"worker {variant.name}"
+        query = sum(v for k, v in cores.items() if k.startswith(f"query {variant.name} "))
         result["worker_cpu_cores"] = round(cores[worker], 2)
+        result["query_server_cpu_cores"] = round(query, 2)
         # The machine's busy cores and who used them; "others" are processes not ours and not
         # the broker (a neighbour's test run on a shared machine shows there).
         result["cpu_cores"] = {
             "machine": round(total, 2), "worker": round(cores[worker], 2),
+            "query_server": round(query, 2),
             "idle_workers": round(sum(v for k, v in cores.items()
                                       if k.startswith("worker ") and k != worker), 2),
             **{name: round(cores[name], 2) for name in ("bench", "check_client", "broker")
@@ -497,6 +503,21 @@ def cpu_of(pid: int) -> float:
         return cpu_seconds(pid)
     except OSError:
         return 0.0
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is pid (a worker's query server), oldest first."""
+    children = []
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            stat = (process / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            children.append(int(process.name))
+    return sorted(children)
 
 
 def listener_pid(port: int) -> int | None:
@@ -720,9 +741,9 @@ def main() -> None:
 
 
 def start_profiles(variant: Variant, seconds: float, out: Path) -> list[subprocess.Popen[bytes]]:
-    """py-spy on the worker, twice at once: samples of the thread holding the GIL (what the
-    CPU is spent on) and wall-clock samples of every thread, idle ones included (where a check
-    waits)."""
+    """py-spy on the worker and its query server, twice at once: samples of the thread
+    holding the GIL (what the CPU is spent on) and wall-clock samples of every thread, idle
+    ones included (where a check waits)."""
     runs = []
     for mode, flags in (("gil", ["--gil"]), ("wall", ["--idle"])):
         path = out.with_name(f"{out.stem}.{variant.name}.{mode}.pyspy.txt")
@@ -730,7 +751,8 @@ def start_profiles(variant: Variant, seconds: float, out: Path) -> list[subproce
         runs.append(subprocess.Popen(
             [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
              str(variant.gate.process.pid), "--rate", "100", "--duration", str(int(seconds)),
-             "--format", "raw", "--threads", "--nonblocking", *flags, "--output", str(path)],
+             "--format", "raw", "--threads", "--nonblocking", "--subprocesses", *flags,
+             "--output", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return runs
 
@@ -768,6 +790,9 @@ def summarize(phases: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
                 "paced", lambda p: p["decision_latency"]["p99_ms"]),
             "worker_cpu_cores": {kind: both(kind, lambda p: p["worker_cpu_cores"])
                                  for kind in ("saturated", "paced")},
+            # The worker's child processes: the query server answering the checks.
+            "query_server_cpu_cores": {kind: both(kind, lambda p: p.get("query_server_cpu_cores"))
+                                       for kind in ("saturated", "paced")},
             "machine_cpu_cores": {kind: both(kind, lambda p: p["cpu_cores"]["machine"])
                                   for kind in ("saturated", "paced")},
             "broker_cpu_cores": {kind: both(kind, lambda p: p["cpu_cores"].get("broker"))
@@ -826,6 +851,7 @@ def print_summary(summary: dict[str, Any]) -> None:
                 ("decision latency p99 ms", stream["paced_decision_latency_p99_ms"]),
                 ("worker CPU, saturated", stream["worker_cpu_cores"]["saturated"]),
                 ("worker CPU, paced", stream["worker_cpu_cores"]["paced"]),
+                ("query server CPU, paced", stream["query_server_cpu_cores"]["paced"]),
                 ("machine CPU, saturated", stream["machine_cpu_cores"]["saturated"]),
                 ("machine CPU, paced", stream["machine_cpu_cores"]["paced"]),
                 ("broker CPU, paced", stream["broker_cpu_cores"]["paced"]),
