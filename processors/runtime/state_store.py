@@ -75,27 +75,14 @@ def rocks_options() -> Options:
     return options
 
 
-class RocksBackend:
-    """rocksdict in raw mode; the checkpoint is written in the same batch as the changes."""
+class _RocksReads:
+    """Reads shared by the worker's store and the query server's secondary view of it."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self.db = Rdict(str(path), options=rocks_options())
+    db: Rdict
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.db.get(key)
         return value
-
-    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
-        batch = WriteBatch(raw_mode=True)
-        for key, value in changes.items():
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        batch.put(CHECKPOINT, str(checkpoint).encode())
-        self.db.write(batch)
 
     def items(self) -> list[tuple[bytes, bytes]]:
         # raw mode: keys and values are bytes (rocksdict's stubs say any of its types)
@@ -108,13 +95,32 @@ class RocksBackend:
     def close(self) -> None:
         self.db.close()
 
+
+class RocksBackend(_RocksReads):
+    """rocksdict in raw mode; the checkpoint is written in the same batch as the changes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = Rdict(str(path), options=rocks_options())
+
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes.items():
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(CHECKPOINT, str(checkpoint).encode())
+        self.db.write(batch)
+
     def wipe(self) -> None:
         self.db.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self.db = Rdict(str(self.path), options=rocks_options())
 
 
-class SecondaryBackend:
+class SecondaryBackend(_RocksReads):
     """A read-only view of another process's RocksBackend (a RocksDB secondary instance): it
     sees what the primary had written when it opened, then what catch_up() reads of the
     primary's log since. The primary writes committed state only (pending changes are in
@@ -136,22 +142,8 @@ class SecondaryBackend:
     def catch_up(self) -> None:
         self.db.try_catch_up_with_primary()
 
-    def get(self, key: bytes) -> bytes | None:
-        value: bytes | None = self.db.get(key)
-        return value
-
     def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
         raise TypeError("a secondary store is read-only")
-
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return [(cast(bytes, k), cast(bytes, v)) for k, v in self.db.items() if k != CHECKPOINT]
-
-    def checkpoint(self) -> int:
-        raw = self.db.get(CHECKPOINT)
-        return int(raw) if raw else 0
-
-    def close(self) -> None:
-        self.db.close()
 
 
 class PartitionStore:
