@@ -22,7 +22,12 @@ transactional, from the timestamps of the records a read_committed consumer coun
 would also count commit markers). Start-up and group joins are not counted.
 Then the gate alone at a steady offered rate of half its maximum, and at 1,000/s, gives
 end-to-end latency: from the input record's send time to the moment a read_committed consumer
-of the outputs receives the decision (the commit included).
+of the outputs receives the decision (the commit included). The first 10 s of each latency run
+are sent but not sampled (a new worker's first transactions wait on the broker; their worst is
+warm_up_max_ms). The same two rates through txn_floor, an exactly-once copy loop with no
+processing, give the floor: the latency this broker and machine allow any exactly-once processor.
+--latency-only RATE runs only the latency stages, the gate with and without messaging limits
+in ABBA order.
 Writes tests/benchmarks/results/latest.json (quick.json with --quick) and prints a table.
 """
 
@@ -55,6 +60,10 @@ from tests.e2e import conftest as harness
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ("outbound", "statuses", "inbound", "preferences", "templates")
 PARTITIONS = 8
+# Seconds of a latency run sent but not sampled: a new worker's first transactions wait on
+# the broker (seen 1-4 s: the coordinator answers CONCURRENT_TRANSACTIONS while the previous
+# commit completes); its worst is reported as warm_up_max_ms.
+WARMUP_SECONDS = 10.0
 PEERS = {"ceiling": "tests.benchmarks.peers.ceiling",
          "faust_plain": "tests.benchmarks.peers.faust_plain",
          "quix": "tests.benchmarks.peers.quix_app"}
@@ -258,13 +267,36 @@ class Visibility(threading.Thread):
             for message in first + (self.consumer.consume(1000, 0) if first else []):
                 if message.error() is None:
                     visible = time.time() * 1000
-                    self.seen.setdefault(orjson.loads(message.value())["message_id"], visible)
+                    try:  # the floor copies undecodable inputs too: not a sample
+                        message_id = orjson.loads(message.value())["message_id"]
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+                    self.seen.setdefault(message_id, visible)
         self.consumer.close()
 
 
+def start_floor(bootstrap: str, prefix: str, output: str) -> subprocess.Popen[bytes]:
+    """The txn_floor peer, once it holds its partitions."""
+    create_missing(bootstrap, [output], PARTITIONS)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.benchmarks.peers.txn_floor", "--bootstrap", bootstrap,
+         "--prefix", prefix, "--group", f"{prefix}.floor", "--output", output],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    line = process.stdout.readline()  # READY, or nothing if it died
+    if line.strip() != b"READY":
+        process.kill()
+        raise SystemExit(f"txn_floor did not start (exit {process.wait()})")
+    return process
+
+
 def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
-                bsuid_share: float = BSUID_SHARE,
-                extra: dict[str, str] | None = None) -> dict[str, float]:
+                bsuid_share: float = BSUID_SHARE, extra: dict[str, str] | None = None,
+                contender: str = "gate", warmup: float = WARMUP_SECONDS) -> dict[str, float]:
+    """Send -> visible latency at a steady offered rate, of the gate (or of the txn_floor peer,
+    the exactly-once loop with no processing). The first `warmup` seconds of records are sent
+    and decided like the rest but not sampled: a new worker's first transactions wait on the
+    broker (warm_up_max_ms says how long), and the figure of record is the steady state."""
     prefix = f"bench.lat.{uuid.uuid4().hex[:8]}"
     create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
                    compacted=[f"{prefix}.templates"])
@@ -272,18 +304,26 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
     now = time.time()
     catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
     produce(bootstrap, catalog)
-    gates, outputs = start_gate(bootstrap, prefix, "gate", extra=extra)
-    gate = gates[0]
+    if contender == "floor":
+        outputs = [f"{prefix}.floor.out"]
+        processes = [start_floor(bootstrap, prefix, outputs[0])]
+        gate = None
+    else:
+        gates, outputs = start_gate(bootstrap, prefix, "gate", extra=extra)
+        gate = gates[0]
+        processes = [gate.process]
     watcher = Visibility(bootstrap, outputs[:2])
     watcher.start()
     try:
-        count = max(1, int(rate * seconds))
+        count = max(1, int(rate * (warmup + seconds)))
         records = [(f"{prefix}.{r.topic}", r.key, r.value)
                    for r in workload.events(count, time.time())]
-        log(f"  latency: {count:,} records at {rate:,.0f}/s")
+        log(f"  latency ({contender}): {count:,} records at {rate:,.0f}/s, the first "
+            f"{warmup:.0f} s not sampled")
         sent = produce(bootstrap, records, rate=rate)
         expected = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
-        wait_committed(bootstrap, outputs, expected, [gate.process], 600)
+        if contender == "gate":
+            wait_committed(bootstrap, outputs, expected, processes, 600)
         deadline = time.monotonic() + 60
         while sum(1 for m in sent if m in watcher.seen) < len(sent):
             if time.monotonic() > deadline:
@@ -293,16 +333,30 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
     finally:
         watcher.done.set()
         watcher.join(10)
-        harness.stop_worker(gate)
-    latencies = sorted(watcher.seen[m] - sent_at for m, sent_at in sent.items())
-    if not latencies:
+        if gate is not None:
+            harness.stop_worker(gate)
+        else:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    if not sent:
         raise SystemExit("no latency samples")
+    first = min(sent.values())
+    steady_from = first + warmup * 1000
+    latencies = sorted(watcher.seen[m] - at for m, at in sent.items() if at >= steady_from)
+    warm = [watcher.seen[m] - at for m, at in sent.items() if at < steady_from]
+    if not latencies:
+        raise SystemExit("no latency samples after the warm-up")
 
     def pct(p: float) -> float:
         return float(round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 1))
 
     return {"offered_rate": round(rate), "samples": len(latencies), "p50_ms": pct(0.50),
-            "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1)}
+            "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1),
+            "warm_up_seconds": warmup, "warm_up_max_ms": round(max(warm, default=0.0), 1)}
 
 
 def limits_policy(limit: int) -> PolicySet:
@@ -348,9 +402,19 @@ def main() -> None:
     parser.add_argument("--only", nargs="*",
                         choices=["ceiling", "gate", "gate_at_least_once", "gate_2_workers",
                                  "gate_limits", "faust_plain", "quix"])
+    parser.add_argument("--latency-only", type=float, metavar="RATE",
+                        help="no throughput runs: latency at RATE (say, half the gate's "
+                             "measured maximum) and at 1,000/s, the floor once and the gate "
+                             "with and without messaging limits in ABBA order (gate, limits, "
+                             "limits, gate), --pairs times; writes results/latency-abba.json")
+    parser.add_argument("--pairs", type=int, default=1, help="ABBA rounds with --latency-only")
     args = parser.parse_args()
+    if args.latency_only:
+        latency_abba(args)
+        return
     events = 5_000 if args.quick else args.events
     latency_seconds = 3.0 if args.quick else args.latency_seconds
+    warmup = 1.0 if args.quick else WARMUP_SECONDS
     bootstrap = harness.bootstrap.__wrapped__()  # type: ignore[attr-defined]
     prefix = f"bench.{uuid.uuid4().hex[:8]}"
     create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
@@ -406,18 +470,22 @@ def main() -> None:
         gate_eps = results["gate"]["events_per_s"]
         summary["ratios"] = {f"gate/{name}": round(gate_eps / r["events_per_s"], 2)
                              for name, r in results.items() if name != "gate"}
-        summary["latency"] = latency_run(bootstrap, gate_eps / 2, latency_seconds, args.seed,
-                                         args.bsuid_share)
+        half, low = gate_eps / 2, min(1000.0, gate_eps / 2)
+
+        def latency(rate: float, **how: Any) -> dict[str, float]:
+            return latency_run(bootstrap, rate, latency_seconds, args.seed, args.bsuid_share,
+                               warmup=warmup, **how)
+
+        summary["latency"] = latency(half)
         # The rate a help desk's agents make: latency when the gate is far from saturated.
-        summary["latency_at_1000"] = latency_run(bootstrap, min(1000.0, gate_eps / 2),
-                                                 latency_seconds, args.seed, args.bsuid_share)
+        summary["latency_at_1000"] = latency(low)
+        # The same rates through the exactly-once loop with no processing: the floor.
+        summary["latency_floor"] = latency(half, contender="floor")
+        summary["latency_floor_at_1000"] = latency(low, contender="floor")
         summary["gate_peak_rss_mb"] = results["gate"]["peak_rss_mb"]
         if "gate_limits" in results:  # the same offered rate, messaging limits on
-            summary["latency_limits"] = latency_run(
-                bootstrap, gate_eps / 2, latency_seconds, args.seed, args.bsuid_share, limits)
-            summary["latency_limits_at_1000"] = latency_run(
-                bootstrap, min(1000.0, gate_eps / 2), latency_seconds, args.seed,
-                args.bsuid_share, limits)
+            summary["latency_limits"] = latency(half, extra=limits)
+            summary["latency_limits_at_1000"] = latency(low, extra=limits)
             summary["messaging_limit"] = args.messaging_limit
     RESULTS.mkdir(exist_ok=True)
     out = args.output or RESULTS / ("quick.json" if args.quick else "latest.json")
@@ -437,11 +505,53 @@ def main() -> None:
         low = summary["latency_at_1000"]
         print(f"latency at {low['offered_rate']:,}/s: p50 {low['p50_ms']} ms, p99 "
               f"{low['p99_ms']} ms, max {low['max_ms']} ms")
-    for field in ("latency_limits", "latency_limits_at_1000"):
+    for field, what in (("latency_limits", "with messaging limits"),
+                        ("latency_limits_at_1000", "with messaging limits"),
+                        ("latency_floor", "floor (no processing)"),
+                        ("latency_floor_at_1000", "floor (no processing)")):
         if field in summary:
-            lim = summary[field]
-            print(f"latency at {lim['offered_rate']:,}/s with messaging limits: p50 "
-                  f"{lim['p50_ms']} ms, p99 {lim['p99_ms']} ms, max {lim['max_ms']} ms")
+            print(latency_line(summary[field], what))
+    print(f"written to {out}")
+
+
+def latency_line(result: dict[str, float], what: str) -> str:
+    return (f"latency at {result['offered_rate']:,}/s {what}: p50 {result['p50_ms']} ms, p99 "
+            f"{result['p99_ms']} ms, max {result['max_ms']} ms (warm-up max "
+            f"{result['warm_up_max_ms']} ms)")
+
+
+def latency_abba(args: argparse.Namespace) -> None:
+    """Latency of the gate with and without messaging limits, side by side: ABBA rounds at
+    each rate, so that drift of a shared machine falls on both alike."""
+    bootstrap = harness.bootstrap.__wrapped__()  # type: ignore[attr-defined]
+    limits = limits_env(args.messaging_limit)
+    summary: dict[str, Any] = {"machine": machine(), "messaging_limit": args.messaging_limit,
+                               "warm_up_seconds": WARMUP_SECONDS,
+                               "command": " ".join(["python -m tests.benchmarks.throughput",
+                                                    *sys.argv[1:]])}
+    for rate in (args.latency_only, min(1000.0, args.latency_only)):
+        runs: dict[str, list[dict[str, float]]] = {"floor": [], "gate": [], "gate_limits": []}
+        runs["floor"].append(latency_run(bootstrap, rate, args.latency_seconds, args.seed,
+                                         args.bsuid_share, contender="floor"))
+        log(latency_line(runs["floor"][-1], "floor"))
+        for _ in range(args.pairs):
+            for name in ("gate", "gate_limits", "gate_limits", "gate"):
+                runs[name].append(latency_run(
+                    bootstrap, rate, args.latency_seconds, args.seed, args.bsuid_share,
+                    limits if name == "gate_limits" else None))
+                log(latency_line(runs[name][-1], name))
+        means = {name: {field: round(sum(r[field] for r in rs) / len(rs), 1)
+                        for field in ("p50_ms", "p99_ms")} for name, rs in runs.items()}
+        change = {field: round(means["gate_limits"][field] / means["gate"][field] - 1, 3)
+                  for field in ("p50_ms", "p99_ms")}
+        summary[f"at_{round(rate)}"] = {"runs": runs, "means": means, "limits_change": change}
+        print(f"at {rate:,.0f}/s: floor p50/p99 {means['floor']['p50_ms']}/"
+              f"{means['floor']['p99_ms']} ms; gate {means['gate']['p50_ms']}/"
+              f"{means['gate']['p99_ms']} ms; with limits {means['gate_limits']['p50_ms']}/"
+              f"{means['gate_limits']['p99_ms']} ms (p99 {change['p99_ms']:+.1%})")
+    RESULTS.mkdir(exist_ok=True)
+    out = args.output or RESULTS / "latency-abba.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"written to {out}")
 
 

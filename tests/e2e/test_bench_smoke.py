@@ -27,9 +27,11 @@ def test_quick_bench_produces_every_figure(bootstrap: str) -> None:
         assert figures["events_per_s"] > 0, name
     assert set(summary["ratios"]) == {"gate/ceiling", "gate/gate_at_least_once",
                                       "gate/gate_limits", "gate/faust_plain", "gate/quix"}
-    for latency in (summary["latency"], summary["latency_limits"]):
+    for latency in (summary["latency"], summary["latency_limits"], summary["latency_floor"],
+                    summary["latency_floor_at_1000"]):
         assert latency["samples"] > 0
         assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        assert latency["warm_up_max_ms"] > 0  # the warm-up's records were decided too
     assert summary["gate_peak_rss_mb"] > 0
     assert summary["machine"]["cpus"] >= 1
     assert "gate" in result.stdout and "latency" in result.stdout

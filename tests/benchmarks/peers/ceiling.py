@@ -10,28 +10,18 @@ Prints READY once partitions are assigned; stops on SIGTERM/SIGINT, flushes, exi
 
 from __future__ import annotations
 
-import signal
 import sys
-from types import FrameType
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from tests.benchmarks.peers.common import parse_args, ready
+from tests.benchmarks.peers.common import parse_args, ready_on_assign, stop_flag
 
 BATCH = 1000
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(__doc__ or "", argv)
-    running = True
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal running
-        running = False
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    stopping = stop_flag()
 
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
@@ -46,18 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         "compression.type": "none",
         "queue.buffering.max.messages": 1_000_000,
     })
-    announced = False
-
-    def on_assign(_consumer: Any, partitions: list[Any]) -> None:
-        nonlocal announced
-        if partitions and not announced:
-            announced = True
-            ready()
-
-    consumer.subscribe(list(args.topics()), on_assign=on_assign)
+    consumer.subscribe(list(args.topics()), on_assign=ready_on_assign())
     output = args.output
     try:
-        while running:
+        while not stopping.is_set():
             for record in consumer.consume(num_messages=BATCH, timeout=0.5):
                 error = record.error()
                 if error is not None:

@@ -30,9 +30,12 @@ the contenders to the one --output topic, so that the harness counts one place.
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import orjson
@@ -106,6 +109,30 @@ def partition_count(bootstrap: str, topic: str, timeout: float = 10.0) -> int:
 
 def ready() -> None:
     print("READY", flush=True)
+
+
+def stop_flag() -> threading.Event:
+    """Set on SIGTERM or SIGINT: a confluent-kafka peer's loop ends there and cleans up."""
+    flag = threading.Event()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        flag.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return flag
+
+
+def ready_on_assign() -> Callable[[Any, list[Any]], None]:
+    """An on_assign callback that prints READY the first time partitions are assigned."""
+    announced = threading.Event()
+
+    def on_assign(_consumer: Any, partitions: list[Any]) -> None:
+        if partitions and not announced.is_set():
+            announced.set()
+            ready()
+
+    return on_assign
 
 
 @dataclass(frozen=True, slots=True)
