@@ -57,6 +57,12 @@ PANELS: list[tuple[str, str, str, int, list[dict[str, Any]], str]] = [
       q("histogram_quantile(0.99, sum by (le) (rate("
         f"outbound_gate_decision_latency_seconds_bucket[{RATE}])))", "p99")],
      "Record consumed to decision produced."),
+    ("Route batch time by phase, p99", "timeseries", "s", 8,
+     [q("histogram_quantile(0.99, sum by (le, phase) (rate("
+        f"outbound_gate_batch_phase_seconds_bucket[{RATE}])))", "{{phase}}")],
+     "Where a batch's time goes: process (deciding), produce (waiting for the broker to "
+     "acknowledge the outputs), commit (offsets and transaction), store (local state). A "
+     "decision waits for the batch before it and its own."),
     ("Event age p50 / p99", "timeseries", "s", 8,
      [q("histogram_quantile(0.5, sum by (le) (rate("
         f"outbound_gate_event_age_seconds_bucket[{RATE}])))", "p50"),

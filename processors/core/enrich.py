@@ -20,6 +20,8 @@ from phonenumbers import (
 from phonenumbers.phonenumberutil import _number_type_helper, national_significant_number
 from phonenumbers.re_util import re_compile
 
+from processors.core.frozen import quick_init
+
 CATEGORIES = ("MARKETING", "UTILITY", "AUTHENTICATION")
 _TYPE_NAMES = {
     value: name for name, value in vars(PhoneNumberType).items() if isinstance(value, int)
@@ -34,6 +36,7 @@ _BSUID_LIKE = re.compile(r"[A-Za-z]{2}\.")
 _BSUID = re.compile(r"([A-Za-z]{2})\.((?i:ENT)\.)?([A-Za-z0-9]+)")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """Who the recipient is. identity is None when it is neither a valid number nor a valid

@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.core import outputs
+from processors.core.frozen import quick_init
 from processors.core.policy import Decision, Enrichment, Policy, RecipientState, decide, enrich
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Verdict:
     key: str  # tenant_id:identity, the output record's key

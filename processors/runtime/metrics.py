@@ -108,6 +108,14 @@ class GateMetrics:
         self.batch_records = Histogram(
             "outbound_gate_batch_records", "Input records per committed batch and partition.",
             buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000), registry=registry)
+        # Where a batch's time goes, hence the decision latency: the Python work, the broker's
+        # acknowledgements (librdkafka sends one request per partition), the commit, the store.
+        self.batch_phase = Histogram(
+            "outbound_gate_batch_phase_seconds",
+            "Wall time of each phase of a committed route batch: process (decide, hand the "
+            "outputs to the producer), produce (wait for their acknowledgements), commit "
+            "(offsets and transaction commit), store (write the state to the local store).",
+            ["phase"], buckets=LATENCY_BUCKETS, registry=registry)
         self.rebalances = Counter(
             "outbound_gate_route_rebalances",
             "Partition revocations seen by the route processor.", registry=registry)

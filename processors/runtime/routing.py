@@ -20,6 +20,7 @@ import orjson
 from processors.core import outputs, webhooks
 from processors.core.decode import DecodeError, decode, parse_json
 from processors.core.enrich import parse_recipient
+from processors.core.frozen import quick_init
 from processors.core.judge import Verdict, judge
 from processors.core.policy import (
     EMPTY,
@@ -115,6 +116,7 @@ def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
 Tally = Counter[tuple[Any, ...]]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Record:
     """What the router needs of one consumed record (aiokafka's ConsumerRecord, reshaped)."""
@@ -129,6 +131,7 @@ class Record:
     consumed: float = 0.0  # time.monotonic() when it was fetched
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Output:
     """A record to produce in the transaction of the input it came from."""

@@ -58,6 +58,7 @@ RETRY_SECONDS = 1.0  # pause after a batch that failed, before it is read again
 POLL_SECONDS = 0.2  # longest wait for a first record (the stop flag is checked in between)
 LAG_SECONDS = 10.0  # how often the input lag per partition is measured
 KAFKA_CALL_SECONDS = 30.0  # longest wait for one transactional call
+PHASES = ("process", "produce", "commit", "store")  # of a batch (metrics: batch_phase)
 
 
 class StreamThread(Service):
@@ -122,6 +123,8 @@ class RouteLoop:
         self.ready = False
         self.assigned: tuple[int, ...] = ()
         self.collector = RecordCollector(settings.changelog_topic)
+        # The phase histograms' children, looked up once (labels() takes a lock).
+        self.phase_seconds = {phase: metrics.batch_phase.labels(phase) for phase in PHASES}
         self.consumer: Consumer | None = None
         self.restorer: Consumer | None = None  # reads changelog partitions, no group
         self.producer: Producer | None = None
@@ -286,7 +289,7 @@ class RouteLoop:
             records = [record for record in records if record.partition in owned]
         tasks = [(owned[n], batch) for n, batch in by_task.items() if n in owned]
         try:
-            tally = self.commit(tasks, now, next_offsets(records))
+            tally, phases = self.commit(tasks, now, next_offsets(records))
         except Exception as exc:  # broker gone, fenced, timed out...: nothing is kept
             self.failed(tasks, exc)
             self.rewind(first_offsets(records))
@@ -295,13 +298,17 @@ class RouteLoop:
         self.router.counted(tally)
         self.metrics.transactions.labels("committed").inc()
         self.metrics.batch_records.observe(len(records))
+        for phase, seconds in phases.items():
+            self.phase_seconds[phase].observe(seconds)
 
     def commit(self, tasks: list[tuple[StreamTask, list[Record]]], now: float,
-               offsets: Offsets) -> Tally:
+               offsets: Offsets) -> tuple[Tally, dict[str, float]]:
         """One transaction (exactly-once) for every task's share of the batch, or outputs
-        acknowledged then offsets committed (at-least-once). Raises if it did not commit."""
+        acknowledged then offsets committed (at-least-once). Raises if it did not commit.
+        Returns what the batch did and how long each of its phases took (seconds)."""
         assert self.producer is not None and self.consumer is not None
         producer, tally = self.producer, Tally()
+        started = time.perf_counter()
         if self.exactly_once:
             producer.begin_transaction()
         for task, batch in tasks:
@@ -315,7 +322,9 @@ class RouteLoop:
             self.router.forget()
             raise
         self.collector.send(producer, out)
+        processed = time.perf_counter()
         changelog_ends = self.collector.flush(producer)
+        produced = time.perf_counter()
         positions = [TopicPartition(topic, partition, offset)
                      for (topic, partition), offset in offsets.items()]
         if self.exactly_once:
@@ -325,9 +334,12 @@ class RouteLoop:
             producer.commit_transaction(KAFKA_CALL_SECONDS)
         elif positions:
             self.consumer.commit(offsets=positions, asynchronous=False)
+        committed = time.perf_counter()
         for task in self.touched(tasks):
             task.committed(changelog_ends)
-        return tally
+        return tally, {"process": processed - started, "produce": produced - processed,
+                       "commit": committed - produced,
+                       "store": time.perf_counter() - committed}
 
     def touched(self, tasks: list[tuple[StreamTask, list[Record]]]) -> list[StreamTask]:
         """The batch's tasks, and any other of this worker's tasks whose store the batch

@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 from processors.core.enrich import Recipient, parse_recipient, resolve_category
+from processors.core.frozen import quick_init
 from processors.core.policy.codes import BY_CODE
 from processors.core.policy.document import Policy
 from processors.core.policy.rules import RULES, Facts, Predicate
@@ -14,6 +15,7 @@ from processors.core.policy.state import RecipientState
 from processors.core.timeutil import parse_rfc3339
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Enrichment:
     recipient: Recipient
@@ -32,6 +34,7 @@ class Enrichment:
         }
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     accepted: bool

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.core.enrich import BSUID, PARENT_BSUID, Recipient
+from processors.core.frozen import quick_init
 from processors.core.policy import state as st
 from processors.core.policy.codes import RULE_CODES
 from processors.core.policy.document import Parameters
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Facts:
     """Everything a rule may look at, gathered before any rule runs."""

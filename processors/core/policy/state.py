@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from processors.core.frozen import quick_init
 from processors.core.timeutil import parse_rfc3339
 
 # Enough to answer "as of the clock" for messages near the newest events, and bounded.
@@ -26,6 +27,7 @@ SLOT_SECONDS = 86400  # a messaging-limit slot is open for Meta's moving 24 hour
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class RecipientState:
     """What the gate knows of one identity (a phone number or a BSUID) of one tenant.
