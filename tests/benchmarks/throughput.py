@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentPartition
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from processors.core.policy import PolicySet, load_policy, parse_policy
 from processors.runtime.topics import create_missing
@@ -314,16 +316,25 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
         processes = [gate.process]
     watcher = Visibility(bootstrap, outputs[:2])
     watcher.start()
+    phases: dict[str, float] = {}
     try:
         count = max(1, int(rate * (warmup + seconds)))
         records = [(f"{prefix}.{r.topic}", r.key, r.value)
                    for r in workload.events(count, time.time())]
         log(f"  latency ({contender}): {count:,} records at {rate:,.0f}/s, the first "
             f"{warmup:.0f} s not sampled")
+        # The worker's batch phases from the end of the warm-up on (its own histogram).
+        at_warm = PhaseTotals(gate.base_url) if gate is not None else None
+        timer = threading.Timer(warmup, at_warm.read) if at_warm is not None else None
+        if timer is not None:
+            timer.start()
         sent = produce(bootstrap, records, rate=rate)
         expected = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
         if contender == "gate":
             wait_committed(bootstrap, outputs, expected, processes, 600)
+        if timer is not None and at_warm is not None and gate is not None:
+            timer.join()
+            phases = at_warm.means_since(gate.base_url)
         deadline = time.monotonic() + 60
         while sum(1 for m in sent if m in watcher.seen) < len(sent):
             if time.monotonic() > deadline:
@@ -356,7 +367,51 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
 
     return {"offered_rate": round(rate), "samples": len(latencies), "p50_ms": pct(0.50),
             "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1),
-            "warm_up_seconds": warmup, "warm_up_max_ms": round(max(warm, default=0.0), 1)}
+            "warm_up_seconds": warmup, "warm_up_max_ms": round(max(warm, default=0.0), 1),
+            **phases}
+
+
+PHASES = ("process", "produce", "commit", "store")  # outbound_gate_batch_phase_seconds
+
+
+class PhaseTotals:
+    """A worker's outbound_gate_batch_phase_seconds (sum, count) per phase, read once; then the
+    mean of each phase over the batches committed since (in ms, keys `<phase>_ms`)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.totals: dict[str, tuple[float, float]] | None = None
+
+    def read(self) -> None:
+        self.totals = self.scrape(self.base_url)
+
+    @staticmethod
+    def scrape(base_url: str) -> dict[str, tuple[float, float]]:
+        with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as response:
+            text = response.read().decode("utf-8")
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "outbound_gate_batch_phase_seconds":
+                continue
+            for sample in family.samples:
+                phase = sample.labels.get("phase", "")
+                if sample.name.endswith("_sum"):
+                    sums[phase] = sample.value
+                elif sample.name.endswith("_count"):
+                    counts[phase] = sample.value
+        return {phase: (sums.get(phase, 0.0), counts.get(phase, 0.0)) for phase in PHASES}
+
+    def means_since(self, base_url: str) -> dict[str, float]:
+        if self.totals is None:  # the first read failed: no figures rather than wrong ones
+            return {}
+        now = self.scrape(base_url)
+        batches = now["process"][1] - self.totals["process"][1]
+        if batches <= 0:
+            return {}
+        means = {f"{phase}_ms": round(1000 * (now[phase][0] - self.totals[phase][0]) / batches, 2)
+                 for phase in PHASES}
+        return {**means, "batches": batches}
 
 
 def limits_policy(limit: int) -> PolicySet:
@@ -510,9 +565,13 @@ def main() -> None:
 
 
 def latency_line(result: dict[str, float], what: str) -> str:
-    return (f"latency at {result['offered_rate']:,}/s {what}: p50 {result['p50_ms']} ms, p99 "
+    line = (f"latency at {result['offered_rate']:,}/s {what}: p50 {result['p50_ms']} ms, p99 "
             f"{result['p99_ms']} ms, max {result['max_ms']} ms (warm-up max "
             f"{result['warm_up_max_ms']} ms)")
+    if "process_ms" in result:
+        line += (f"; a batch ({result['batches']:,.0f} after the warm-up), mean ms: " +
+                 ", ".join(f"{phase} {result[f'{phase}_ms']}" for phase in PHASES))
+    return line
 
 
 def latency_abba(args: argparse.Namespace) -> None:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.throughput import PHASES
+
 pytestmark = pytest.mark.e2e
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "quick.json"
@@ -32,6 +34,13 @@ def test_quick_bench_produces_every_figure(bootstrap: str) -> None:
         assert latency["samples"] > 0
         assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
         assert latency["warm_up_max_ms"] > 0  # the warm-up's records were decided too
+    for gate_latency in (summary["latency"], summary["latency_limits"]):
+        # The worker's own batch phases after the warm-up: batches committed, each waited
+        # for the broker's acknowledgements and the commit.
+        assert gate_latency["batches"] > 0
+        assert gate_latency["produce_ms"] > 0 and gate_latency["commit_ms"] > 0
+        assert min(gate_latency[f"{phase}_ms"] for phase in PHASES) >= 0
+    assert "a batch (" in result.stdout
     assert summary["gate_peak_rss_mb"] > 0
     assert summary["machine"]["cpus"] >= 1
     assert "gate" in result.stdout and "latency" in result.stdout
