@@ -40,13 +40,15 @@ def parse_json(raw: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     if len(raw) > max_bytes:
         raise DecodeError("too_large", f"the value is {len(raw)} bytes, over the {max_bytes} limit")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DecodeError("not_utf8", f"the value is not UTF-8 ({exc.reason} at byte {exc.start})")\
-            from exc
-    try:
-        document = orjson.loads(raw)
+        document = orjson.loads(raw)  # refuses invalid UTF-8 too
     except orjson.JSONDecodeError as exc:
+        # Say which of the two it was; decoding only here keeps a copy of every value as str
+        # off the hot path.
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise DecodeError("not_utf8", f"the value is not UTF-8 ({bad.reason} at byte "
+                                          f"{bad.start})") from bad
         raise DecodeError("not_json", f"the value is not JSON: {exc}") from exc
     # Nesting depth is at most the number of '[' and '{' bytes: count them at C speed and walk
     # the document only in the rare case that there are more than the limit.

@@ -6,7 +6,8 @@ The same loadgen records the benchmark preloads, each on the partition its key h
 through the worker's Router and a StreamTask's store in batches of 500 (each batch's changes
 committed, as after a transaction). The broker's share of the cost is left out, so this shows
 what the Python work per record costs and how a change moves it; `make bench` stays the
-figure of record."""
+figure of record. --peer-rules then runs the same records through the benchmark peers' rules
+(what the Quix app does per record besides Quix itself) and prints the ratio."""
 
 from __future__ import annotations
 
@@ -16,12 +17,18 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+from processors.core.decode import DecodeError, decode
+from processors.core.enrich import _parse_number, parse_recipient
+from processors.core.policy import RecipientState
+from processors.core.policy import state as st
 from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.routing import Output, Record, partition_for_bytes
 from processors.runtime.state_store import open_store
 from processors.settings import Topics
 from processors.tools.loadgen import Workload
+from tests.benchmarks.peers.common import OUTBOUND, Rules, apply_template, dead_letter
 from tests.benchmarks.throughput import limits_policy
 from tests.unit.runtime.fakes import make_router
 
@@ -37,6 +44,11 @@ def main() -> None:
     parser.add_argument("--messaging-limit", type=int, metavar="N",
                         help="pin every tenant's messaging limit to N (the tenant stage, "
                              "stepped into directly as on one worker)")
+    parser.add_argument("--peer-rules", action="store_true",
+                        help="also run the same records through the benchmark peers' rules "
+                             "(tests/benchmarks/peers/common.py, as the Quix app applies "
+                             "them: decode, the pure core, state as JSON per record) and "
+                             "print both rates and their ratio")
     args = parser.parse_args()
     topics = Topics()
     now = time.time()
@@ -90,6 +102,47 @@ def main() -> None:
         profile.dump_stats(args.profile)
     print(f"{handled:,} records ({len(records):,} input) in {seconds:.2f} s: "
           f"{handled / seconds:,.0f} records/s, {outputs:,} outputs ({args.store})")
+    if args.peer_rules:
+        peer_seconds = peer_rules(workload, records, names, now)
+        print(f"peer rules: {len(records):,} records in {peer_seconds:.2f} s: "
+              f"{len(records) / peer_seconds:,.0f} records/s; router / peer rules "
+              f"{(len(records) / seconds) / (len(records) / peer_seconds):.2f} (input records "
+              "per second, neither with Kafka)")
+
+
+def peer_rules(workload: Workload, records: list[Record], names: dict[str, str],
+               now: float) -> float:
+    """Seconds the peers' rules take over the same records: what the Quix app does per record
+    besides Quix itself (decode, Rules, the state read and written as JSON)."""
+    parse_recipient.cache_clear()  # as cold as the router found them
+    _parse_number.cache_clear()
+    rules = Rules()
+    catalog: dict[str, Any] = {}
+    for entry in workload.catalog(now):
+        apply_template(catalog, entry.key, entry.value)
+    contracts = {topic: Topics().contracts()[topic] for topic in names.values()}
+    states: dict[bytes | None, list[Any]] = {}
+    started = time.perf_counter()
+    for record in records:
+        contract = contracts[record.topic]
+        key = record.key
+
+        def state_of(_: str, key: bytes | None = key) -> RecipientState:
+            return st.from_json(states.get(key))
+
+        try:
+            document = decode(contract, record.value)
+            if contract != OUTBOUND:
+                _, new = rules.state_event(contract, document, state_of, now)
+                states[key] = st.to_json(new)
+                continue
+        except DecodeError as error:
+            dead_letter(record.topic, record.partition, record.offset, key, record.value, error)
+            continue
+        decided = rules.outbound(document, catalog, state_of, now)
+        if decided is not None and decided.state is not None:
+            states[key] = st.to_json(decided.state)
+    return time.perf_counter() - started
 
 
 if __name__ == "__main__":

@@ -67,6 +67,12 @@ def test_produced_records_validate() -> None:
     (None, "empty"),
     (b"", "empty"),
     (b"\xff\xfe{}", "not_utf8"),
+    # Inside an otherwise valid document: overlong, surrogate, past U+10FFFF, truncated.
+    (b'{"message_id": "\xc0\xaf"}', "not_utf8"),
+    (b'{"message_id": "\xed\xa0\x80"}', "not_utf8"),
+    (b'{"message_id": "\xf4\x90\x80\x80"}', "not_utf8"),
+    (b'{"message_id": "\xe2\x82"}', "not_utf8"),
+    (b"\xef\xbb\xbf{}", "not_json"),  # a byte-order mark is UTF-8, not JSON
     (b"{nope", "not_json"),
     (b"[1, 2]", "schema_invalid"),
     (b'"text"', "schema_invalid"),
