@@ -55,6 +55,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from processors.core.policy import PolicySet, load_policy, parse_policy
+from processors.runtime.stream_thread import PHASES
 from processors.runtime.topics import create_missing
 from processors.tools.loadgen import BSUID_SHARE, Workload, identity_mix
 from tests.e2e import conftest as harness
@@ -369,9 +370,6 @@ def latency_run(bootstrap: str, rate: float, seconds: float, seed: int,
             "p99_ms": pct(0.99), "max_ms": round(latencies[-1], 1),
             "warm_up_seconds": warmup, "warm_up_max_ms": round(max(warm, default=0.0), 1),
             **phases}
-
-
-PHASES = ("process", "produce", "commit", "store")  # outbound_gate_batch_phase_seconds
 
 
 class PhaseTotals:

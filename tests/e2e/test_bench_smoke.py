@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.benchmarks.throughput import PHASES
+from processors.runtime.stream_thread import PHASES
 
 pytestmark = pytest.mark.e2e
 

@@ -186,6 +186,16 @@ class Rules:
         return Decided(outputs.output_key(message, enrichment).encode("utf-8"),
                        orjson.dumps(record), key, after)
 
+    def record(self, contract: str, value: bytes | None, catalog: Mapping[str, Any],
+               state_of: StateOf, now: float) -> tuple[Decided | None, RecipientState | None]:
+        """One record of a recipient topic: (its decision record, if it makes one; the state
+        to store, if any). Raises DecodeError for a record to dead-letter."""
+        document = decode(contract, value)
+        if contract != OUTBOUND:
+            return None, self.state_event(contract, document, state_of, now)[1]
+        decided = self.outbound(document, catalog, state_of, now)
+        return decided, None if decided is None else decided.state
+
     def state_event(self, contract: str, document: dict[str, Any], state_of: StateOf,
                     now: float) -> tuple[str, RecipientState]:
         """(state key, new state) for a decoded state event; DecodeError for a recipient that

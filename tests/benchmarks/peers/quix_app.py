@@ -38,11 +38,10 @@ from quixstreams import Application, State, message_context
 from quixstreams.models import SerializationContext
 from quixstreams.models.serializers import Serializer
 
-from processors.core.decode import DecodeError, decode
+from processors.core.decode import DecodeError
 from processors.core.policy import RecipientState
 from processors.core.policy import state as st
 from tests.benchmarks.peers.common import (
-    OUTBOUND,
     TEMPLATE,
     PeerArgs,
     Rules,
@@ -106,19 +105,13 @@ def build(app: Application, args: PeerArgs, rules: Rules) -> None:
                 state.set(STATE, st.to_json(new))
 
         try:
-            document = decode(contract, value)
-            if contract != OUTBOUND:
-                _, new = rules.state_event(contract, document, state_of, now)
-                store(new)
-                return None
+            decided, new = rules.record(contract, value, catalog, state_of, now)
         except DecodeError as error:
             return letter(key, value, error)
-        decided = rules.outbound(document, catalog, state_of, now)
-        if decided is None:  # already decided (redelivered)
-            return None
-        if decided.state is not None:
-            store(decided.state)
-        return Out(decided.key, decided.value)
+        if new is not None:
+            store(new)
+        # None: a state event, or a message already decided (redelivered)
+        return None if decided is None else Out(decided.key, decided.value)
 
     def template_record(value: bytes | None, key: bytes | None, timestamp: int,
                         headers: Any) -> Out | None:
