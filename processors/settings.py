@@ -375,6 +375,14 @@ class Settings:
         choices=PROCESSING_GUARANTEES, case=str.lower)
     batch_records: int = setting(
         "OUTBOUND_GATE_BATCH_RECORDS", 500, "most records per fetch and transaction", minimum=1)
+    # librdkafka's default (fetch.min.bytes 1) answers a fetch as soon as one record is there:
+    # with upstream producers that send each message alone, the route consumer fetched once per
+    # produce request (600/s at 1,000 events/s), the broker's largest cost on a small machine
+    # (docs/performance.md, "Third look").
+    fetch_wait_ms: int = setting(
+        "OUTBOUND_GATE_FETCH_WAIT_MS", 10,
+        "how long the broker holds the route consumer's fetch to gather records (unless 1 MB "
+        "is there first), milliseconds; 0 answers as soon as any record is there", minimum=0)
     transaction_timeout_seconds: int = setting(
         "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 10,
         "the broker aborts a transaction left open by a dead worker after this (its partitions'"

@@ -24,6 +24,9 @@ from processors.settings import KafkaSecurity, Settings
 # librdkafka's own log lines, as JSON lines of the worker's log (else raw lines on stderr);
 # they are served on the thread that polls.
 LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+# What the broker gathers for the route consumer before fetch_wait_ms is up: more than a full
+# batch of records, so that only a backlog cuts the wait short.
+FETCH_MIN_BYTES = 1_048_576
 
 
 def route_producer(settings: Settings, transactional_id: str | None,
@@ -61,8 +64,12 @@ def route_producer(settings: Settings, transactional_id: str | None,
 
 def route_consumer(settings: Settings, group_id: str) -> Consumer:
     """The route loop's consumer in the route group (offsets committed only with outputs)."""
+    return Consumer(route_consumer_options(settings, group_id))
+
+
+def route_consumer_options(settings: Settings, group_id: str) -> dict[str, Any]:
     session_ms = settings.session_timeout_seconds * 1000
-    return Consumer({
+    return {
         **_reader_options(settings, "route"),
         # The group's description names each member's client id: the check API finds the
         # owner of a partition (and its URL) there.
@@ -72,7 +79,11 @@ def route_consumer(settings: Settings, group_id: str) -> Consumer:
         "partition.assignment.strategy": "range",
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": max(1000, session_ms // 5),
-    })
+        # The broker answers after fetch_wait_ms, or once FETCH_MIN_BYTES are there, not for
+        # every record that arrives (settings.fetch_wait_ms).
+        "fetch.wait.max.ms": settings.fetch_wait_ms,
+        "fetch.min.bytes": FETCH_MIN_BYTES if settings.fetch_wait_ms else 1,
+    }
 
 
 def advertised_url(settings: Settings) -> str:
