@@ -60,7 +60,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from yarl import URL
 
 from processors.core.policy import RecipientState, load_policy
-from processors.runtime import check_api, feed, recipient_state
+from processors.runtime import check_api, feed, gc_pauses, recipient_state
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.logs import logging_config
 from processors.runtime.metrics import ApiMetrics, GateMetrics
@@ -423,6 +423,13 @@ class QueryProcess:
             await asyncio.sleep(PARENT_CHECK_SECONDS)  # not a test: a watchdog's period
         self.stopped.set()
 
+    async def sweep_frozen_objects(self) -> None:
+        # As the worker: survivors of full collections are frozen (gc_pauses.install in
+        # serve), and collected for good once a period.
+        while True:
+            await asyncio.sleep(gc_pauses.SWEEP_SECONDS)  # a period, not a synchronisation
+            gc_pauses.sweep()
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stopped.set)
@@ -447,6 +454,7 @@ class QueryProcess:
                     record.value, f"{tp.topic}:{tp.partition}@{record.offset}"),
                 policy_read)),
             asyncio.create_task(self.watch_parent()),
+            asyncio.create_task(self.sweep_frozen_objects()),
         ]
         runner = web.AppRunner(self.application(), access_log=None)
         await runner.setup()
@@ -470,6 +478,9 @@ def serve(settings: Settings, worker_url: str, pipe: Connection, parent_pid: int
     logging.config.dictConfig(logging_config(settings.log_level))
     # Ctrl-C reaches the whole process group: the worker stops this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Its parse caches fill as the worker's do: a full collection walked them all, 58-130 ms
+    # with every check in flight waiting (docs/performance.md, "Check API under load").
+    gc_pauses.install()
     try:
         asyncio.run(QueryProcess(settings, worker_url, pipe, parent_pid).run())
     except Exception:

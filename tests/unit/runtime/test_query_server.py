@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
+import logging.config
 import multiprocessing
 import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
-from processors.runtime import query_server, recipient_state
+from processors.runtime import gc_pauses, query_server, recipient_state
 from processors.runtime.metrics import ApiMetrics, GateMetrics
 from processors.runtime.query_server import (
     QueryProcess,
@@ -310,3 +313,25 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(0.1)  # pacing between polls of a condition with a deadline
+
+
+def test_the_query_server_freezes_what_survives_its_full_collections(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its parse caches fill as the worker's do: a full collection must not walk them each time.
+    seen: list[bool] = []
+
+    async def run(self: QueryProcess) -> None:
+        seen.append(gc_pauses.installed())
+
+    monkeypatch.setattr(QueryProcess, "run", run)
+    monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)
+    monkeypatch.setattr(signal, "signal", lambda number, handler: None)
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    try:
+        query_server.serve(settings_for(tmp_path), "http://127.0.0.1:9", reader, os.getpid())
+        assert seen == [True]
+    finally:
+        writer.close()
+        if gc_pauses.installed():
+            gc.callbacks.remove(gc_pauses._freeze_survivors)
+        gc.unfreeze()
