@@ -7,7 +7,8 @@ A confluent-kafka consume -> produce loop over <prefix>.outbound that does what 
 loop does per batch and nothing else: read_committed input, what has arrived up to 500 records,
 one transaction per batch with the copies (value and key unchanged, same partition), the
 consumer's offsets sent with its group metadata (KIP-447), then commit. The producer settings are
-the route producer's (linger 2 ms, idempotent, acks=all, retry backoff 2-10 ms).
+the route producer's (linger 2 ms, idempotent, acks=all, retry backoff 2-10 ms), the consumer's
+fetch wait the route consumer's (OUTBOUND_GATE_FETCH_WAIT_MS).
 
 The time from a record's send to its copy becoming visible to a read_committed reader is what no
 exactly-once processor on this broker and machine can go below: the benchmark reports it beside
@@ -20,9 +21,12 @@ import sys
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from processors.runtime.kafka_clients import FETCH_MIN_BYTES
+from processors.settings import from_env
 from tests.benchmarks.peers.common import parse_args, ready_on_assign, stop_flag
 
 BATCH = 500  # the gate's default OUTBOUND_GATE_BATCH_RECORDS
+FETCH_WAIT_MS = from_env({}).fetch_wait_ms  # the gate's default OUTBOUND_GATE_FETCH_WAIT_MS
 CALL_SECONDS = 30.0
 
 
@@ -41,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     stopping = stop_flag()
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
+                         "isolation.level": "read_committed",
+                         # the route consumer's fetch wait, so that the floor stays a floor
+                         "fetch.wait.max.ms": FETCH_WAIT_MS, "fetch.min.bytes": FETCH_MIN_BYTES})
     producer = Producer({"bootstrap.servers": args.bootstrap, "transactional.id": args.group,
                          "enable.idempotence": True, "acks": "all", "linger.ms": 2,
                          "retry.backoff.ms": 2, "retry.backoff.max.ms": 10})
