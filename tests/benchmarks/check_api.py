@@ -67,6 +67,7 @@ from tests.benchmarks.throughput import (
     RESULTS,
     Visibility,
     cpu_seconds,
+    drop_topics,
     log,
     machine,
     peak_rss_mb,
@@ -720,6 +721,7 @@ def main() -> None:
             variant.watcher.done.set()
             variant.watcher.join(10)
             harness.stop_worker(variant.gate)
+        drop_topics(bootstrap, f"bench.check.{run}.")
     summary: dict[str, Any] = {
         "settings": {"checks_per_second": args.checks_per_second,
                      "connections": args.connections, "seconds": args.seconds,
