@@ -79,11 +79,14 @@ def route_consumer_options(settings: Settings, group_id: str) -> dict[str, Any]:
         "partition.assignment.strategy": "range",
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": max(1000, session_ms // 5),
-        # The broker answers after fetch_wait_ms, or once FETCH_MIN_BYTES are there, not for
-        # every record that arrives (settings.fetch_wait_ms).
-        "fetch.wait.max.ms": settings.fetch_wait_ms,
-        "fetch.min.bytes": FETCH_MIN_BYTES if settings.fetch_wait_ms else 1,
+        **fetch_wait_options(settings.fetch_wait_ms),
     }
+
+
+def fetch_wait_options(wait_ms: int) -> dict[str, int]:
+    """The broker answers after wait_ms, or once FETCH_MIN_BYTES are there, not for every
+    record that arrives (settings.fetch_wait_ms); 0: as soon as any record is there."""
+    return {"fetch.wait.max.ms": wait_ms, "fetch.min.bytes": FETCH_MIN_BYTES if wait_ms else 1}
 
 
 def advertised_url(settings: Settings) -> str:

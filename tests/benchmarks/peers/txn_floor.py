@@ -21,12 +21,11 @@ import sys
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from processors.runtime.kafka_clients import FETCH_MIN_BYTES
+from processors.runtime.kafka_clients import fetch_wait_options
 from processors.settings import from_env
 from tests.benchmarks.peers.common import parse_args, ready_on_assign, stop_flag
 
 BATCH = 500  # the gate's default OUTBOUND_GATE_BATCH_RECORDS
-FETCH_WAIT_MS = from_env({}).fetch_wait_ms  # the gate's default OUTBOUND_GATE_FETCH_WAIT_MS
 CALL_SECONDS = 30.0
 
 
@@ -46,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
                          "auto.offset.reset": "earliest", "enable.auto.commit": False,
                          "isolation.level": "read_committed",
-                         # the route consumer's fetch wait, so that the floor stays a floor
-                         "fetch.wait.max.ms": FETCH_WAIT_MS, "fetch.min.bytes": FETCH_MIN_BYTES})
+                         # the route consumer's fetch wait (the gate's default), so that
+                         # the floor stays a floor
+                         **fetch_wait_options(from_env({}).fetch_wait_ms)})
     producer = Producer({"bootstrap.servers": args.bootstrap, "transactional.id": args.group,
                          "enable.idempotence": True, "acks": "all", "linger.ms": 2,
                          "retry.backoff.ms": 2, "retry.backoff.max.ms": 10})
