@@ -15,7 +15,7 @@ reader, worker start):
    without checks (ABBA): the stream's decisions/s in the window and its decision latency
    (send -> visible to a read_committed reader), side by side.
 
-The checks come from a client in a process of its own (aiohttp, --connections keep-alive
+The checks come from a client in a process of its own (raw HTTP/1.1, --connections keep-alive
 connections), open loop: check i is due at start + i / rate whether or not earlier ones were
 answered, and its latency runs from when it was due to its answer (waiting in the client
 included). Each is one realistic outbound message of the same workload (its tenants, its
@@ -50,7 +50,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -83,86 +83,221 @@ STOP_POLL_EVERY = 25  # the client looks for a stop command every this many chec
 
 
 # -- the check client (a process of its own) ---------------------------------------------------
+#
+# Raw keep-alive HTTP/1.1 over asyncio protocols, one request in flight per connection, requests
+# built once as bytes: the client shares the two cores with what it measures, and aiohttp's
+# client took ~0.2 cores at 500 checks/s (docs/performance.md, "Check API under load").
+
+# (due - origin, latency ms, service ms, status, outcome)
+Sample = tuple[float, float, float, int, str]
+
 
 def client_process(conn: Connection, token: str, bodies: list[bytes], connections: int) -> None:
     """Runs in a spawned process: commands in, results out, over conn."""
     asyncio.run(ClientLoop(conn, token, bodies, connections).serve())
 
 
+def request_bytes(host: str, token: str, body: bytes) -> bytes:
+    return (f"POST /v1/check HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+
+
+def outcome_of(status: int, payload: bytes) -> str:
+    if status != 200:
+        return f"http_{status}"
+    try:
+        answer = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return "JSONDecodeError"
+    if not isinstance(answer, dict) or answer.get("preview") is not True:
+        return "not_a_preview"
+    return str(answer.get("decision"))
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive connection; `done(status, body)` once per response (status 0 and the
+    reason when the connection failed or closed first)."""
+
+    def __init__(self, done: Callable[[HttpConnection, int, bytes], None]) -> None:
+        self.done = done
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.busy = False
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send(self, request: bytes) -> None:
+        assert self.transport is not None and not self.busy
+        self.busy = True
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while self.busy:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            length = 0
+            at = head.find(b"\r\ncontent-length:")
+            if at >= 0:
+                line_end = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17:line_end if line_end >= 0 else len(head)])
+            if len(self.buffer) < end + 4 + length:
+                return
+            status = int(head[9:12])
+            body = bytes(self.buffer[end + 4:end + 4 + length])
+            del self.buffer[:end + 4 + length]
+            self.busy = False
+            if b"\r\nconnection: close" in head and self.transport is not None:
+                self.closed = True
+                self.transport.close()
+            self.done(self, status, body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.busy:
+            self.busy = False
+            self.done(self, 0, type(exc).__name__.encode() if exc else b"ServerDisconnected")
+
+
+@dataclass
+class Pending:
+    due: float
+    request: bytes
+    began: float = 0.0
+
+
 class ClientLoop:
     def __init__(self, conn: Connection, token: str, bodies: list[bytes],
                  connections: int) -> None:
         self.conn = conn
-        self.url = ""  # the worker's, given with each command
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.token = token
         self.bodies = bodies
+        self.requests: list[bytes] = []
         self.connections = connections
         self.next_body = 0
+        self.address = ("", 0)
+        self.pool: list[HttpConnection] = []
+        self.waiting: deque[Pending] = deque()
+        self.in_flight: dict[HttpConnection, Pending] = {}
+        self.out: list[Sample] = []
+        self.origin = 0.0
+        self.loop: asyncio.AbstractEventLoop | None = None
 
-    def body(self) -> bytes:
-        body = self.bodies[self.next_body % len(self.bodies)]
+    def request(self) -> bytes:
+        request = self.requests[self.next_body % len(self.requests)]
         self.next_body += 1
-        return body
+        return request
 
     async def serve(self) -> None:
-        import aiohttp
+        self.loop = asyncio.get_running_loop()
+        self.conn.send(("ready",))
+        while True:
+            command = await asyncio.to_thread(self.conn.recv)
+            if command[0] == "quit":
+                break
+            await self.target(command[1])
+            if command[0] == "warm":
+                self.conn.send(("done", await self.warm(command[2])))
+            elif command[0] == "run":
+                self.conn.send(("done", await self.paced(*command[2:])))
+        for connection in self.pool:
+            if connection.transport is not None:
+                connection.transport.close()
 
-        connector = aiohttp.TCPConnector(limit=self.connections)  # keep-alive by default
-        async with aiohttp.ClientSession(
-                connector=connector, headers=self.headers,
-                timeout=aiohttp.ClientTimeout(total=CHECK_TIMEOUT_SECONDS)) as session:
-            self.conn.send(("ready",))
-            while True:
-                command = await asyncio.to_thread(self.conn.recv)
-                if command[0] == "quit":
-                    return
-                self.url = f"{command[1]}/v1/check"
-                if command[0] == "warm":
-                    self.conn.send(("done", await self.warm(session, command[2])))
-                elif command[0] == "run":
-                    self.conn.send(("done", await self.paced(session, *command[2:])))
+    async def target(self, url: str) -> None:
+        """The worker at url (http://host:port), its requests built once."""
+        host_port = url.split("://", 1)[1].rstrip("/")
+        host, port = host_port.rsplit(":", 1)
+        if (host, int(port)) != self.address:
+            self.address = (host, int(port))
+            self.requests = [request_bytes(host_port, self.token, b) for b in self.bodies]
+            for connection in self.pool:
+                if connection.transport is not None:
+                    connection.transport.close()
+            self.pool = []
+        await self.fill_pool()
 
-    async def one(self, session: Any, body: bytes, due: float, began: float,
-                  out: list[tuple[float, float, float, int, str]], origin: float) -> None:
-        import aiohttp
+    async def fill_pool(self) -> None:
+        assert self.loop is not None
+        self.pool = [c for c in self.pool if not c.closed]
+        while len(self.pool) < self.connections:
+            _, connection = await self.loop.create_connection(
+                lambda: HttpConnection(self.answered), *self.address)
+            self.pool.append(connection)
 
-        loop = asyncio.get_running_loop()
-        outcome = "error"
-        try:
-            async with session.post(self.url, data=body) as response:
-                payload = await response.read()
-                status = response.status
-            if status == 200:
-                answer = orjson.loads(payload)
-                outcome = str(answer.get("decision"))
-                if answer.get("preview") is not True:
-                    outcome = "not_a_preview"
-            else:
-                outcome = f"http_{status}"
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            status, outcome = 0, type(exc).__name__
-        done = loop.time()
-        out.append((due - origin, (done - due) * 1000, (done - began) * 1000, status, outcome))
+    def submit(self, due: float) -> None:
+        self.waiting.append(Pending(due, self.request()))
+        self.dispatch()
 
-    async def warm(self, session: Any, count: int) -> dict[str, Any]:
-        """count checks, `connections` at a time: opens the connections, warms both ends."""
-        loop = asyncio.get_running_loop()
-        out: list[tuple[float, float, float, int, str]] = []
-        origin = loop.time()
-        for start in range(0, count, self.connections):
-            now = loop.time()
-            await asyncio.gather(*(self.one(session, self.body(), now, now, out, origin)
-                                   for _ in range(min(self.connections, count - start))))
-        return {"sent": len(out), "statuses": dict(Counter(s for _, _, _, s, _ in out))}
+    def dispatch(self) -> None:
+        assert self.loop is not None
+        for connection in self.pool:
+            if not self.waiting:
+                return
+            if connection.busy or connection.closed:
+                continue
+            pending = self.waiting.popleft()
+            pending.began = self.loop.time()
+            self.in_flight[connection] = pending
+            connection.send(pending.request)
 
-    async def paced(self, session: Any, rate: float, max_seconds: float) -> dict[str, Any]:
+    def answered(self, connection: HttpConnection, status: int, body: bytes) -> None:
+        assert self.loop is not None
+        pending = self.in_flight.pop(connection)
+        done = self.loop.time()
+        outcome = outcome_of(status, body) if status else body.decode()
+        self.out.append((pending.due - self.origin, (done - pending.due) * 1000,
+                         (done - pending.began) * 1000, status, outcome))
+        if connection.closed:
+            self.loop.create_task(self.fill_pool()).add_done_callback(
+                lambda _: self.dispatch())
+        else:
+            self.dispatch()
+
+    def expire(self) -> None:
+        """A request unanswered after CHECK_TIMEOUT_SECONDS: its connection is dropped (its
+        answer recorded as a timeout) and replaced."""
+        assert self.loop is not None
+        now = self.loop.time()
+        for connection, pending in list(self.in_flight.items()):
+            if now - pending.began > CHECK_TIMEOUT_SECONDS and connection.transport:
+                connection.done = lambda c, s, b: None
+                connection.transport.abort()
+                del self.in_flight[connection]
+                self.out.append((pending.due - self.origin, (now - pending.due) * 1000,
+                                 (now - pending.began) * 1000, 0, "TimeoutError"))
+        if any(c.closed for c in self.pool):
+            self.loop.create_task(self.fill_pool()).add_done_callback(
+                lambda _: self.dispatch())
+
+    async def drained(self) -> None:
+        while self.waiting or self.in_flight:
+            await asyncio.sleep(0.01)  # polls its own queues; expire() bounds the wait
+            self.expire()
+
+    async def warm(self, count: int) -> dict[str, Any]:
+        """count checks, `connections` at a time: warms both ends."""
+        assert self.loop is not None
+        self.out, self.origin = [], self.loop.time()
+        for _ in range(count):
+            self.submit(self.loop.time())
+        await self.drained()
+        return {"sent": len(self.out), "statuses": dict(Counter(s[3] for s in self.out))}
+
+    async def paced(self, rate: float, max_seconds: float) -> dict[str, Any]:
         """Open loop at `rate` until told to stop (or max_seconds): check i is due at
         origin + i / rate, whatever became of the ones before it."""
-        loop = asyncio.get_running_loop()
-        out: list[tuple[float, float, float, int, str]] = []
-        pending: set[asyncio.Task[None]] = set()
+        loop = self.loop
+        assert loop is not None
+        self.out = []
         self.conn.send(("started",))
-        origin = loop.time()
+        self.origin = origin = loop.time()
         index = 0
         late = 0.0
         while True:
@@ -170,20 +305,18 @@ class ClientLoop:
             wait = due - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)  # pacing of the open-loop offered rate
-            if index % STOP_POLL_EVERY == 0 and (self.conn.poll()
-                                                 or loop.time() - origin > max_seconds):
-                break
-            began = loop.time()
-            late = max(late, began - due)
-            task = asyncio.create_task(self.one(session, self.body(), due, began, out, origin))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            if index % STOP_POLL_EVERY == 0:
+                self.expire()
+                if self.conn.poll() or loop.time() - origin > max_seconds:
+                    break
+            late = max(late, loop.time() - due)
+            self.submit(due)
             index += 1
         window = loop.time() - origin
         if self.conn.poll():
             self.conn.recv()  # the stop command
-        await asyncio.gather(*pending)
-        return {"window_s": window, "samples": out, "max_send_lag_ms": late * 1000}
+        await self.drained()
+        return {"window_s": window, "samples": self.out, "max_send_lag_ms": late * 1000}
 
 
 @dataclass
