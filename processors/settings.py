@@ -342,6 +342,14 @@ class Settings:
         "OUTBOUND_GATE_QUERY_SERVER", True,
         "with the rocksdb store, answer the check API in a process of its own (the query "
         "server) that owns the HTTP port and passes every other path to the worker")
+    # On busy cores a check waited in the run queue far longer than it took to answer
+    # (docs/performance.md, "Check API under load"); a shorter slice lets it run sooner
+    # without giving it more CPU (processors/runtime/cpu_slice.py).
+    query_slice_us: int = setting(
+        "OUTBOUND_GATE_QUERY_SLICE_US", 200,
+        "CPU time slice the query server's thread asks Linux for (sched_setattr, kernel 6.12 "
+        "and later), microseconds: shorter than the default (~1-3 ms) so that a check waits "
+        "less for a busy core (clamped to 100-100,000); 0 leaves the kernel's default", minimum=0)
     api_token: str | None = setting(
         "OUTBOUND_GATE_API_TOKEN", None,
         "bearer token of the check API (/v1/...); unset: the API answers 401", secret=True)

@@ -60,7 +60,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from yarl import URL
 
 from processors.core.policy import RecipientState, load_policy
-from processors.runtime import check_api, feed, gc_pauses, recipient_state
+from processors.runtime import check_api, cpu_slice, feed, gc_pauses, recipient_state
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.logs import logging_config
 from processors.runtime.metrics import ApiMetrics, GateMetrics
@@ -481,6 +481,10 @@ def serve(settings: Settings, worker_url: str, pipe: Connection, parent_pid: int
     # Its parse caches fill as the worker's do: a full collection walked them all, 58-130 ms
     # with every check in flight waiting (docs/performance.md, "Check API under load").
     gc_pauses.install()
+    # Checks wait less for a busy core (the event loop runs on this thread).
+    refused = cpu_slice.request(settings.query_slice_us)
+    log.info("query server's CPU slice %s", "set" if refused is None else f"not set: {refused}",
+             extra={"event": "query_slice", "slice_ns": cpu_slice.current_ns()})
     try:
         asyncio.run(QueryProcess(settings, worker_url, pipe, parent_pid).run())
     except Exception:

@@ -1,7 +1,7 @@
 """`make bench-check`: the check API under load, beside the stream it must not slow down.
 
     .venv/bin/python -m tests.benchmarks.check_api [--quick] [--checks-per-second 500]
-        [--connections 8] [--seconds 30] [--rounds 2] [--stream-rate R]
+        [--connections 8] [--client-slice-us 0] [--seconds 30] [--rounds 2] [--stream-rate R]
         [--variant NAME ENV=VALUE ...] [--profile]
 
 One real worker (a subprocess on the real broker, an API token set) and the load generator's
@@ -59,6 +59,7 @@ from typing import Any
 
 import orjson
 
+from processors.runtime import cpu_slice
 from processors.runtime.topics import create_missing
 from processors.tools.loadgen import BSUID_SHARE, Workload
 from tests.benchmarks.throughput import (
@@ -92,8 +93,12 @@ STOP_POLL_EVERY = 25  # the client looks for a stop command every this many chec
 Sample = tuple[float, float, float, int, str]
 
 
-def client_process(conn: Connection, token: str, bodies: list[bytes], connections: int) -> None:
+def client_process(conn: Connection, token: str, bodies: list[bytes], connections: int,
+                   slice_us: int) -> None:
     """Runs in a spawned process: commands in, results out, over conn."""
+    # A help desk's client runs on machines of its own; this one shares the cores with what it
+    # measures, and a short slice keeps its own wait for a core out of the latencies.
+    cpu_slice.request(slice_us)
     asyncio.run(ClientLoop(conn, token, bodies, connections).serve())
 
 
@@ -326,6 +331,7 @@ class CheckClient:
     token: str
     bodies: list[bytes]
     connections: int
+    slice_us: int = 0
     conn: Connection = field(init=False)
     process: Any = field(init=False)
 
@@ -335,7 +341,7 @@ class CheckClient:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=client_process, name="check-client", daemon=True,
-            args=(child, self.token, self.bodies, self.connections))
+            args=(child, self.token, self.bodies, self.connections, self.slice_us))
         self.process.start()
         self.expect("ready", 120)
 
@@ -734,6 +740,10 @@ def main() -> None:
                         help="offered rate of checks, open loop (500)")
     parser.add_argument("--connections", type=int, default=8,
                         help="keep-alive connections of the check client (8)")
+    parser.add_argument("--client-slice-us", type=int, default=0, metavar="US",
+                        help="CPU slice the check client's thread asks Linux for, as the "
+                             "query server's does (processors.runtime.cpu_slice); 0: the "
+                             "kernel's default")
     parser.add_argument("--seconds", type=float,
                         help="length of each paced phase (30; 5 with --quick)")
     parser.add_argument("--rounds", type=int,
@@ -818,7 +828,7 @@ def main() -> None:
             variants.append(Variant(name, env, prefix, gates[0], watcher))
             log(f"  worker {name!r} ready at {gates[0].base_url} (pid {gates[0].process.pid}, "
                 f"env {env}); log {gates[0].log_path}")
-        client = CheckClient(token, bodies, args.connections)
+        client = CheckClient(token, bodies, args.connections, args.client_slice_us)
         bench = Bench(bootstrap, workload, client, args.checks_per_second, variants,
                       int(bootstrap.split(",")[0].rsplit(":", 1)[1]), args.quiet_below,
                       args.quiet_wait, args.max_others, args.retries)
@@ -858,6 +868,7 @@ def main() -> None:
     summary: dict[str, Any] = {
         "settings": {"checks_per_second": args.checks_per_second,
                      "connections": args.connections, "seconds": args.seconds,
+                     "client_slice_us": args.client_slice_us,
                      "rounds": args.rounds, "saturated_events": args.saturated_events,
                      "partitions": PARTITIONS, "bsuid_share": args.bsuid_share,
                      "quick": args.quick},
