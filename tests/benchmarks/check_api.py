@@ -1,7 +1,7 @@
 """`make bench-check`: the check API under load, beside the stream it must not slow down.
 
     .venv/bin/python -m tests.benchmarks.check_api [--quick] [--checks-per-second 500]
-        [--connections 8] [--client-slice-us 0] [--seconds 30] [--rounds 2] [--stream-rate R]
+        [--connections 8] [--client-slice-us 200] [--seconds 30] [--rounds 2] [--stream-rate R]
         [--variant NAME ENV=VALUE ...] [--profile]
 
 One real worker (a subprocess on the real broker, an API token set) and the load generator's
@@ -18,8 +18,10 @@ reader, worker start):
 The checks come from a client in a process of its own (raw HTTP/1.1, --connections keep-alive
 connections), open loop: check i is due at start + i / rate whether or not earlier ones were
 answered, and its latency runs from when it was due to its answer (waiting in the client
-included). Each is one realistic outbound message of the same workload (its tenants, its
-Zipf-distributed recipients, the ones the stream is deciding for) with a message id of its own.
+included; the client asks Linux for a short CPU slice, --client-slice-us, as the query server
+does, so that less of its own wait for one of the shared cores lands in the figures). Each is
+one realistic outbound message of the same workload (its tenants, its Zipf-distributed
+recipients, the ones the stream is deciding for) with a message id of its own.
 
 Each phase also says where the machine's CPU went (the worker, the bench, the check client,
 the broker when it runs here, and other processes). On a shared machine the bench waits, before
@@ -740,9 +742,10 @@ def main() -> None:
                         help="offered rate of checks, open loop (500)")
     parser.add_argument("--connections", type=int, default=8,
                         help="keep-alive connections of the check client (8)")
-    parser.add_argument("--client-slice-us", type=int, default=0, metavar="US",
+    parser.add_argument("--client-slice-us", type=int, default=200, metavar="US",
                         help="CPU slice the check client's thread asks Linux for, as the "
-                             "query server's does (processors.runtime.cpu_slice); 0: the "
+                             "query server's does (processors.runtime.cpu_slice), so that its "
+                             "own wait for a core stays out of the latencies (200); 0: the "
                              "kernel's default")
     parser.add_argument("--seconds", type=float,
                         help="length of each paced phase (30; 5 with --quick)")

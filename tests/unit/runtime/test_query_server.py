@@ -335,3 +335,21 @@ def test_the_query_server_freezes_what_survives_its_full_collections(
         if gc_pauses.installed():
             gc.callbacks.remove(gc_pauses._freeze_survivors)
         gc.unfreeze()
+
+
+def test_stale_partitions_are_caught_up_between_requests(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    stores = [primary(settings, p) for p in (HOME, HOME + 1)]
+    replicas = Replicas(*store_dirs(settings), catch_up_seconds=3600)
+    replicas.update(1, [HOME, HOME + 1])
+    assert replicas.catch_up_stale() == 2  # never caught up since they were opened
+    assert replicas.catch_up_stale() == 0  # both within the interval
+    commit_inbound(stores[0], 1000.0)
+    replicas.caught_up_at[HOME] -= 3600  # HOME's interval has passed, not the other's
+    assert replicas.catch_up_stale() == 1
+    # A request within the interval reads what the catch-up between requests read.
+    loader = replicas.reader()(HOME)
+    assert loader is not None and st.last_inbound(loader(KEY), 1001.0) == 1000.0
+    for store in stores:
+        store.close()
+    replicas.close()
