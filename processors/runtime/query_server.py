@@ -16,8 +16,9 @@ load"). Here checks have an interpreter, and a GIL, of their own.
 - **State.** Each partition the worker holds is opened as a RocksDB secondary instance of the
   worker's store (state_store.SecondaryBackend). The worker writes only committed state to
   RocksDB, so the secondary sees committed state only; a request catches each partition it
-  reads up with the primary first (tens of microseconds), so it sees everything committed
-  before it arrived. The worker tells the query server over a pipe which partitions are
+  reads up with the primary first (tens of microseconds; at most every CATCH_UP_SECONDS), and
+  between requests a task catches up the partitions no request has (KEEP_CAUGHT_UP_SECONDS).
+  The worker tells the query server over a pipe which partitions are
   readable (assigned and restored) and when they stop being so (revoked, lost, closed; a
   store reset happens while restoring, before a partition is readable again): the query
   server answers only for those, else as any worker does for a partition it does not hold
@@ -287,8 +288,8 @@ class Replicas:
     def catch_up_stale(self) -> int:
         """Catches up each partition not caught up within catch_up_seconds; how many. Run
         between requests, so that a request after a quiet spell does not replay everything
-        the worker wrote meanwhile (at 3,500 events/s, 30 s of it made the first checks of a
-        burst wait 60-170 ms: docs/performance.md, "Check API under load")."""
+        the worker wrote meanwhile (at 3,500 events/s, 30 s of it made the first second of
+        checks after it reach p99 100-180 ms: docs/performance.md, "Check API under load")."""
         now = time.monotonic()
         done = 0
         for partition, (_, backend) in list(self.stores.items()):
