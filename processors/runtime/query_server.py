@@ -277,10 +277,7 @@ class Replicas:
             store, backend = held
             if partition not in seen:
                 seen.add(partition)
-                now = time.monotonic()
-                if now - self.caught_up_at.get(partition, -inf) >= self.catch_up_seconds:
-                    backend.catch_up()
-                    self.caught_up_at[partition] = now
+                self.catch_up(partition, backend, time.monotonic())
             return lambda key: recipient_state.load_committed(store, key)
 
         return read
@@ -293,16 +290,19 @@ class Replicas:
         now = time.monotonic()
         done = 0
         for partition, (_, backend) in list(self.stores.items()):
-            if now - self.caught_up_at.get(partition, -inf) < self.catch_up_seconds:
-                continue
             try:
-                backend.catch_up()
+                done += self.catch_up(partition, backend, now)
             except Exception as exc:  # moving: the next announcement opens it again
                 log.debug("partition %d not caught up (%s)", partition, type(exc).__name__)
-                continue
-            self.caught_up_at[partition] = now
-            done += 1
         return done
+
+    def catch_up(self, partition: int, backend: SecondaryBackend, now: float) -> bool:
+        """Catches the partition up unless that was done within catch_up_seconds."""
+        if now - self.caught_up_at.get(partition, -inf) < self.catch_up_seconds:
+            return False
+        backend.catch_up()
+        self.caught_up_at[partition] = now
+        return True
 
     def close(self) -> None:
         for _, backend in self.stores.values():

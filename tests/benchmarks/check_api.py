@@ -262,8 +262,7 @@ class ClientLoop:
         self.out.append((pending.due - self.origin, (done - pending.due) * 1000,
                          (done - pending.began) * 1000, status, outcome))
         if connection.closed:
-            self.loop.create_task(self.fill_pool()).add_done_callback(
-                lambda _: self.dispatch())
+            self.replace_closed()
         else:
             self.dispatch()
 
@@ -280,8 +279,12 @@ class ClientLoop:
                 self.out.append((pending.due - self.origin, (now - pending.due) * 1000,
                                  (now - pending.began) * 1000, 0, "TimeoutError"))
         if any(c.closed for c in self.pool):
-            self.loop.create_task(self.fill_pool()).add_done_callback(
-                lambda _: self.dispatch())
+            self.replace_closed()
+
+    def replace_closed(self) -> None:
+        """Opens connections in place of closed ones, then sends what waits on them."""
+        assert self.loop is not None
+        self.loop.create_task(self.fill_pool()).add_done_callback(lambda _: self.dispatch())
 
     async def drained(self) -> None:
         while self.waiting or self.in_flight:
