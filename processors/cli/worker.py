@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     # The HTTP thread (checks, /metrics) and the stream thread share the GIL: how long one
     # waits for the other, and no full garbage collection walking every cache.
     sys.setswitchinterval(settings.switch_interval_us / 1_000_000)
-    gc_pauses.install()
     app = create_app(settings, policies)
+    gc_pauses.install()  # after the app is built: that is frozen at once too
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           logging_config=logging_config(settings.log_level))
     # Faust's terminal spinner sets the root logger to DEBUG so that it spins on every record:

@@ -48,6 +48,20 @@ def test_full_collections_freeze_their_survivors_and_sweeps_collect_frozen_garba
     assert gc.get_freeze_count() > 0  # the survivors of the sweep are frozen again
 
 
+def test_what_exists_when_installed_is_frozen_at_once() -> None:
+    gc.unfreeze()
+    built = cycle()  # what a process has built by the time it installs: modules, tables
+    assert gc.get_freeze_count() == 0
+    try:
+        gc_pauses.install()
+        assert gc.get_freeze_count() > 0
+        assert gc.collect(2) == 0 and gc.is_tracked(built)  # frozen: not walked again
+    finally:
+        gc.callbacks.remove(gc_pauses._freeze_survivors)
+        gc.unfreeze()
+        gc.collect()
+
+
 def test_young_collections_freeze_nothing(frozen_after_full_collections: None) -> None:
     gc.unfreeze()
     gc.collect(0)
