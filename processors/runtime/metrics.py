@@ -200,6 +200,9 @@ class ApiMetrics:
         self.latency = Histogram(
             "outbound_gate_api_request_seconds", "Check API request to response, by endpoint.",
             ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.realtime = Gauge(
+            "outbound_gate_api_realtime", "1 while the thread answering checks holds its "
+            "real-time priority (OUTBOUND_GATE_QUERY_RT_PRIORITY), else 0.", registry=registry)
 
 
 class BatchedHistogram:

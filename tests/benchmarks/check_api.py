@@ -96,12 +96,14 @@ Sample = tuple[float, float, float, int, str]
 
 
 def client_process(conn: Connection, token: str, bodies: list[bytes], connections: int,
-                   slice_us: int) -> None:
+                   slice_us: int, rt_priority: int) -> None:
     """Runs in a spawned process: commands in, results out, over conn."""
     # A help desk's client runs on machines of its own; this one shares the cores with what it
-    # measures, and a short slice keeps its own wait for a core out of the latencies.
+    # measures, and a short slice (a real-time priority where allowed, as the query server's)
+    # keeps its own wait for a core out of the latencies.
     cpu_slice.request(slice_us)
-    asyncio.run(ClientLoop(conn, token, bodies, connections).serve())
+    refused = cpu_slice.request_realtime(rt_priority)
+    asyncio.run(ClientLoop(conn, token, bodies, connections, refused is None).serve())
 
 
 def request_bytes(host: str, token: str, body: bytes) -> bytes:
@@ -181,8 +183,9 @@ class Pending:
 
 class ClientLoop:
     def __init__(self, conn: Connection, token: str, bodies: list[bytes],
-                 connections: int) -> None:
+                 connections: int, realtime: bool) -> None:
         self.conn = conn
+        self.realtime = realtime
         self.token = token
         self.bodies = bodies
         self.requests: list[bytes] = []
@@ -203,7 +206,7 @@ class ClientLoop:
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.conn.send(("ready",))
+        self.conn.send(("ready", self.realtime))
         while True:
             command = await asyncio.to_thread(self.conn.recv)
             if command[0] == "quit":
@@ -337,8 +340,10 @@ class CheckClient:
     bodies: list[bytes]
     connections: int
     slice_us: int = 0
+    rt_priority: int = 0
     conn: Connection = field(init=False)
     process: Any = field(init=False)
+    realtime: bool = field(init=False)
 
     def __post_init__(self) -> None:
         # spawn, not fork: this process runs librdkafka's threads.
@@ -346,9 +351,10 @@ class CheckClient:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=client_process, name="check-client", daemon=True,
-            args=(child, self.token, self.bodies, self.connections, self.slice_us))
+            args=(child, self.token, self.bodies, self.connections, self.slice_us,
+                  self.rt_priority))
         self.process.start()
-        self.expect("ready", 120)
+        self.realtime = bool(self.expect("ready", 120)[1])
 
     def expect(self, what: str, timeout: float) -> tuple[Any, ...]:
         if not self.conn.poll(timeout):
@@ -560,6 +566,10 @@ class Bench:
             **{name: round(cores[name], 2) for name in ("bench", "check_client", "broker")
                if name in cores},
             "others": round(others, 2)}
+        if checks:  # taken where the process may (processors.runtime.cpu_slice)
+            result["query_server_realtime"] = any(
+                realtime(pid) for name, pid in pids.items()
+                if name.startswith(f"query {variant.name} "))
         result["waited_for_quiet_s"] = waited
         result["attempts"] = attempt
         if client_run is not None:
@@ -648,6 +658,15 @@ def cpu_of(pid: int) -> float:
         return cpu_seconds(pid)
     except OSError:
         return 0.0
+
+
+def realtime(pid: int) -> bool:
+    """Whether the process's main thread runs under a real-time policy."""
+    try:
+        policy = os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK
+    except OSError:  # gone
+        return False
+    return policy in (os.SCHED_RR, os.SCHED_FIFO)
 
 
 def child_pids(pid: int) -> list[int]:
@@ -750,6 +769,10 @@ def main() -> None:
                              "query server's does (processors.runtime.cpu_slice), so that its "
                              "own wait for a core stays out of the latencies (200); 0: the "
                              "kernel's default")
+    parser.add_argument("--client-rt-priority", type=int, default=0, metavar="N",
+                        help="real-time priority (SCHED_RR) the check client's thread takes "
+                             "where allowed, as the query server's does (0: never, as a remote "
+                             "client without privileges; its own lag is then in the figures)")
     parser.add_argument("--seconds", type=float,
                         help="length of each paced phase (30; 5 with --quick)")
     parser.add_argument("--rounds", type=int,
@@ -834,7 +857,10 @@ def main() -> None:
             variants.append(Variant(name, env, prefix, gates[0], watcher))
             log(f"  worker {name!r} ready at {gates[0].base_url} (pid {gates[0].process.pid}, "
                 f"env {env}); log {gates[0].log_path}")
-        client = CheckClient(token, bodies, args.connections, args.client_slice_us)
+        client = CheckClient(token, bodies, args.connections, args.client_slice_us,
+                             args.client_rt_priority)
+        log(f"  check client's real-time priority: "
+            f"{'taken' if client.realtime else 'not taken (short slice only)'}")
         bench = Bench(bootstrap, workload, client, args.checks_per_second, variants,
                       int(bootstrap.split(",")[0].rsplit(":", 1)[1]), args.quiet_below,
                       args.quiet_wait, args.max_others, args.retries)
@@ -875,6 +901,8 @@ def main() -> None:
         "settings": {"checks_per_second": args.checks_per_second,
                      "connections": args.connections, "seconds": args.seconds,
                      "client_slice_us": args.client_slice_us,
+                     "client_rt_priority": args.client_rt_priority,
+                     "client_realtime": client.realtime if client is not None else False,
                      "rounds": args.rounds, "saturated_events": args.saturated_events,
                      "partitions": PARTITIONS, "bsuid_share": args.bsuid_share,
                      "quick": args.quick},
@@ -955,6 +983,9 @@ def summarize(phases: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
         },
         "checks": checks,
         "checks_while_saturated": checks_saturated,
+        # Per phase with checks: whether the query server held its real-time priority.
+        "query_server_realtime": [p.get("query_server_realtime") for p in phases
+                                  if p["checks"]],
         "targets": {
             "check_p99_ms": {"target": P99_TARGET_MS, "measured": p99,
                              "met": p99 <= P99_TARGET_MS},
@@ -996,6 +1027,8 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"{service.get('p99_ms')} ms; client's worst send lag "
               f"{checks['max_send_lag_ms']} ms; while saturated: p50 {sat.get('p50_ms')} ms, "
               f"p99 {sat.get('p99_ms')} ms")
+        print(f"  real-time priority: query server {variant['query_server_realtime']} (per "
+              f"phase with checks), check client {summary['settings']['client_realtime']}")
         print(f"  {'stream':<28}{'without checks':>22}{'with checks':>22}{'ratio':>8}")
         rows = [("saturated events/s", stream["saturated_events_per_s"]),
                 ("paced decisions/s", stream["paced_decisions_per_s"]),
