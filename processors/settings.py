@@ -350,13 +350,15 @@ class Settings:
         "CPU time slice the query server's thread asks Linux for (sched_setattr, kernel 6.12 "
         "and later), microseconds: shorter than the default (~1-3 ms) so that a check waits "
         "less for a busy core (clamped to 100-100,000); 0 leaves the kernel's default", minimum=0)
-    # With the short slice alone a check still waited for a core 16-38 ms at p99 beside a busy
-    # stream and broker (docs/performance.md, "Seventh look"); a real-time thread runs at once.
+    # With the short slice alone checks wait for a core behind a busy stream and broker; a
+    # real-time thread runs at once, but on a saturated machine the stream pays for it
+    # (docs/performance.md, "Seventh look"): asked for only when set.
     query_rt_priority: int = setting(
-        "OUTBOUND_GATE_QUERY_RT_PRIORITY", 1,
+        "OUTBOUND_GATE_QUERY_RT_PRIORITY", 0,
         "real-time priority (SCHED_RR, 1-99) the query server's thread takes where the process "
         "may (CAP_SYS_NICE, or an RLIMIT_RTPRIO the admin raised: systemd LimitRTPRIO=, "
-        "ulimit -r); refused, it keeps the short slice alone; 0: never asked for", minimum=0)
+        "ulimit -r): checks run as they arrive, ahead of the stream; refused, it keeps the "
+        "short slice alone; 0: never asked for", minimum=0)
     query_rt_max_percent: int = setting(
         "OUTBOUND_GATE_QUERY_RT_MAX_PERCENT", 50,
         "the query server's thread gives its real-time priority back for as long as it uses "

@@ -12,13 +12,14 @@ Elsewhere (not Linux, or a kernel that ignores sched_runtime for normal threads)
 nothing.
 
 Where the process may (CAP_SYS_NICE, or an RLIMIT_RTPRIO the admin raised: systemd's
-LimitRTPRIO=, ulimit -r), the thread can instead take a real-time priority (SCHED_RR): it then
-runs as soon as it wakes, ahead of every normal thread. With the short slice alone the checks'
-p99 beside a busy stream and broker was 23-168 ms, the query server's part of it 17-33 ms;
-with SCHED_RR that part fell to 8 ms (docs/performance.md, "Seventh look"). A real-time thread can
-starve the normal ones, so RealtimeGuard hands the priority back for as long as the thread uses
-more than a set share of a core, and the flag SCHED_RESET_ON_FORK keeps threads and processes
-it starts on the normal policy.
+LimitRTPRIO=, ulimit -r), the thread can also take a real-time priority (SCHED_RR) when asked
+(OUTBOUND_GATE_QUERY_RT_PRIORITY): it then runs as soon as it wakes, ahead of every normal
+thread. Beside a busy stream and broker the query server's part of the checks' p99 fell from
+31-38 ms with the slice alone to 4-9 ms, and the stream paid for it (docs/performance.md,
+"Seventh look"), hence not by default. A real-time thread can starve the normal ones, so
+RealtimeGuard hands the priority back for as long as the thread uses more than a set share of
+a core, and the flag SCHED_RESET_ON_FORK keeps threads and processes it starts on the normal
+policy.
 """
 
 from __future__ import annotations

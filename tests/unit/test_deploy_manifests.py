@@ -377,10 +377,3 @@ def test_keda_scales_on_the_input_topic_up_to_the_partition_count() -> None:
     assert metadata["topic"] == settings.topics.outbound == "outbound.messages"
     assert metadata["lagThreshold"] == "1000"
 
-
-def test_compose_lets_the_query_server_take_its_real_time_priority() -> None:
-    # Without an RLIMIT_RTPRIO the image's user may not take SCHED_RR: the checks would wait
-    # for a core behind the stream (processors/runtime/cpu_slice.py).
-    rtprio = compose_service("gate").get("ulimits", {}).get("rtprio")
-    limit = rtprio if isinstance(rtprio, int) else (rtprio or {}).get("hard", 0)
-    assert limit >= Settings().query_rt_priority > 0

@@ -55,7 +55,7 @@ VARIABLES = [
 DEFAULTS = {
     "bootstrap_servers": "127.0.0.1:9092", "app_id": "outbound-gate", "partitions": 8,
     "replication_factor": 1, "web_port": 6066, "web_host": "127.0.0.1", "policy_file": None,
-    "advertised_url": None, "query_server": True, "query_slice_us": 200, "query_rt_priority": 1,
+    "advertised_url": None, "query_server": True, "query_slice_us": 200, "query_rt_priority": 0,
     "query_rt_max_percent": 50, "api_token": None,
     "data_dir": ".local/worker", "max_message_bytes": 1_000_000, "log_level": "info",
     "store": "rocksdb://", "state_sweep_seconds": 600, "dedup_seconds": 3600,
