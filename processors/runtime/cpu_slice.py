@@ -106,11 +106,15 @@ def release_realtime(slice_us: int) -> str | None:
     return request(slice_us)
 
 
-def is_realtime() -> bool:
-    """Whether the calling thread runs under a real-time policy."""
+def is_realtime(pid: int = 0) -> bool:
+    """Whether the calling thread (or the process `pid`'s main thread) runs under a real-time
+    policy; False for a process that is gone."""
     if not sys.platform.startswith("linux"):
         return False
-    policy = os.sched_getscheduler(0) & ~os.SCHED_RESET_ON_FORK
+    try:
+        policy = os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK
+    except OSError:
+        return False
     return policy in (os.SCHED_RR, os.SCHED_FIFO)
 
 
@@ -129,7 +133,7 @@ class RealtimeGuard:
     cpu_clock: Callable[[], float] = time.thread_time
     wall_clock: Callable[[], float] = time.monotonic
     holding: bool = True  # the priority was taken when the thread started
-    last: tuple[float, float] = field(default=(0.0, 0.0))
+    last: tuple[float, float] = field(init=False)  # (CPU, wall clock) at the last look
 
     def __post_init__(self) -> None:
         self.last = (self.cpu_clock(), self.wall_clock())

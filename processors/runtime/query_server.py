@@ -539,8 +539,8 @@ def serve(settings: Settings, worker_url: str, pipe: Connection, parent_pid: int
     # with every check in flight waiting (docs/performance.md, "Check API under load").
     gc_pauses.install()
     # Checks wait less for a busy core (the event loop runs on this thread): a short slice,
-    # and a real-time priority where the process may take one (the slice is kept for when the
-    # guard hands the priority back).
+    # and, when asked, a real-time priority where the process may take one (the slice is kept
+    # for when the guard hands the priority back).
     refused = cpu_slice.request(settings.query_slice_us)
     log.info("query server's CPU slice %s", "set" if refused is None else f"not set: {refused}",
              extra={"event": "query_slice", "slice_ns": cpu_slice.current_ns()})

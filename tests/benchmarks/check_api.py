@@ -568,7 +568,7 @@ class Bench:
             "others": round(others, 2)}
         if checks:  # taken where the process may (processors.runtime.cpu_slice)
             result["query_server_realtime"] = any(
-                realtime(pid) for name, pid in pids.items()
+                cpu_slice.is_realtime(pid) for name, pid in pids.items()
                 if name.startswith(f"query {variant.name} "))
         result["waited_for_quiet_s"] = waited
         result["attempts"] = attempt
@@ -658,15 +658,6 @@ def cpu_of(pid: int) -> float:
         return cpu_seconds(pid)
     except OSError:
         return 0.0
-
-
-def realtime(pid: int) -> bool:
-    """Whether the process's main thread runs under a real-time policy."""
-    try:
-        policy = os.sched_getscheduler(pid) & ~os.SCHED_RESET_ON_FORK
-    except OSError:  # gone
-        return False
-    return policy in (os.SCHED_RR, os.SCHED_FIFO)
 
 
 def child_pids(pid: int) -> list[int]:
