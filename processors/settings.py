@@ -416,6 +416,21 @@ class Settings:
         "OUTBOUND_GATE_SWITCH_INTERVAL_US", 1000,
         "longest a thread of the worker keeps Python's GIL while another waits for it "
         "(sys.setswitchinterval), microseconds; Python's own default is 5000", minimum=100)
+    # Paced below its maximum, the stream is bound by its transactions' round trips, and a
+    # thread that waits in the run queue behind the broker and the load lengthens each one
+    # (docs/performance.md, "Eighth look"): a real-time stream thread runs as soon as a reply
+    # arrives. Asked for only when set, as the query server's.
+    stream_rt_priority: int = setting(
+        "OUTBOUND_GATE_STREAM_RT_PRIORITY", 0,
+        "real-time priority (SCHED_RR, 1-99) the stream thread takes where the process may "
+        "(as OUTBOUND_GATE_QUERY_RT_PRIORITY): it decides and commits as soon as it can run, "
+        "ahead of every normal thread; the Kafka clients' own threads stay on the normal "
+        "policy; 0: never asked for", minimum=0)
+    stream_rt_max_percent: int = setting(
+        "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT", 80,
+        "the stream thread gives its real-time priority back for as long as it uses more "
+        "than this percentage of a core (looked at every second): draining a backlog, it "
+        "would otherwise starve the broker on a small machine", minimum=1)
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = setting(

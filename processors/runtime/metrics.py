@@ -142,6 +142,9 @@ class GateMetrics:
         self.policy_refused = Counter(
             "outbound_gate_policy_refused", "Policy documents refused as invalid.",
             registry=registry)
+        self.stream_realtime = Gauge(
+            "outbound_gate_stream_realtime", "1 while the stream thread holds its real-time "
+            "priority (OUTBOUND_GATE_STREAM_RT_PRIORITY), else 0.", registry=registry)
         self.query_server_restarts = Counter(
             "outbound_gate_query_server_restarts",
             "Times the query server (the check API's process) died and was started again.",

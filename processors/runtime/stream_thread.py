@@ -43,7 +43,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from mode import Service
 
 from processors.core.policy import RecipientState
-from processors.runtime import kafka_clients, recipient_state, state_store
+from processors.runtime import cpu_slice, kafka_clients, recipient_state, state_store
 from processors.runtime.changelog_reader import ChangelogReader
 from processors.runtime.metrics import GateMetrics
 from processors.runtime.record_collector import RecordCollector
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0  # pause after a batch that failed, before it is read again
 POLL_SECONDS = 0.2  # longest wait for a first record (the stop flag is checked in between)
 LAG_SECONDS = 10.0  # how often the input lag per partition is measured
+REALTIME_GUARD_SECONDS = 1.0  # how often the stream thread's CPU share is looked at
 KAFKA_CALL_SECONDS = 30.0  # longest wait for one transactional call
 PHASES = ("process", "produce", "commit", "store")  # of a batch (metrics: batch_phase)
 
@@ -129,7 +130,8 @@ class RouteLoop:
         self.restorer: Consumer | None = None  # reads changelog partitions, no group
         self.producer: Producer | None = None
         self.tasks: TaskManager | None = None
-        self.last_sweep = self.last_lag = time.monotonic()
+        self.last_sweep = self.last_lag = self.last_guard = time.monotonic()
+        self.realtime_guard: cpu_slice.RealtimeGuard | None = None
         # Told the partitions whose committed state may be read now, each time that changes
         # (from this thread): the query server answers checks for exactly these.
         self.announce: Callable[[tuple[int, ...]], None] = lambda _: None
@@ -138,6 +140,7 @@ class RouteLoop:
 
     def run(self, crashed: Callable[[BaseException], None]) -> None:
         try:
+            self.take_realtime()
             self.start()
             while not self.stopping.is_set():
                 self.run_once()
@@ -169,6 +172,38 @@ class RouteLoop:
         log.info("route processor started", extra={
             "event": "route_start", "group": self.group,
             "guarantee": self.settings.processing_guarantee})
+
+    def take_realtime(self) -> None:
+        """The stream thread's real-time priority, when asked for (before the Kafka clients
+        start their threads, which SCHED_RESET_ON_FORK keeps on the normal policy), with the
+        guard that gives it back while the thread is busier than allowed."""
+        priority = self.settings.stream_rt_priority
+        refused = cpu_slice.request_realtime(priority)
+        log.info("stream thread's real-time priority %s",
+                 "taken" if refused is None else f"not taken: {refused}",
+                 extra={"event": "stream_realtime", "realtime": refused is None,
+                        "priority": priority})
+        self.metrics.stream_realtime.set(int(refused is None))
+        if refused is None:
+            self.realtime_guard = cpu_slice.RealtimeGuard(
+                self.settings.stream_rt_max_percent / 100,
+                take=lambda: cpu_slice.request_realtime(priority),
+                release=lambda: cpu_slice.release_realtime(0))
+
+    def maybe_guard_realtime(self) -> None:
+        guard = self.realtime_guard
+        if guard is None or time.monotonic() - self.last_guard < REALTIME_GUARD_SECONDS:
+            return
+        self.last_guard = time.monotonic()
+        changed = guard.tick()
+        if changed is None:
+            return
+        holding, used = changed
+        self.metrics.stream_realtime.set(int(holding))
+        log.info("stream thread %s its real-time priority: it used %.0f%% of a core",
+                 "takes back" if holding else "gives back", used * 100,
+                 extra={"event": "stream_realtime", "realtime": holding,
+                        "cpu_percent": round(used * 100)})
 
     def new_producer(self) -> Producer:
         transactional_id = (f"{self.settings.app_id}-route-{self.process_id()}"
@@ -278,6 +313,7 @@ class RouteLoop:
                 self.process(records, now)
         self.maybe_sweep()
         self.maybe_measure_lag()
+        self.maybe_guard_realtime()
 
     def process(self, records: list[Record], now: float) -> None:
         assert self.tasks is not None

@@ -570,6 +570,11 @@ class Bench:
             result["query_server_realtime"] = any(
                 cpu_slice.is_realtime(pid) for name, pid in pids.items()
                 if name.startswith(f"query {variant.name} "))
+        # The stream thread's (OUTBOUND_GATE_STREAM_RT_PRIORITY), at the phase's end: a thread
+        # id is a pid to sched_getscheduler.
+        result["stream_realtime"] = any(
+            cpu_slice.is_realtime(int(tid))
+            for tid in os.listdir(f"/proc/{pids[f'worker {variant.name}']}/task"))
         result["waited_for_quiet_s"] = waited
         result["attempts"] = attempt
         if client_run is not None:
@@ -977,6 +982,8 @@ def summarize(phases: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
         # Per phase with checks: whether the query server held its real-time priority.
         "query_server_realtime": [p.get("query_server_realtime") for p in phases
                                   if p["checks"]],
+        # Per phase: whether the stream thread held its own at the phase's end.
+        "stream_realtime": [p.get("stream_realtime") for p in phases],
         "targets": {
             "check_p99_ms": {"target": P99_TARGET_MS, "measured": p99,
                              "met": p99 <= P99_TARGET_MS},
@@ -1019,7 +1026,8 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"{checks['max_send_lag_ms']} ms; while saturated: p50 {sat.get('p50_ms')} ms, "
               f"p99 {sat.get('p99_ms')} ms")
         print(f"  real-time priority: query server {variant['query_server_realtime']} (per "
-              f"phase with checks), check client {summary['settings']['client_realtime']}")
+              f"phase with checks), stream thread {variant['stream_realtime']} (per phase), "
+              f"check client {summary['settings']['client_realtime']}")
         print(f"  {'stream':<28}{'without checks':>22}{'with checks':>22}{'ratio':>8}")
         rows = [("saturated events/s", stream["saturated_events_per_s"]),
                 ("paced decisions/s", stream["paced_decisions_per_s"]),
