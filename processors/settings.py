@@ -397,6 +397,17 @@ class Settings:
         choices=PROCESSING_GUARANTEES, case=str.lower)
     batch_records: int = setting(
         "OUTBOUND_GATE_BATCH_RECORDS", 500, "most records per fetch and transaction", minimum=1)
+    # Each transaction costs the broker a round of requests and a marker per partition it
+    # wrote, whatever its size: paced below its maximum the stream committed as fast as the
+    # round trips allowed, and the broker spent more CPU than when it drained a backlog
+    # (docs/performance.md, "Eighth look"). Kafka Streams commits every 100 ms under
+    # exactly-once (commit.interval.ms).
+    commit_interval_ms: int = setting(
+        "OUTBOUND_GATE_COMMIT_INTERVAL_MS", 0,
+        "shortest time between the starts of two transactions of the stream, milliseconds: "
+        "records that arrive meanwhile wait, up to a full batch, and commit together (fewer, "
+        "larger transactions; a decision can wait this much longer); 0: a transaction as soon "
+        "as records are there", minimum=0)
     # librdkafka's default (fetch.min.bytes 1) answers a fetch as soon as one record is there:
     # with upstream producers that send each message alone, the route consumer fetched once per
     # produce request (600/s at 1,000 events/s), the broker's largest cost on a small machine

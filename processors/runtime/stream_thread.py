@@ -131,6 +131,8 @@ class RouteLoop:
         self.producer: Producer | None = None
         self.tasks: TaskManager | None = None
         self.last_sweep = self.last_lag = self.last_guard = time.monotonic()
+        self.batch_began = 0.0  # when the last transaction began (the commit interval)
+        self.rebalances = 0  # partitions revoked or assigned so far (poll drops a torn read)
         self.realtime_guard: cpu_slice.RealtimeGuard | None = None
         # Told the partitions whose committed state may be read now, each time that changes
         # (from this thread): the query server answers checks for exactly these.
@@ -249,6 +251,7 @@ class RouteLoop:
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.ready = False
+        self.rebalances += 1
         self.announce(())
         self.metrics.rebalances.inc()
         self.router.released({tp.partition for tp in partitions})
@@ -261,6 +264,7 @@ class RouteLoop:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self.tasks is not None
+        self.rebalances += 1
         self.ready = False  # no check reads a store while it opens, restores or closes
         self.announce(())
         numbers = {tp.partition for tp in partitions}
@@ -281,14 +285,29 @@ class RouteLoop:
     # -- processing ---------------------------------------------------------------------
 
     def poll(self) -> list[Message]:
-        """What has arrived, up to a batch: waits only while nothing has."""
+        """What has arrived, up to a batch: waits while nothing has, and, with a commit
+        interval, until the interval has passed since the last transaction began."""
         assert self.consumer is not None
-        limit = self.settings.batch_records
-        messages: list[Message] = self.consumer.consume(limit, 0)
+        consumer, limit, rebalances = self.consumer, self.settings.batch_records, self.rebalances
+        messages: list[Message] = consumer.consume(limit, 0)
         if not messages:
-            messages = self.consumer.consume(1, POLL_SECONDS)
+            messages = consumer.consume(1, POLL_SECONDS)
             if messages and limit > 1:
-                messages += self.consumer.consume(limit - 1, 0)
+                messages += consumer.consume(limit - 1, 0)
+        due = self.batch_began + self.settings.commit_interval_ms / 1000
+        while messages and len(messages) < limit and (wait := due - time.monotonic()) > 0:
+            messages += consumer.consume(limit - len(messages), wait)
+        if self.rebalances != rebalances:
+            # Partitions moved inside consume: what was read before it may be read again from
+            # the committed offsets (here or by the new owner), and deciding it now could
+            # decide it twice. The whole read is put back: read again from its first records.
+            first: Offsets = {}
+            for message in messages:
+                if message.error() is None:
+                    key, offset = (message.topic(), message.partition()), message.offset()
+                    first[key] = min(first.get(key, offset), offset)
+            self.rewind(first)
+            return []
         return messages
 
     def run_once(self) -> None:
@@ -345,6 +364,7 @@ class RouteLoop:
         assert self.producer is not None and self.consumer is not None
         producer, tally = self.producer, Tally()
         started = time.perf_counter()
+        self.batch_began = time.monotonic()
         if self.exactly_once:
             producer.begin_transaction()
         for task, batch in tasks:

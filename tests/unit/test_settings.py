@@ -42,6 +42,7 @@ VARIABLES = [
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS", "OUTBOUND_GATE_DEDUP_SECONDS",
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", "OUTBOUND_GATE_TENANT_LABEL_CAP",
     "OUTBOUND_GATE_PROCESSING_GUARANTEE", "OUTBOUND_GATE_BATCH_RECORDS",
+    "OUTBOUND_GATE_COMMIT_INTERVAL_MS",
     "OUTBOUND_GATE_FETCH_WAIT_MS", "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS",
     "OUTBOUND_GATE_SWITCH_INTERVAL_US", "OUTBOUND_GATE_STREAM_RT_PRIORITY",
     "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT", "OUTBOUND_GATE_TENANT_MAP",
@@ -60,7 +61,8 @@ DEFAULTS = {
     "data_dir": ".local/worker", "max_message_bytes": 1_000_000, "log_level": "info",
     "store": "rocksdb://", "state_sweep_seconds": 600, "dedup_seconds": 3600,
     "session_timeout_seconds": 15, "tenant_label_cap": 500,
-    "processing_guarantee": "exactly_once", "batch_records": 500, "fetch_wait_ms": 10,
+    "processing_guarantee": "exactly_once", "batch_records": 500, "commit_interval_ms": 0,
+    "fetch_wait_ms": 10,
     "transaction_timeout_seconds": 10, "switch_interval_us": 1000,
     "stream_rt_priority": 0, "stream_rt_max_percent": 80, "tenant_map": {},
 }
@@ -73,7 +75,7 @@ MINIMUMS = {
     "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": 5, "OUTBOUND_GATE_SWITCH_INTERVAL_US": 100,
     "OUTBOUND_GATE_QUERY_SLICE_US": 0, "OUTBOUND_GATE_QUERY_RT_PRIORITY": 0,
     "OUTBOUND_GATE_QUERY_RT_MAX_PERCENT": 1, "OUTBOUND_GATE_STREAM_RT_PRIORITY": 0,
-    "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT": 1,
+    "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT": 1, "OUTBOUND_GATE_COMMIT_INTERVAL_MS": 0,
 }
 
 

@@ -1,0 +1,100 @@
+"""processors.runtime.stream_thread: the stream thread's real-time priority, taken only when
+asked for, and its guard (the Kafka loop itself is covered end to end, tests/e2e)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from processors.runtime import cpu_slice, stream_thread
+from processors.runtime.metrics import GateMetrics
+from processors.runtime.stream_thread import RouteLoop
+from processors.settings import Settings
+
+
+def route_loop(tmp_path: Any, **settings: Any) -> RouteLoop:
+    router: Any = object()  # neither method below touches the router
+    return RouteLoop(Settings(data_dir=str(tmp_path), app_id="unit", **settings), router,
+                     GateMetrics(CollectorRegistry(), 10), lambda: True)
+
+
+def gauge(loop: RouteLoop) -> float | None:
+    return loop.metrics.registry.get_sample_value("outbound_gate_stream_realtime")
+
+
+def on_a_thread(action: Any) -> Any:
+    """action() on a thread of its own (a real-time policy stays with that thread)."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(action()))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def test_not_asked_for_it_is_not_taken(tmp_path: Any) -> None:
+    loop = route_loop(tmp_path)
+
+    def take() -> bool:
+        loop.take_realtime()
+        return cpu_slice.is_realtime()
+
+    held = on_a_thread(take)
+    assert held is False
+    assert loop.realtime_guard is None
+    assert gauge(loop) == 0.0
+
+
+def test_asked_for_it_is_taken_where_the_process_may(tmp_path: Any) -> None:
+    allowed = on_a_thread(lambda: cpu_slice.request_realtime(1) is None)
+    loop = route_loop(tmp_path, stream_rt_priority=1, stream_rt_max_percent=70)
+
+    def take() -> bool:
+        loop.take_realtime()
+        held = cpu_slice.is_realtime()
+        cpu_slice.release_realtime(0)
+        return held
+
+    assert on_a_thread(take) is allowed
+    assert gauge(loop) == float(allowed)
+    if allowed:
+        assert loop.realtime_guard is not None
+        assert loop.realtime_guard.max_share == pytest.approx(0.70)
+    else:  # refused: nothing to guard
+        assert loop.realtime_guard is None
+
+
+def test_the_guard_looks_once_a_period_and_the_gauge_follows_it(tmp_path: Any) -> None:
+    loop = route_loop(tmp_path, stream_rt_priority=1)
+    cpu, wall = [0.0], [0.0]
+    calls: list[str] = []
+
+    def call(name: str) -> str | None:
+        calls.append(name)
+        return None
+
+    loop.realtime_guard = cpu_slice.RealtimeGuard(
+        0.8, take=lambda: call("take"), release=lambda: call("release"),
+        cpu_clock=lambda: cpu[0], wall_clock=lambda: wall[0])
+    loop.metrics.stream_realtime.set(1)
+
+    def spend(cpu_used: float, seconds: float) -> None:
+        cpu[0] += cpu_used
+        wall[0] += seconds
+        # The loop looks when a period has passed since its last look.
+        period_passed = seconds >= stream_thread.REALTIME_GUARD_SECONDS
+        loop.last_guard = time.monotonic() - (2 * stream_thread.REALTIME_GUARD_SECONDS
+                                              if period_passed else 0.0)
+        loop.maybe_guard_realtime()
+
+    spend(0.95, 1.0)  # draining a backlog: above 80% of a core
+    assert (calls, gauge(loop)) == (["release"], 0.0)
+    spend(0.3, 0.5)  # within the period: not looked at
+    assert calls == ["release"]
+    spend(0.2, 1.0)  # 0.5 s of CPU over the 1.5 s since the last look
+    assert (calls, gauge(loop)) == (["release", "take"], 1.0)
+    spend(0.5, 1.0)  # paced: it keeps the priority, nothing changes
+    assert (calls, gauge(loop)) == (["release", "take"], 1.0)
