@@ -1,10 +1,12 @@
-"""processors.runtime.stream_thread: the stream thread's real-time priority, taken only when
-asked for, and its guard (the Kafka loop itself is covered end to end, tests/e2e)."""
+"""processors.runtime.stream_thread: how the loop reads a batch (the commit interval, a read
+torn by a rebalance), and the stream thread's real-time priority, taken only when asked for,
+and its guard. The Kafka loop itself is covered end to end (tests/e2e) and by make chaos."""
 
 from __future__ import annotations
 
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -15,9 +17,11 @@ from processors.runtime.metrics import GateMetrics
 from processors.runtime.stream_thread import RouteLoop
 from processors.settings import Settings
 
+TOPIC = "outbound"
+
 
 def route_loop(tmp_path: Any, **settings: Any) -> RouteLoop:
-    router: Any = object()  # neither method below touches the router
+    router: Any = SimpleNamespace(released=lambda partitions: None)  # all on_revoke asks
     return RouteLoop(Settings(data_dir=str(tmp_path), app_id="unit", **settings), router,
                      GateMetrics(CollectorRegistry(), 10), lambda: True)
 
@@ -98,3 +102,100 @@ def test_the_guard_looks_once_a_period_and_the_gauge_follows_it(tmp_path: Any) -
     assert (calls, gauge(loop)) == (["release", "take"], 1.0)
     spend(0.5, 1.0)  # paced: it keeps the priority, nothing changes
     assert (calls, gauge(loop)) == (["release", "take"], 1.0)
+
+
+class Message:
+    """A consumed record, as far as poll looks at it."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._where = (partition, offset)
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self._where[0]
+
+    def offset(self) -> int:
+        return self._where[1]
+
+
+class ScriptedConsumer:
+    """consume() hands out the next scripted read (and runs its callback first, as librdkafka
+    runs rebalance callbacks inside consume); it records how it was called."""
+
+    def __init__(self, reads: list[tuple[list[Message], Any]], partitions: int = 2) -> None:
+        self.reads = reads
+        self.calls: list[tuple[int, float]] = []
+        self.seeks: dict[tuple[str, int], int] = {}
+        self.partitions = partitions
+
+    def consume(self, limit: int, timeout: float) -> list[Message]:
+        self.calls.append((limit, timeout))
+        assert self.reads, f"consume({limit}, {timeout}) past the script"
+        messages, callback = self.reads.pop(0)
+        if callback is not None:
+            callback()
+        assert len(messages) <= limit
+        return messages
+
+    def assignment(self) -> list[Any]:
+        return [SimpleNamespace(topic=TOPIC, partition=n) for n in range(self.partitions)]
+
+    def seek(self, tp: Any) -> None:
+        self.seeks[(tp.topic, tp.partition)] = tp.offset
+
+
+def polled(tmp_path: Any, consumer: ScriptedConsumer, began_ago: float,
+           **settings: Any) -> tuple[RouteLoop, list[tuple[int, int]]]:
+    loop = route_loop(tmp_path, batch_records=5, **settings)
+    loop.consumer = consumer
+    loop.batch_began = time.monotonic() - began_ago
+    return loop, [(m.partition(), m.offset()) for m in loop.poll()]
+
+
+def test_without_an_interval_a_batch_is_what_has_arrived(tmp_path: Any) -> None:
+    consumer = ScriptedConsumer([([Message(0, 1), Message(0, 2)], None)])
+    _, read = polled(tmp_path, consumer, began_ago=0.0)
+    assert read == [(0, 1), (0, 2)]
+    assert consumer.calls == [(5, 0)]  # no wait for more
+
+
+def test_with_an_interval_records_wait_for_it_up_to_a_full_batch(tmp_path: Any) -> None:
+    consumer = ScriptedConsumer([([Message(0, 1), Message(1, 7)], None),
+                                 ([Message(0, 2)], None),
+                                 ([Message(1, 8), Message(1, 9)], None)])
+    _, read = polled(tmp_path, consumer, began_ago=0.0, commit_interval_ms=60_000)
+    assert read == [(0, 1), (1, 7), (0, 2), (1, 8), (1, 9)]
+    # It asked for what the batch still lacked, waiting at most what is left of the interval.
+    assert [limit for limit, _ in consumer.calls] == [5, 3, 2]
+    assert all(0 < timeout <= 60 for _, timeout in consumer.calls[1:])
+
+
+def test_once_the_interval_has_passed_nothing_waits(tmp_path: Any) -> None:
+    consumer = ScriptedConsumer([([Message(0, 1)], None), ([Message(0, 2)], None)])
+    _, read = polled(tmp_path, consumer, began_ago=61.0, commit_interval_ms=60_000)
+    assert read == [(0, 1)]
+    assert consumer.calls == [(5, 0)]
+
+
+def test_a_read_torn_by_a_rebalance_is_put_back_from_its_first_records(tmp_path: Any) -> None:
+    loop: list[RouteLoop] = []
+
+    def revoked() -> None:  # the partitions moved while the batch was being gathered
+        loop[0].on_revoke(consumer, [])
+
+    consumer = ScriptedConsumer([([Message(0, 11), Message(0, 12)], None),
+                                 ([Message(0, 10), Message(1, 40), Message(1, 41)], revoked)])
+    route = route_loop(tmp_path, batch_records=5, commit_interval_ms=60_000)
+    loop.append(route)
+    route.consumer = consumer
+    route.batch_began = time.monotonic()
+    assert route.poll() == []  # none of it decided now
+    # Read again from the lowest offset seen of each partition (the new position, or what
+    # was read before the rebalance): nothing skipped.
+    assert consumer.seeks == {(TOPIC, 0): 10, (TOPIC, 1): 40}
+    assert route.rebalances == 1
