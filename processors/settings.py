@@ -351,10 +351,11 @@ class Settings:
         "and later), microseconds: shorter than the default (~1-3 ms) so that a check waits "
         "less for a busy core (clamped to 100-100,000); 0 leaves the kernel's default", minimum=0)
     # With the short slice alone checks wait for a core behind a busy stream and broker; a
-    # real-time thread runs at once, but on a saturated machine the stream pays for it
-    # (docs/performance.md, "Seventh look"): asked for only when set.
+    # real-time thread runs at once. Alone it cost the stream its pace (docs/performance.md,
+    # "Seventh look"); with the stream thread at the same priority both did better than with
+    # neither in every side-by-side run ("Eighth look"), hence both by default, guarded.
     query_rt_priority: int = setting(
-        "OUTBOUND_GATE_QUERY_RT_PRIORITY", 0,
+        "OUTBOUND_GATE_QUERY_RT_PRIORITY", 1,
         "real-time priority (SCHED_RR, 1-99) the query server's thread takes where the process "
         "may (CAP_SYS_NICE, or an RLIMIT_RTPRIO the admin raised: systemd LimitRTPRIO=, "
         "ulimit -r): checks run as they arrive, ahead of the stream; refused, it keeps the "
@@ -397,17 +398,6 @@ class Settings:
         choices=PROCESSING_GUARANTEES, case=str.lower)
     batch_records: int = setting(
         "OUTBOUND_GATE_BATCH_RECORDS", 500, "most records per fetch and transaction", minimum=1)
-    # Each transaction costs the broker a round of requests and a marker per partition it
-    # wrote, whatever its size: paced below its maximum the stream committed as fast as the
-    # round trips allowed, and the broker spent more CPU than when it drained a backlog
-    # (docs/performance.md, "Eighth look"). Kafka Streams commits every 100 ms under
-    # exactly-once (commit.interval.ms).
-    commit_interval_ms: int = setting(
-        "OUTBOUND_GATE_COMMIT_INTERVAL_MS", 0,
-        "shortest time between the starts of two transactions of the stream, milliseconds: "
-        "records that arrive meanwhile wait, up to a full batch, and commit together (fewer, "
-        "larger transactions; a decision can wait this much longer); 0: a transaction as soon "
-        "as records are there", minimum=0)
     # librdkafka's default (fetch.min.bytes 1) answers a fetch as soon as one record is there:
     # with upstream producers that send each message alone, the route consumer fetched once per
     # produce request (600/s at 1,000 events/s), the broker's largest cost on a small machine
@@ -428,11 +418,11 @@ class Settings:
         "longest a thread of the worker keeps Python's GIL while another waits for it "
         "(sys.setswitchinterval), microseconds; Python's own default is 5000", minimum=100)
     # Paced below its maximum, the stream is bound by its transactions' round trips, and a
-    # thread that waits in the run queue behind the broker and the load lengthens each one
-    # (docs/performance.md, "Eighth look"): a real-time stream thread runs as soon as a reply
-    # arrives. Asked for only when set, as the query server's.
+    # thread that waits in the run queue behind the broker, the load and a real-time query
+    # server lengthens each one (docs/performance.md, "Eighth look"): a real-time stream
+    # thread runs as soon as a reply arrives.
     stream_rt_priority: int = setting(
-        "OUTBOUND_GATE_STREAM_RT_PRIORITY", 0,
+        "OUTBOUND_GATE_STREAM_RT_PRIORITY", 1,
         "real-time priority (SCHED_RR, 1-99) the stream thread takes where the process may "
         "(as OUTBOUND_GATE_QUERY_RT_PRIORITY): it decides and commits as soon as it can run, "
         "ahead of every normal thread; the Kafka clients' own threads stay on the normal "

@@ -131,7 +131,6 @@ class RouteLoop:
         self.producer: Producer | None = None
         self.tasks: TaskManager | None = None
         self.last_sweep = self.last_lag = self.last_guard = time.monotonic()
-        self.batch_began = 0.0  # when the last transaction began (the commit interval)
         self.rebalances = 0  # partitions revoked or assigned so far (poll drops a torn read)
         self.realtime_guard: cpu_slice.RealtimeGuard | None = None
         # Told the partitions whose committed state may be read now, each time that changes
@@ -202,7 +201,7 @@ class RouteLoop:
             return
         holding, used = changed
         self.metrics.stream_realtime.set(int(holding))
-        log.info("stream thread %s its real-time priority: it used %.0f%% of a core",
+        log.warning("stream thread %s its real-time priority: it used %.0f%% of a core",
                  "takes back" if holding else "gives back", used * 100,
                  extra={"event": "stream_realtime", "realtime": holding,
                         "cpu_percent": round(used * 100)})
@@ -285,8 +284,7 @@ class RouteLoop:
     # -- processing ---------------------------------------------------------------------
 
     def poll(self) -> list[Message]:
-        """What has arrived, up to a batch: waits while nothing has, and, with a commit
-        interval, until the interval has passed since the last transaction began."""
+        """What has arrived, up to a batch: waits only while nothing has."""
         assert self.consumer is not None
         consumer, limit, rebalances = self.consumer, self.settings.batch_records, self.rebalances
         messages: list[Message] = consumer.consume(limit, 0)
@@ -294,13 +292,11 @@ class RouteLoop:
             messages = consumer.consume(1, POLL_SECONDS)
             if messages and limit > 1:
                 messages += consumer.consume(limit - 1, 0)
-        due = self.batch_began + self.settings.commit_interval_ms / 1000
-        while messages and len(messages) < limit and (wait := due - time.monotonic()) > 0:
-            messages += consumer.consume(limit - len(messages), wait)
         if self.rebalances != rebalances:
-            # Partitions moved inside consume: what was read before it may be read again from
-            # the committed offsets (here or by the new owner), and deciding it now could
-            # decide it twice. The whole read is put back: read again from its first records.
+            # Partitions moved inside consume (between its calls above): what was read before
+            # may be read again from the committed offsets (here or by the new owner), and
+            # deciding it now could decide it twice. The whole read is put back: read again
+            # from its first records.
             first: Offsets = {}
             for message in messages:
                 if message.error() is None:
@@ -364,7 +360,6 @@ class RouteLoop:
         assert self.producer is not None and self.consumer is not None
         producer, tally = self.producer, Tally()
         started = time.perf_counter()
-        self.batch_began = time.monotonic()
         if self.exactly_once:
             producer.begin_transaction()
         for task, batch in tasks:

@@ -765,10 +765,12 @@ def main() -> None:
                              "query server's does (processors.runtime.cpu_slice), so that its "
                              "own wait for a core stays out of the latencies (200); 0: the "
                              "kernel's default")
-    parser.add_argument("--client-rt-priority", type=int, default=0, metavar="N",
+    parser.add_argument("--client-rt-priority", type=int, default=1, metavar="N",
                         help="real-time priority (SCHED_RR) the check client's thread takes "
-                             "where allowed, as the query server's does (0: never, as a remote "
-                             "client without privileges; its own lag is then in the figures)")
+                             "where allowed, as the worker's threads do: the measuring "
+                             "instrument, which a help desk runs on machines of its own, is "
+                             "then not held up by the server it measures (0: never; its own "
+                             "lag is then in the figures)")
     parser.add_argument("--seconds", type=float,
                         help="length of each paced phase (30; 5 with --quick)")
     parser.add_argument("--rounds", type=int,

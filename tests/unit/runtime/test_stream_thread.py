@@ -1,5 +1,5 @@
-"""processors.runtime.stream_thread: how the loop reads a batch (the commit interval, a read
-torn by a rebalance), and the stream thread's real-time priority, taken only when asked for,
+"""processors.runtime.stream_thread: how the loop reads a batch (and puts back a read torn by a
+rebalance), and the stream thread's real-time priority, taken only when asked for,
 and its guard. The Kafka loop itself is covered end to end (tests/e2e) and by make chaos."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def on_a_thread(action: Any) -> Any:
 
 
 def test_not_asked_for_it_is_not_taken(tmp_path: Any) -> None:
-    loop = route_loop(tmp_path)
+    loop = route_loop(tmp_path, stream_rt_priority=0)
 
     def take() -> bool:
         loop.take_realtime()
@@ -149,51 +149,37 @@ class ScriptedConsumer:
         self.seeks[(tp.topic, tp.partition)] = tp.offset
 
 
-def polled(tmp_path: Any, consumer: ScriptedConsumer, began_ago: float,
-           **settings: Any) -> tuple[RouteLoop, list[tuple[int, int]]]:
-    loop = route_loop(tmp_path, batch_records=5, **settings)
+def polled(tmp_path: Any, consumer: ScriptedConsumer) -> list[tuple[int, int]]:
+    loop = route_loop(tmp_path, batch_records=5)
     loop.consumer = consumer
-    loop.batch_began = time.monotonic() - began_ago
-    return loop, [(m.partition(), m.offset()) for m in loop.poll()]
+    return [(m.partition(), m.offset()) for m in loop.poll()]
 
 
-def test_without_an_interval_a_batch_is_what_has_arrived(tmp_path: Any) -> None:
+def test_a_batch_is_what_has_arrived(tmp_path: Any) -> None:
     consumer = ScriptedConsumer([([Message(0, 1), Message(0, 2)], None)])
-    _, read = polled(tmp_path, consumer, began_ago=0.0)
-    assert read == [(0, 1), (0, 2)]
+    assert polled(tmp_path, consumer) == [(0, 1), (0, 2)]
     assert consumer.calls == [(5, 0)]  # no wait for more
 
 
-def test_with_an_interval_records_wait_for_it_up_to_a_full_batch(tmp_path: Any) -> None:
-    consumer = ScriptedConsumer([([Message(0, 1), Message(1, 7)], None),
-                                 ([Message(0, 2)], None),
-                                 ([Message(1, 8), Message(1, 9)], None)])
-    _, read = polled(tmp_path, consumer, began_ago=0.0, commit_interval_ms=60_000)
-    assert read == [(0, 1), (1, 7), (0, 2), (1, 8), (1, 9)]
-    # It asked for what the batch still lacked, waiting at most what is left of the interval.
-    assert [limit for limit, _ in consumer.calls] == [5, 3, 2]
-    assert all(0 < timeout <= 60 for _, timeout in consumer.calls[1:])
-
-
-def test_once_the_interval_has_passed_nothing_waits(tmp_path: Any) -> None:
-    consumer = ScriptedConsumer([([Message(0, 1)], None), ([Message(0, 2)], None)])
-    _, read = polled(tmp_path, consumer, began_ago=61.0, commit_interval_ms=60_000)
-    assert read == [(0, 1)]
-    assert consumer.calls == [(5, 0)]
+def test_with_nothing_there_it_waits_for_a_first_record_then_takes_what_followed(
+        tmp_path: Any) -> None:
+    consumer = ScriptedConsumer([([], None), ([Message(0, 1)], None),
+                                 ([Message(1, 7), Message(0, 2)], None)])
+    assert polled(tmp_path, consumer) == [(0, 1), (1, 7), (0, 2)]
+    assert consumer.calls == [(5, 0), (1, stream_thread.POLL_SECONDS), (4, 0)]
 
 
 def test_a_read_torn_by_a_rebalance_is_put_back_from_its_first_records(tmp_path: Any) -> None:
     loop: list[RouteLoop] = []
 
-    def revoked() -> None:  # the partitions moved while the batch was being gathered
+    def revoked() -> None:  # the partitions moved between the read's two consume calls
         loop[0].on_revoke(consumer, [])
 
-    consumer = ScriptedConsumer([([Message(0, 11), Message(0, 12)], None),
+    consumer = ScriptedConsumer([([], None), ([Message(0, 11)], None),
                                  ([Message(0, 10), Message(1, 40), Message(1, 41)], revoked)])
-    route = route_loop(tmp_path, batch_records=5, commit_interval_ms=60_000)
+    route = route_loop(tmp_path, batch_records=5)
     loop.append(route)
     route.consumer = consumer
-    route.batch_began = time.monotonic()
     assert route.poll() == []  # none of it decided now
     # Read again from the lowest offset seen of each partition (the new position, or what
     # was read before the rebalance): nothing skipped.
