@@ -12,14 +12,14 @@ Elsewhere (not Linux, or a kernel that ignores sched_runtime for normal threads)
 nothing.
 
 Where the process may (CAP_SYS_NICE, or an RLIMIT_RTPRIO the admin raised: systemd's
-LimitRTPRIO=, ulimit -r), the thread can also take a real-time priority (SCHED_RR) when asked
-(OUTBOUND_GATE_QUERY_RT_PRIORITY): it then runs as soon as it wakes, ahead of every normal
-thread. Beside a busy stream and broker the query server's part of the checks' p99 fell from
-31-38 ms with the slice alone to 4-9 ms, and the stream paid for it (docs/performance.md,
-"Seventh look"), hence not by default. A real-time thread can starve the normal ones, so
-RealtimeGuard hands the priority back for as long as the thread uses more than a set share of
-a core, and the flag SCHED_RESET_ON_FORK keeps threads and processes it starts on the normal
-policy.
+LimitRTPRIO=, ulimit -r), a thread can also take a real-time priority (SCHED_RR): it then runs
+as soon as it wakes, ahead of every normal thread. The query server's thread takes one
+(OUTBOUND_GATE_QUERY_RT_PRIORITY), and so does the stream thread
+(OUTBOUND_GATE_STREAM_RT_PRIORITY): the query server's alone cost the stream its pace
+(docs/performance.md, "Seventh look"); both together did better than neither
+("Eighth look"). A real-time thread can starve the normal ones, so RealtimeGuard hands the
+priority back for as long as the thread uses more than a set share of a core, and the flag
+SCHED_RESET_ON_FORK keeps threads and processes it starts on the normal policy.
 """
 
 from __future__ import annotations

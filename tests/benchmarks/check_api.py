@@ -1,8 +1,8 @@
 """`make bench-check`: the check API under load, beside the stream it must not slow down.
 
     .venv/bin/python -m tests.benchmarks.check_api [--quick] [--checks-per-second 500]
-        [--connections 8] [--client-slice-us 200] [--seconds 30] [--rounds 2] [--stream-rate R]
-        [--variant NAME ENV=VALUE ...] [--profile]
+        [--connections 8] [--client-rt-priority 1] [--client-slice-us 200] [--seconds 30]
+        [--rounds 2] [--stream-rate R] [--variant NAME ENV=VALUE ...] [--profile]
 
 One real worker (a subprocess on the real broker, an API token set) and the load generator's
 workload, with tests.benchmarks.throughput's helpers (its topics, producer, read_committed
@@ -18,8 +18,10 @@ reader, worker start):
 The checks come from a client in a process of its own (raw HTTP/1.1, --connections keep-alive
 connections), open loop: check i is due at start + i / rate whether or not earlier ones were
 answered, and its latency runs from when it was due to its answer (waiting in the client
-included; the client asks Linux for a short CPU slice, --client-slice-us, as the query server
-does, so that less of its own wait for one of the shared cores lands in the figures). Each is
+included). The client is the measuring instrument, which a help desk would run on machines of
+its own: where allowed its thread takes the real-time priority the worker's threads take
+(--client-rt-priority, 1), else a short CPU slice (--client-slice-us), so that less of its own
+wait for one of the shared cores lands in the figures. Each is
 one realistic outbound message of the same workload (its tenants, its Zipf-distributed
 recipients, the ones the stream is deciding for) with a message id of its own.
 
