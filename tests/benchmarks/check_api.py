@@ -49,6 +49,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -822,6 +823,9 @@ def main() -> None:
                         help="where to write the results (default: results/check_api.json, "
                              "results/check_api-quick.json with --quick)")
     args = parser.parse_args()
+    # Stopped with SIGTERM (kill, a timeout), the bench still stops its workers (the finally
+    # below): a killed run left two workers and their query servers running for an hour.
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     if args.skip_saturated and not args.stream_rate:
         parser.error("--skip-saturated needs --stream-rate")
     for name, full, quick in (("seconds", 30.0, 5.0), ("rounds", 2, 1),
