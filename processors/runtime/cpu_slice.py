@@ -25,6 +25,7 @@ SCHED_RESET_ON_FORK keeps threads and processes it starts on the normal policy.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import platform
 import sys
@@ -32,6 +33,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 SYS_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274}  # syscall numbers (no libc wrapper)
 SCHED_NORMAL = 0
@@ -152,3 +155,16 @@ class RealtimeGuard:
             self.holding = True
             return True, used
         return None
+
+    def look(self, thread: str, event: str, show: Callable[[int], None]) -> None:
+        """tick(), and when that changed whether the priority is held: show(1 or 0) (a
+        gauge's set) and a warning naming `thread`, with `event` as its log event."""
+        changed = self.tick()
+        if changed is None:
+            return
+        holding, used = changed
+        show(int(holding))
+        log.warning("%s %s its real-time priority: it used %.0f%% of a core", thread,
+                    "takes back" if holding else "gives back", used * 100,
+                    extra={"event": event, "realtime": holding,
+                           "cpu_percent": round(used * 100)})

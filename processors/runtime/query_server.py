@@ -467,15 +467,7 @@ class QueryProcess:
         self.api_metrics.realtime.set(1)
         while True:
             await asyncio.sleep(REALTIME_GUARD_SECONDS)  # a period, not a synchronisation
-            changed = guard.tick()
-            if changed is None:
-                continue
-            holding, used = changed
-            self.api_metrics.realtime.set(int(holding))
-            log.warning("query server %s its real-time priority: checks used %.0f%% of a core",
-                        "takes back" if holding else "gives back", used * 100,
-                        extra={"event": "query_realtime", "realtime": holding,
-                               "cpu_percent": round(used * 100)})
+            guard.look("query server", "query_realtime", self.api_metrics.realtime.set)
 
     async def sweep_frozen_objects(self) -> None:
         # As the worker: survivors of full collections are frozen (gc_pauses.install in

@@ -196,15 +196,7 @@ class RouteLoop:
         if guard is None or time.monotonic() - self.last_guard < REALTIME_GUARD_SECONDS:
             return
         self.last_guard = time.monotonic()
-        changed = guard.tick()
-        if changed is None:
-            return
-        holding, used = changed
-        self.metrics.stream_realtime.set(int(holding))
-        log.warning("stream thread %s its real-time priority: it used %.0f%% of a core",
-                 "takes back" if holding else "gives back", used * 100,
-                 extra={"event": "stream_realtime", "realtime": holding,
-                        "cpu_percent": round(used * 100)})
+        guard.look("stream thread", "stream_realtime", self.metrics.stream_realtime.set)
 
     def new_producer(self) -> Producer:
         transactional_id = (f"{self.settings.app_id}-route-{self.process_id()}"
