@@ -438,11 +438,18 @@ class QueryProcess:
         """On a thread of its own: the worker's messages, until its end of the pipe closes."""
         while True:
             try:
-                message = self.pipe.recv()
+                message: Message | None = self.pipe.recv()
             except (EOFError, OSError):
-                loop.call_soon_threadsafe(self.stopped.set)
+                message = None
+            try:
+                if message is None:
+                    loop.call_soon_threadsafe(self.stopped.set)
+                    return
+                loop.call_soon_threadsafe(self.received, message)
+            except RuntimeError:
+                # The loop has closed: the server stopped (on SIGTERM, say) while the worker
+                # still had something to say; no one is left to hear it.
                 return
-            loop.call_soon_threadsafe(self.received, message)
 
     async def watch_parent(self) -> None:
         # The pipe's end says it first; this is for a worker whose pipe end leaked elsewhere.

@@ -151,7 +151,13 @@ class Cluster:
         for name, gate in self.workers.items():
             text = gate.log()
             if "Traceback" in text:
-                found.append(f"{name}: a traceback in {gate.log_path}")
+                # The exception's line, so a failed CI run says what crashed without its files.
+                tail = text[text.index("Traceback"):].splitlines()
+                end = next((i for i, line in enumerate(tail[1:], 1)
+                            if line and not line.startswith(" ")), len(tail) - 1)
+                where = [line.strip() for line in tail[:end] if line.strip().startswith("File")]
+                found.append(f"{name}: a traceback in {gate.log_path}: "
+                             f"{(where or [''])[-1]} -> {tail[end][:300]}")
         return found
 
 

@@ -298,6 +298,33 @@ def test_the_query_server_stops_when_the_workers_end_of_the_pipe_closes(
             child.kill()
 
 
+def test_a_message_from_the_worker_after_the_server_stopped_is_let_go(tmp_path: Path) -> None:
+    # The worker's partitions announced after SIGTERM closed the query server's loop: its pipe
+    # thread must end quietly, not print a traceback (a chaos run caught one).
+    async def run() -> None:
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        process = QueryProcess(settings_for(tmp_path), "http://127.0.0.1:9", reader, 0)
+        closed = asyncio.new_event_loop()
+        closed.close()
+        errors: list[BaseException] = []
+        previous = threading.excepthook
+        threading.excepthook = lambda args: errors.append(args.exc_value or Exception())
+        try:
+            writer.send(("partitions", [HOME], {}))
+            thread = threading.Thread(target=process.listen, args=(closed,), daemon=True)
+            thread.start()
+            thread.join(30)
+            assert not thread.is_alive(), "the pipe thread did not end"
+            assert errors == []
+        finally:
+            threading.excepthook = previous
+            await process.proxy.close()
+            process.replicas.close()
+            writer.close()
+
+    asyncio.run(run())
+
+
 def answers(port: int) -> bool:
     try:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
