@@ -26,9 +26,12 @@ one realistic outbound message of the same workload (its tenants, its Zipf-distr
 recipients, the ones the stream is deciding for) with a message id of its own.
 
 Each phase also says where the machine's CPU went (the worker, the bench, the check client,
-the broker when it runs here, and other processes). On a shared machine the bench waits, before
-each phase, for other processes to quiet down (--quiet-below) and measures a phase again when
-they did not (--max-others, --retries). --variant runs more workers, each with its own
+the broker when it runs here, and other processes) and how much of it the hypervisor gave to
+the host's other guests (steal). On a shared machine the bench waits, before each phase, for
+other processes to quiet down (--quiet-below) and measures a phase again when they did not
+(--max-others) or when the host took more than --max-steal cores (--retries). The paced
+phases count decisions twice: when the bench's read_committed reader saw them (the figure of
+record) and by the outputs' timestamps, when the worker produced them. --variant runs more workers, each with its own
 environment (a setting, or PYTHONPATH=<another checkout> for before/after), every phase on each
 in turn at the same rates. --profile records py-spy profiles of the first paced phase with
 checks (GIL holder and wall clock).
@@ -46,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing
 import os
@@ -458,6 +462,8 @@ class Bench:
     quiet_wait: float
     max_others: float
     retries: int
+    producer_linger_ms: float = 1.0  # the paced phases' producer (upstream services)
+    max_steal: float = 0.2  # a phase the host took more of than this is measured again
     profile_into: Path | None = None  # py-spy the first paced phase with checks per variant
     profiled: set[str] = field(default_factory=set)
     profiles: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -537,7 +543,7 @@ class Bench:
             batch = self.records(variant, events)
             pids = self.own_pids()
             cpu = {name: cpu_of(pid) for name, pid in pids.items()}
-            busy, began = machine_busy_seconds(), time.monotonic()
+            busy, stolen, began = machine_busy_seconds(), stolen_seconds(), time.monotonic()
             if checks:
                 self.client.start(variant.gate.base_url, self.checks_per_second, seconds)
                 if profile_seconds and self.profile_into and variant.name not in self.profiled:
@@ -551,10 +557,13 @@ class Bench:
             cores = {name: max(0.0, cpu_of(pid) - cpu[name]) / wall
                      for name, pid in pids.items()}
             total = (machine_busy_seconds() - busy) / wall
+            steal = (stolen_seconds() - stolen) / wall
             others = max(0.0, total - sum(cores.values()))
-            if others <= self.max_others or attempt > self.retries:
+            if (others <= self.max_others and steal <= self.max_steal) \
+                    or attempt > self.retries:
                 break
-            log(f"      other processes used {others:.2f} cores meanwhile: measuring again")
+            log(f"      other processes used {others:.2f} cores meanwhile, the host took "
+                f"{steal:.2f}: measuring again")
         worker = f"worker {variant.name}"
         query = sum(v for k, v in cores.items() if k.startswith(f"query {variant.name} "))
         result["worker_cpu_cores"] = round(cores[worker], 2)
@@ -568,7 +577,7 @@ class Bench:
                                       if k.startswith("worker ") and k != worker), 2),
             **{name: round(cores[name], 2) for name in ("bench", "check_client", "broker")
                if name in cores},
-            "others": round(others, 2)}
+            "others": round(others, 2), "steal": round(steal, 2)}
         if checks:  # taken where the process may (processors.runtime.cpu_slice)
             result["query_server_realtime"] = any(
                 cpu_slice.is_realtime(pid) for name, pid in pids.items()
@@ -611,12 +620,14 @@ class Bench:
         def run(batch: Batch) -> dict[str, Any]:
             records, ids = batch
             start = time.time() * 1000
-            sent = produce(self.bootstrap, records, rate=rate)
+            sent = produce(self.bootstrap, records, rate=rate, linger_ms=self.producer_linger_ms)
             end = time.time() * 1000
             self.wait_visible(variant, ids, 120)
             window = (end - start) / 1000
             in_window = sum(1 for m in ids if variant.watcher.seen[m] <= end)
+            decided_in_window = sum(1 for m in ids if variant.watcher.produced[m] <= end)
             latencies = [variant.watcher.seen[m] - at for m, at in sent.items()]
+            decided = [variant.watcher.produced[m] - at for m, at in sent.items()]
             by_second: dict[int, list[float]] = {}
             for m, at in sent.items():
                 by_second.setdefault(int((at - start) / 1000), []).append(
@@ -625,6 +636,9 @@ class Bench:
                     "window_s": round(window, 2), "decisions": len(ids),
                     "decisions_per_s": round(in_window / window, 1),
                     "decision_latency": latency_figures(latencies),
+                    # By the outputs' own timestamps (when the worker produced each):
+                    "decided_per_s": round(decided_in_window / window, 1),
+                    "decided_latency": latency_figures(decided),
                     # p99 (ms) of the decisions sent in each second of the window: a stall or a
                     # backlog that builds up shows here.
                     "decision_latency_p99_by_second": [
@@ -636,7 +650,9 @@ class Bench:
         lat = result["decision_latency"]
         return self.finish(variant, name, "paced", checks, result,
                            f"{result['decisions_per_s']:,} decisions/s, decision latency p50 "
-                           f"{lat['p50_ms']} ms p99 {lat['p99_ms']} ms")
+                           f"{lat['p50_ms']} ms p99 {lat['p99_ms']} ms; produced by the worker: "
+                           f"{result['decided_per_s']:,}/s, p50 "
+                           f"{result['decided_latency']['p50_ms']} ms")
 
     def finish(self, variant: Variant, name: str, kind: str, checks: bool,
                result: dict[str, Any], text: str) -> dict[str, Any]:
@@ -713,6 +729,13 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def stolen_seconds() -> float:
+    """CPU seconds the hypervisor gave this virtual machine's runnable cores to others (steal,
+    /proc/stat's eighth field): the host's neighbours, never this machine's processes."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+
+
 def schedule(variants: list[Variant], rounds: int) -> list[tuple[Variant, bool]]:
     """(variant, with checks) in the order they run: ABBA over both, so that a drift over the
     run (state growing, caches warming, a neighbour's load) falls on every side alike."""
@@ -787,6 +810,9 @@ def main() -> None:
     parser.add_argument("--stream-rate", type=float,
                         help="events/s of the paced phases (default: half the stream's "
                              "maximum, measured without checks in the saturated phases)")
+    parser.add_argument("--producer-linger-ms", type=float, default=1.0,
+                        help="linger.ms of the paced phases' producer, which stands for the "
+                             "upstream services (1: each message sent at once)")
     parser.add_argument("--skip-saturated", action="store_true",
                         help="paced phases only, at --stream-rate (to compare variants when the "
                              "maximum is known)")
@@ -813,6 +839,10 @@ def main() -> None:
     parser.add_argument("--max-others", type=float, default=0.15, metavar="CORES",
                         help="a phase during which other processes used more than this many "
                              "cores is measured again (0.15)")
+    parser.add_argument("--max-steal", type=float, default=0.2, metavar="CORES",
+                        help="a phase during which the hypervisor gave more than this many of "
+                             "the virtual machine's cores to other guests (steal time) is "
+                             "measured again (0.2)")
     parser.add_argument("--retries", type=int, default=3,
                         help="at most this many times per phase (3); then the figures are "
                              "kept, with their 'others' CPU")
@@ -867,7 +897,8 @@ def main() -> None:
             f"{'taken' if client.realtime else 'not taken (short slice only)'}")
         bench = Bench(bootstrap, workload, client, args.checks_per_second, variants,
                       int(bootstrap.split(",")[0].rsplit(":", 1)[1]), args.quiet_below,
-                      args.quiet_wait, args.max_others, args.retries)
+                      args.quiet_wait, args.max_others, args.retries,
+                      producer_linger_ms=args.producer_linger_ms, max_steal=args.max_steal)
         for variant in variants:
             log(f"  {variant.name}: warm-up, {args.warmup_events:,} events, then checks")
             bench.saturated(variant, "warm-up", args.warmup_events, checks=False)
@@ -929,14 +960,17 @@ def start_profiles(variant: Variant, seconds: float, out: Path) -> list[subproce
     holding the GIL (what the CPU is spent on) and wall-clock samples of every thread, idle
     ones included (where a check waits)."""
     runs = []
-    for mode, flags in (("gil", ["--gil"]), ("wall", ["--idle"])):
-        path = out.with_name(f"{out.stem}.{variant.name}.{mode}.pyspy.txt")
-        log(f"    py-spy records worker {variant.name!r} for {seconds:g} s into {path}")
+    # One py-spy per process: with --subprocesses it recorded the worker alone.
+    processes = {"worker": variant.gate.process.pid} | {
+        f"child{index}": pid for index, pid in enumerate(child_pids(variant.gate.process.pid))}
+    for (mode, flags), (who, pid) in itertools.product(
+            (("gil", ["--gil"]), ("wall", ["--idle"])), processes.items()):
+        path = out.with_name(f"{out.stem}.{variant.name}.{who}.{mode}.pyspy.txt")
+        log(f"    py-spy records {who} of {variant.name!r} for {seconds:g} s into {path}")
         runs.append(subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
-             str(variant.gate.process.pid), "--rate", "100", "--duration", str(int(seconds)),
-             "--format", "raw", "--threads", "--nonblocking", "--subprocesses", *flags,
-             "--output", str(path)],
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+             "--rate", "100", "--duration", str(int(seconds)), "--format", "raw", "--threads",
+             "--nonblocking", *flags, "--output", str(path)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return runs
 
@@ -951,6 +985,8 @@ def summarize(phases: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
                       / median([p["events_per_s"] for p in sat_without]), 3)
     paced_ratio = round(median([p["decisions_per_s"] for p in paced_with])
                         / median([p["decisions_per_s"] for p in paced_without]), 3)
+    produced_ratio = round(median([p["decided_per_s"] for p in paced_with])
+                           / median([p["decided_per_s"] for p in paced_without]), 3)
     checks = check_figures([run for p in paced_with for run in p["check_runs"]])
     checks_saturated = check_figures([run for p in sat_with for run in p["check_runs"]])
     for phase in phases:  # the per-check samples stay out of the file
@@ -984,6 +1020,13 @@ def summarize(phases: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
             # Processes not the bench's nor the broker's: a neighbour's load, if not ~0.
             "others_cpu_cores": {kind: both(kind, lambda p: p["cpu_cores"]["others"])
                                  for kind in ("saturated", "paced")},
+            # The host's other guests (steal time): this virtual machine's cores not given it.
+            "steal_cpu_cores": {kind: both(kind, lambda p: p["cpu_cores"].get("steal"))
+                                for kind in ("saturated", "paced")},
+            # By the outputs' timestamps: when the worker produced them, not when the bench's
+            # reader saw them.
+            "paced_produced_per_s": {**both("paced", lambda p: p.get("decided_per_s")),
+                                     "ratio_of_medians": produced_ratio},
         },
         "checks": checks,
         "checks_while_saturated": checks_saturated,
@@ -1048,7 +1091,10 @@ def print_summary(summary: dict[str, Any]) -> None:
                 ("machine CPU, paced", stream["machine_cpu_cores"]["paced"]),
                 ("broker CPU, paced", stream["broker_cpu_cores"]["paced"]),
                 ("others' CPU, saturated", stream["others_cpu_cores"]["saturated"]),
-                ("others' CPU, paced", stream["others_cpu_cores"]["paced"])]
+                ("others' CPU, paced", stream["others_cpu_cores"]["paced"]),
+                ("steal, saturated", stream["steal_cpu_cores"]["saturated"]),
+                ("steal, paced", stream["steal_cpu_cores"]["paced"]),
+                ("paced, produced by worker/s", stream["paced_produced_per_s"])]
         for label, row in rows:
             ratio = row.get("ratio_of_medians")
             print(f"  {label:<28}{joined(row['without_checks']):>22}"

@@ -79,14 +79,15 @@ def log(text: str) -> None:
 
 
 def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
-            rate: float = 0.0) -> dict[str, float]:
+            rate: float = 0.0, linger_ms: float | None = None) -> dict[str, float]:
     """Produce (topic, key, value); returns message_id -> send time (ms) for outbound JSON."""
     # murmur2_random: Kafka's default (Java) partitioner, which kafka-python and the gate's
     # producer helper use too; librdkafka's own default (CRC32) would put most keyed records
     # off their home partition and make the gate re-key them.
     # Paced (latency) runs send each record at once, as a help desk's producer would: the
     # time a record waits in the sender's batch is not the gate's.
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1 if rate else 10,
+    linger = linger_ms if linger_ms is not None else 1 if rate else 10
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": linger,
                          "partitioner": "murmur2_random",
                          "batch.size": 1_000_000, "queue.buffering.max.messages": 2_000_000})
     sent: dict[str, float] = {}
@@ -281,6 +282,9 @@ class Visibility(threading.Thread):
         self.consumer.assign([ConfluentPartition(t, p, 0) for t in topics
                               for p in range(PARTITIONS)])
         self.seen: dict[str, float] = {}  # message_id -> visible at (ms, wall clock)
+        # message_id -> the output record's timestamp (ms): when the worker produced it, in
+        # the transaction that made it visible; unlike `seen`, no wait of this reader's in it.
+        self.produced: dict[str, float] = {}
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -296,6 +300,7 @@ class Visibility(threading.Thread):
                     except (orjson.JSONDecodeError, KeyError, TypeError):
                         continue
                     self.seen.setdefault(message_id, visible)
+                    self.produced.setdefault(message_id, float(message.timestamp()[1]))
         self.consumer.close()
 
 
