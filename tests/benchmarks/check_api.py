@@ -31,9 +31,10 @@ the host's other guests (steal). On a shared machine the bench waits, before eac
 other processes to quiet down (--quiet-below) and measures a phase again when they did not
 (--max-others) or when the host took more than --max-steal cores (--retries). The paced
 phases count decisions twice: when the bench's read_committed reader saw them (the figure of
-record) and by the outputs' timestamps, when the worker produced them. --variant runs more workers, each with its own
-environment (a setting, or PYTHONPATH=<another checkout> for before/after), every phase on each
-in turn at the same rates. --profile records py-spy profiles of the first paced phase with
+record) and by the outputs' timestamps, when the worker produced them, and say how late
+the input itself was acknowledged. --variant runs more workers, each with its own environment
+(a setting, or PYTHONPATH=<another checkout> for before/after), every phase on each in turn at
+the same rates. --profile records py-spy profiles of the first paced phase with
 checks (GIL holder and wall clock).
 
 Targets (issue 15): check p99 <= 20 ms at 500 checks/s while the stream runs at half its
@@ -620,7 +621,9 @@ class Bench:
         def run(batch: Batch) -> dict[str, Any]:
             records, ids = batch
             start = time.time() * 1000
-            sent = produce(self.bootstrap, records, rate=rate, linger_ms=self.producer_linger_ms)
+            acked: dict[str, float] = {}
+            sent = produce(self.bootstrap, records, rate=rate, linger_ms=self.producer_linger_ms,
+                           acked=acked)
             end = time.time() * 1000
             self.wait_visible(variant, ids, 120)
             window = (end - start) / 1000
@@ -639,6 +642,10 @@ class Bench:
                     # By the outputs' own timestamps (when the worker produced each):
                     "decided_per_s": round(decided_in_window / window, 1),
                     "decided_latency": latency_figures(decided),
+                    # send -> the broker's acknowledgement back at the producer: the input's
+                    # own lateness (the upstream producer waiting for a core, or the broker).
+                    "input_ack_latency": latency_figures(
+                        [acked[m] - at for m, at in sent.items() if m in acked]),
                     # p99 (ms) of the decisions sent in each second of the window: a stall or a
                     # backlog that builds up shows here.
                     "decision_latency_p99_by_second": [
@@ -652,7 +659,9 @@ class Bench:
                            f"{result['decisions_per_s']:,} decisions/s, decision latency p50 "
                            f"{lat['p50_ms']} ms p99 {lat['p99_ms']} ms; produced by the worker: "
                            f"{result['decided_per_s']:,}/s, p50 "
-                           f"{result['decided_latency']['p50_ms']} ms")
+                           f"{result['decided_latency']['p50_ms']} ms; input acknowledged p50 "
+                           f"{result['input_ack_latency'].get('p50_ms')} ms p99 "
+                           f"{result['input_ack_latency'].get('p99_ms')} ms")
 
     def finish(self, variant: Variant, name: str, kind: str, checks: bool,
                result: dict[str, Any], text: str) -> dict[str, Any]:

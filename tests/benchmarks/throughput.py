@@ -45,6 +45,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,11 @@ def log(text: str) -> None:
 
 
 def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]],
-            rate: float = 0.0, linger_ms: float | None = None) -> dict[str, float]:
-    """Produce (topic, key, value); returns message_id -> send time (ms) for outbound JSON."""
+            rate: float = 0.0, linger_ms: float | None = None,
+            acked: dict[str, float] | None = None) -> dict[str, float]:
+    """Produce (topic, key, value); returns message_id -> send time (ms) for outbound JSON.
+    With `acked` (paced runs), fills it with message_id -> when the broker's acknowledgement
+    reached the producer (ms): how late the input itself arrived."""
     # murmur2_random: Kafka's default (Java) partitioner, which kafka-python and the gate's
     # producer helper use too; librdkafka's own default (CRC32) would put most keyed records
     # off their home partition and make the gate re-key them.
@@ -94,14 +98,19 @@ def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]
     started = time.monotonic()
     for index, (topic, key, value) in enumerate(records, start=1):
         now_ms = time.time() * 1000
+        message_id = orjson.loads(value)["message_id"] \
+            if rate and value and value.startswith(b'{"schema_version"') else None
+        on_delivery = None if acked is None or message_id is None else partial(
+            note_ack, acked, message_id)
         while True:
             try:
-                producer.produce(topic, key=key, value=value, timestamp=int(now_ms))
+                producer.produce(topic, key=key, value=value, timestamp=int(now_ms),
+                                 on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.1)
-        if rate and value and value.startswith(b'{"schema_version"'):
-            sent[orjson.loads(value)["message_id"]] = now_ms
+        if message_id is not None:
+            sent[message_id] = now_ms
         producer.poll(0)
         if rate:
             ahead = index / rate - (time.monotonic() - started)
@@ -109,6 +118,11 @@ def produce(bootstrap: str, records: list[tuple[str, bytes | None, bytes | None]
                 time.sleep(ahead)  # pacing of the steady offered rate
     producer.flush(60)
     return sent
+
+
+def note_ack(acked: dict[str, float], message_id: str, error: Any, _: Any) -> None:
+    if error is None:
+        acked[message_id] = time.time() * 1000
 
 
 def drop_topics(bootstrap: str, prefix: str) -> None:
