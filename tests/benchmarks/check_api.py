@@ -508,11 +508,11 @@ class Bench:
         """Cores the machine's other processes (not ours, not the broker) use now."""
         pids = self.own_pids()
         cpu = {name: cpu_of(pid) for name, pid in pids.items()}
-        busy, began = machine_busy_seconds(), time.monotonic()
+        (busy, _), began = machine_seconds(), time.monotonic()
         time.sleep(seconds)  # the window the CPU use is measured over
         wall = time.monotonic() - began
         ours = sum(max(0.0, cpu_of(pid) - cpu[name]) for name, pid in pids.items())
-        return max(0.0, (machine_busy_seconds() - busy - ours) / wall)
+        return max(0.0, (machine_seconds()[0] - busy - ours) / wall)
 
     def wait_quiet(self) -> float:
         """On a shared machine: wait (up to quiet_wait s) until other processes use less than
@@ -544,7 +544,7 @@ class Bench:
             batch = self.records(variant, events)
             pids = self.own_pids()
             cpu = {name: cpu_of(pid) for name, pid in pids.items()}
-            busy, stolen, began = machine_busy_seconds(), stolen_seconds(), time.monotonic()
+            (busy, stolen), began = machine_seconds(), time.monotonic()
             if checks:
                 self.client.start(variant.gate.base_url, self.checks_per_second, seconds)
                 if profile_seconds and self.profile_into and variant.name not in self.profiled:
@@ -557,8 +557,8 @@ class Bench:
             wall = time.monotonic() - began
             cores = {name: max(0.0, cpu_of(pid) - cpu[name]) / wall
                      for name, pid in pids.items()}
-            total = (machine_busy_seconds() - busy) / wall
-            steal = (stolen_seconds() - stolen) / wall
+            busy_now, stolen_now = machine_seconds()
+            total, steal = (busy_now - busy) / wall, (stolen_now - stolen) / wall
             others = max(0.0, total - sum(cores.values()))
             if (others <= self.max_others and steal <= self.max_steal) \
                     or attempt > self.retries:
@@ -732,17 +732,14 @@ def listener_pid(port: int) -> int | None:
     return None
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the machine's cores have been busy (all but idle and iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def stolen_seconds() -> float:
-    """CPU seconds the hypervisor gave this virtual machine's runnable cores to others (steal,
-    /proc/stat's eighth field): the host's neighbours, never this machine's processes."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+def machine_seconds() -> tuple[float, float]:
+    """CPU seconds (busy, stolen) of the machine's cores, from /proc/stat: busy is all but
+    idle and iowait; stolen (steal, its eighth field) is what the hypervisor gave this virtual
+    machine's runnable cores to other guests: the host's neighbours, never this machine's
+    processes."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:7]) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
 def schedule(variants: list[Variant], rounds: int) -> list[tuple[Variant, bool]]:
@@ -854,7 +851,7 @@ def main() -> None:
                              "measured again (0.2)")
     parser.add_argument("--retries", type=int, default=3,
                         help="at most this many times per phase (3); then the figures are "
-                             "kept, with their 'others' CPU")
+                             "kept, with their 'others' CPU and steal")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy records each worker (all threads, GIL holder only) during "
                              "its first paced phase with checks; raw output beside the results")
