@@ -335,7 +335,23 @@ class Settings:
         "address the HTTP server binds; 0.0.0.0 in containers")
     advertised_url: str | None = setting(
         "OUTBOUND_GATE_ADVERTISED_URL", None,
-        "URL other workers forward checks to; unset: http://<web host>:<web port> (one host)")
+        "URL other workers forward checks to (on Kubernetes http://$(POD_IP):<web port>); "
+        "unset: http://<web host>:<web port>, or with web host 0.0.0.0 the address this host "
+        "reaches the first broker from")
+    # The query server owns OUTBOUND_GATE_WEB_PORT; with a port of its own the worker answers
+    # probes itself, so a query server that restarts does not fail the pod's liveness.
+    worker_port: int = setting(
+        "OUTBOUND_GATE_WORKER_PORT", 0,
+        "with the query server on: the port the worker's own HTTP server (/healthz, /readyz, "
+        "/metrics, /catalog) binds on the web host, for probes; 0: a free loopback port that "
+        "only the query server uses", minimum=0)
+    # KIP-345: a member that comes back with the same id within the session timeout gets its
+    # partitions back without a rebalance, and restores only its changelog tail.
+    instance_id: str | None = setting(
+        "OUTBOUND_GATE_INSTANCE_ID", None,
+        "static group membership id (group.instance.id), unique per worker and the same "
+        "across its restarts: on Kubernetes the StatefulSet pod name; unset: dynamic "
+        "membership (every restart is two rebalances)")
     # Checks answered in the worker took the stream thread's GIL: at 500 checks/s the stream
     # ran at half speed (docs/performance.md, "Check API under load").
     query_server: bool = setting(
@@ -438,6 +454,17 @@ class Settings:
         "OUTBOUND_GATE_TENANT_MAP", {},
         'JSON file {"waba:<WABA id>": tenant, "phone:<phone_number_id>": tenant}: the tenant '
         "of Meta webhook bodies without a tenant_id record header", parse=_tenant_map)
+
+    @property
+    def faust_group(self) -> str:
+        """Faust's consumer group (the catalog agent): the app id."""
+        return self.app_id
+
+    @property
+    def route_group(self) -> str:
+        """The route loop's consumer group: it reads the outbound topic, so its lag is the
+        gate's backlog (KEDA scales on it)."""
+        return f"{self.app_id}-route"
 
     @property
     def repartition_topic(self) -> str:

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from processors.core.policy import PolicyError, load_policy
     from processors.runtime import gc_pauses
     from processors.runtime.app import create_app
+    from processors.runtime.kafka_clients import advertised_url
     from processors.runtime.logs import logging_config
     from processors.runtime.topics import ensure_topics
 
@@ -47,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
                                        "log_level": args.loglevel}.items() if v is not None}
         settings = dataclasses.replace(settings, **overrides)
         policies = load_policy(settings.policy_file)
+        # Other workers forward checks here: an address they cannot reach fails now, not as
+        # 503s later.
+        advertised_url(settings)
     except (SettingsError, PolicyError) as exc:
         print(f"outbound-gate worker: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ from processors.runtime import (
     catalog,
     check_api,
     gc_pauses,
+    kafka_clients,
     policy_feed,
     query_server,
     routing,
@@ -43,8 +44,10 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     # With a query server, it owns the public port and passes all but the check API on to
     # Faust's web server, on a loopback port of its own.
     queries = query_server.enabled(settings)
-    web_host, web_port = (("127.0.0.1", query_server.loopback_port()) if queries
-                          else (settings.web_host, settings.web_port))
+    web_host, web_port = settings.web_host, settings.web_port
+    if queries:
+        web_host, web_port = ((settings.web_host, settings.worker_port) if settings.worker_port
+                              else ("127.0.0.1", query_server.loopback_port()))
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
@@ -59,6 +62,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         # A killed worker's partitions move after this long without heartbeats (Faust's default
         # of 60 s keeps them idle for a minute after a crash).
         broker_session_timeout=settings.session_timeout_seconds,
+        consumer_group_instance_id=settings.instance_id,  # static membership, as the route's
         broker_heartbeat_interval=max(1.0, settings.session_timeout_seconds / 5),
         table_standby_replicas=0,  # only the catalog GlobalTable is Faust's: no standbys
         producer_max_request_size=max(settings.max_message_bytes * 2, 1_048_576),
@@ -83,7 +87,8 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     app.add_dependency(processor)  # started and stopped with the worker
     views.register(app, settings, holder, catalog_table, processor)
     if queries:
-        server = query_server.QueryServer(settings, f"http://{web_host}:{web_port}", metrics,
+        local = "127.0.0.1" if web_host in kafka_clients.WILDCARDS else web_host
+        server = query_server.QueryServer(settings, f"http://{local}:{web_port}", metrics,
                                           loop=app.loop, beacon=app.beacon)
         processor.on_readable(server.partitions_changed)
         app.add_dependency(server)
@@ -100,6 +105,8 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
             "event": "start", "app_id": settings.app_id, "bootstrap": settings.bootstrap_servers,
             "kafka_security": settings.security.describe(),
             "web_port": settings.web_port, "query_server": queries,
+            "advertised_url": kafka_clients.advertised_url(settings),
+            "instance_id": settings.instance_id,
             "partitions": settings.partitions,
             "store": settings.store, "policy_id": holder.current.id,
             "policy_version": holder.current.version})

@@ -71,7 +71,7 @@ class Owners:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.group = f"{settings.app_id}-route"
+        self.group = settings.route_group
         self.admin: Any = None
         self.urls: dict[int, str] = {}
         self.at = 0.0

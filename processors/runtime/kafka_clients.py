@@ -9,7 +9,9 @@ and tests (producer helper, dead-letter tools, notifier, admin)."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +21,7 @@ from confluent_kafka.admin import AdminClient
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from processors.runtime.kafka_security import client_options, librdkafka_options
-from processors.settings import KafkaSecurity, Settings
+from processors.settings import KafkaSecurity, Settings, SettingsError
 
 # librdkafka's own log lines, as JSON lines of the worker's log (else raw lines on stderr);
 # they are served on the thread that polls.
@@ -80,7 +82,15 @@ def route_consumer_options(settings: Settings, group_id: str) -> dict[str, Any]:
         "session.timeout.ms": session_ms,
         "heartbeat.interval.ms": max(1000, session_ms // 5),
         **fetch_wait_options(settings.fetch_wait_ms),
+        **static_membership(settings),
     }
+
+
+def static_membership(settings: Settings) -> dict[str, str]:
+    """group.instance.id (KIP-345) when the worker has a stable id: a restart within the
+    session timeout keeps its partitions, with no rebalance (and close() does not leave the
+    group: a stopped member's partitions wait for it until the session times out)."""
+    return {"group.instance.id": settings.instance_id} if settings.instance_id else {}
 
 
 def fetch_wait_options(wait_ms: int) -> dict[str, int]:
@@ -89,12 +99,43 @@ def fetch_wait_options(wait_ms: int) -> dict[str, int]:
     return {"fetch.wait.max.ms": wait_ms, "fetch.min.bytes": FETCH_MIN_BYTES if wait_ms else 1}
 
 
+WILDCARDS = ("0.0.0.0", "::", "")
+
+
 def advertised_url(settings: Settings) -> str:
-    """Where other workers reach this one's HTTP port."""
+    """Where other workers reach this one's HTTP port: the configured URL; else the address
+    it binds; else (bound to every address) the address this host reaches the first broker
+    from, which other hosts of that network can reach too. Never loopback by accident: a pod
+    that advertised 127.0.0.1 would look like the owner of every partition to every pod."""
     if settings.advertised_url:
         return settings.advertised_url.rstrip("/")
-    host = "127.0.0.1" if settings.web_host in ("0.0.0.0", "::", "") else settings.web_host
+    host = settings.web_host
+    if host in WILDCARDS:
+        host = route_address(settings.bootstrap_servers)
+    if ":" in host:
+        host = f"[{host}]"
     return f"http://{host}:{settings.web_port}"
+
+
+@functools.cache
+def route_address(bootstrap_servers: str) -> str:
+    """The local address of the route to the first bootstrap server (a UDP socket's connect
+    picks it and sends nothing)."""
+    first = bootstrap_servers.split(",")[0].strip()
+    server, _, port = first.rpartition(":")
+    server = server.strip("[]") or first
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            server, int(port or 9092), type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect(address)
+            local: str = probe.getsockname()[0]
+    except (OSError, ValueError) as exc:
+        raise SettingsError(
+            f"OUTBOUND_GATE_WEB_HOST is a wildcard and OUTBOUND_GATE_ADVERTISED_URL is unset, "
+            f"and no route to {first!r} tells this host's address ({exc}): set "
+            f"OUTBOUND_GATE_ADVERTISED_URL to the URL other workers reach this one at") from exc
+    return local
 
 
 def route_admin(settings: Settings) -> AdminClient:

@@ -116,7 +116,7 @@ class RouteLoop:
         self.router = router
         self.metrics = metrics
         self.catalog_ready = catalog_ready
-        self.group = f"{settings.app_id}-route"
+        self.group = settings.route_group
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.data_dir = Path(settings.data_dir).resolve() / settings.app_id / "route"
         self.scheme = settings.store.split(":", 1)[0]

@@ -16,6 +16,10 @@ BSUID raises InvalidRecipient; a broker that refuses the record raises PublishEr
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -125,13 +129,30 @@ class GateChecks:
         if user["marketing"]["opted_out"]: show("opted out since", user["marketing"]["since"])
 
     A list of messages (at most 1,000) gets a list of answers; in a list, an answer that could
-    not be given now has "status": 503 and "retry_after_seconds" instead of a decision."""
+    not be given now has "status": 503 and "retry_after_seconds" instead of a decision.
 
-    def __init__(self, base_url: str, token: str, timeout: float = 5.0) -> None:
+    A 503 for the whole request (the partition is moving between workers, its new owner is
+    restoring) is asked again after the server's Retry-After, at most `retries` times and
+    never waiting more than `max_wait` seconds in all; then CheckUnavailable is raised."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 5.0, retries: int = 3,
+                 max_wait: float = 10.0, sleep: Callable[[float], None] = time.sleep,
+                 sleep_async: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.base = base_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}",
                         "Content-Type": "application/json"}
         self.timeout = timeout
+        self.retries = retries
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self.sleep_async = sleep_async
+
+    def _pause(self, unavailable: CheckUnavailable, attempt: int, waited: float) -> float:
+        """Seconds to wait before asking again, or re-raise: out of tries or of time."""
+        pause = max(0.0, unavailable.retry_after)
+        if attempt >= self.retries or waited + pause > self.max_wait:
+            raise unavailable
+        return pause
 
     def check(self, message: dict[str, Any] | list[dict[str, Any]]) -> Checked:
         return self._call("POST", "/v1/check", message)
@@ -152,6 +173,28 @@ class GateChecks:
         return answer
 
     def _call(self, method: str, path: str, sent: Any) -> Checked:
+        waited = 0.0
+        for attempt in itertools.count():
+            try:
+                return self._call_once(method, path, sent)
+            except CheckUnavailable as unavailable:
+                pause = self._pause(unavailable, attempt, waited)
+            self.sleep(pause)
+            waited += pause
+        raise AssertionError("unreachable")
+
+    async def _call_async(self, method: str, path: str, sent: Any) -> Checked:
+        waited = 0.0
+        for attempt in itertools.count():
+            try:
+                return await self._call_once_async(method, path, sent)
+            except CheckUnavailable as unavailable:
+                pause = self._pause(unavailable, attempt, waited)
+            await self.sleep_async(pause)
+            waited += pause
+        raise AssertionError("unreachable")
+
+    def _call_once(self, method: str, path: str, sent: Any) -> Checked:
         import urllib.error
         import urllib.request
 
@@ -165,7 +208,7 @@ class GateChecks:
             return answer_of(refused.code, refused.read(), sent,
                              refused.headers.get("Retry-After"))
 
-    async def _call_async(self, method: str, path: str, sent: Any) -> Checked:
+    async def _call_once_async(self, method: str, path: str, sent: Any) -> Checked:
         import aiohttp
 
         async with aiohttp.ClientSession(

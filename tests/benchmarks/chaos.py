@@ -463,7 +463,7 @@ def wait_state_applied(bootstrap: str, run_id: str, topics: Topics, count: int) 
     end without a record.
     """
     settings = Settings(app_id=f"outbound-gate-test-{run_id}")  # the harness's app id
-    group = f"{settings.app_id}-route"  # the route processor's consumer group
+    group = settings.route_group
     repartition = settings.repartition_topic
     names = [topics.statuses, topics.inbound, topics.preferences, repartition]
     partitions = [TopicPartition(t, p) for t in names for p in range(PARTITIONS)]

@@ -43,9 +43,11 @@ YAML_FILES = sorted(
     if path.suffix in {".yaml", ".yml"}
 )
 K8S_MANIFESTS = {
-    "configmap.yaml", "deployment.yaml", "service.yaml", "pdb.yaml", "servicemonitor.yaml",
-    "keda-scaledobject.yaml",
+    "configmap.yaml", "statefulset.yaml", "service.yaml", "pdb.yaml", "servicemonitor.yaml",
+    "keda-scaledobject.yaml", "keda-triggerauthentication.yaml",
 }
+# Not settings: the Downward API's pod IP, which OUTBOUND_GATE_ADVERTISED_URL is built from.
+POD_ENV = frozenset({"POD_IP"})
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -85,7 +87,7 @@ def compose_service(name: str) -> Any:
 
 
 def gate_container() -> Any:
-    containers = k8s("Deployment")["spec"]["template"]["spec"]["containers"]
+    containers = k8s("StatefulSet")["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1, "the gate pod has one container"
     return containers[0]
 
@@ -183,7 +185,7 @@ def test_kustomization_lists_every_manifest() -> None:
 
 
 def test_every_gate_variable_is_one_the_worker_reads() -> None:
-    deployment_env = {entry["name"] for entry in gate_container().get("env", [])}
+    deployment_env = {entry["name"] for entry in gate_container().get("env", [])} - POD_ENV
     docker_env = {
         name for name in dockerfile_env() if name.startswith(("OUTBOUND_GATE_", "KAFKA_"))
     }
@@ -260,7 +262,7 @@ def test_the_image_runs_as_the_user_the_pod_expects() -> None:
     assert users, "the Dockerfile sets a non-root USER"
     uid = users[-1].split(":")[0]
     assert uid.isdigit() and int(uid) != 0, "a numeric UID lets runAsNonRoot verify it"
-    pod = k8s("Deployment")["spec"]["template"]["spec"]["securityContext"]
+    pod = k8s("StatefulSet")["spec"]["template"]["spec"]["securityContext"]
     assert pod["runAsNonRoot"] is True
     assert pod["runAsUser"] == int(uid)
 
@@ -286,37 +288,44 @@ def test_dockerfile_exposes_the_web_port() -> None:
 def test_container_port_and_probes() -> None:
     container = gate_container()
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": DEFAULTS.web_port}
+    worker_port = from_env(configmap_env()).worker_port
+    assert ports == {"http": DEFAULTS.web_port, "worker": worker_port}
+    # Liveness asks the worker itself: a query server that restarts does not fail it.
     probes = {
-        "startupProbe": HEALTH_PATH,
-        "livenessProbe": HEALTH_PATH,
-        "readinessProbe": READY_PATH,
+        "startupProbe": (HEALTH_PATH, worker_port),
+        "livenessProbe": (HEALTH_PATH, worker_port),
+        "readinessProbe": (READY_PATH, DEFAULTS.web_port),
     }
-    for name, path in probes.items():
+    for name, (path, port) in probes.items():
         probe = container[name]
         assert probe["httpGet"]["path"] == path, name
-        assert probe_port(probe, container) == DEFAULTS.web_port, name
+        assert probe_port(probe, container) == port, name
 
 
 def test_graceful_shutdown_outlasts_the_session_timeout() -> None:
-    pod = k8s("Deployment")["spec"]["template"]["spec"]
+    pod = k8s("StatefulSet")["spec"]["template"]["spec"]
     session = from_env(configmap_env()).session_timeout_seconds
     assert pod["terminationGracePeriodSeconds"] >= max(60, session)
     assert compose_service("gate")["stop_grace_period"] == "60s"
 
 
 def test_service_and_servicemonitor() -> None:
-    service = k8s("Service")
+    services = {doc["metadata"]["name"]: doc for doc in load_all(K8S_DIR / "service.yaml")}
+    service, pods = services["outbound-gate"], services["outbound-gate-pods"]
+    assert k8s("StatefulSet")["spec"]["serviceName"] == "outbound-gate-pods"
+    assert pods["spec"]["clusterIP"] == "None"
     (port,) = service["spec"]["ports"]
     assert port["name"] == "http"
     assert port["port"] == DEFAULTS.web_port
     assert port["targetPort"] in ("http", DEFAULTS.web_port)
-    pod_labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = k8s("StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
 
     monitor = k8s("ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pods["metadata"][
+        "labels"].items()
+    assert not monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"][
         "labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "http"
@@ -324,7 +333,7 @@ def test_service_and_servicemonitor() -> None:
 
 
 def test_prometheus_annotations() -> None:
-    annotations = k8s("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = k8s("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == METRICS_PATH
     assert annotations["prometheus.io/port"] == str(DEFAULTS.web_port)
@@ -349,7 +358,7 @@ def test_compose_ports_and_scrape_target() -> None:
 def test_pdb_selects_the_workers() -> None:
     pdb = k8s("PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
-    pod_labels = k8s("Deployment")["spec"]["template"]["metadata"]["labels"]
+    pod_labels = k8s("StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
 
@@ -357,9 +366,9 @@ def test_keda_scales_on_the_input_topic_up_to_the_partition_count() -> None:
     scaled = k8s("ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
-    deployment = k8s("Deployment")
+    deployment = k8s("StatefulSet")
     assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
-    assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
+    assert spec["scaleTargetRef"]["kind"] == "StatefulSet"
     assert spec["minReplicaCount"] == 1
     # More workers than partitions get no partition: the partition count is the ceiling.
     assert spec["maxReplicaCount"] == DEFAULTS.partitions
@@ -373,7 +382,8 @@ def test_keda_scales_on_the_input_topic_up_to_the_partition_count() -> None:
     settings = from_env(configmap_env())
     assert settings.partitions == spec["maxReplicaCount"]
     assert metadata["bootstrapServers"] == settings.bootstrap_servers
-    assert metadata["consumerGroup"] == settings.app_id == "outbound-gate"
+    # The group that reads the input topic; Faust's group (the app id) never does.
+    assert metadata["consumerGroup"] == settings.route_group == "outbound-gate-route"
     assert metadata["topic"] == settings.topics.outbound == "outbound.messages"
     assert metadata["lagThreshold"] == "1000"
 

@@ -34,7 +34,8 @@ VARIABLES = [
     "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE", "KAFKA_SSL_KEY_PASSWORD",
     "KAFKA_SSL_KEY_PASSWORD_FILE", "KAFKA_SSL_CHECK_HOSTNAME", "OUTBOUND_GATE_APP_ID",
     "OUTBOUND_GATE_PARTITIONS", "OUTBOUND_GATE_REPLICATION_FACTOR", "OUTBOUND_GATE_WEB_PORT",
-    "OUTBOUND_GATE_WEB_HOST", "OUTBOUND_GATE_ADVERTISED_URL", "OUTBOUND_GATE_QUERY_SERVER",
+    "OUTBOUND_GATE_WEB_HOST", "OUTBOUND_GATE_ADVERTISED_URL", "OUTBOUND_GATE_WORKER_PORT",
+    "OUTBOUND_GATE_INSTANCE_ID", "OUTBOUND_GATE_QUERY_SERVER",
     "OUTBOUND_GATE_QUERY_SLICE_US", "OUTBOUND_GATE_QUERY_RT_PRIORITY",
     "OUTBOUND_GATE_QUERY_RT_MAX_PERCENT", "OUTBOUND_GATE_API_TOKEN",
     "OUTBOUND_GATE_API_TOKEN_FILE", "OUTBOUND_GATE_POLICY_FILE", "OUTBOUND_GATE_DATA_DIR",
@@ -56,7 +57,8 @@ VARIABLES = [
 DEFAULTS = {
     "bootstrap_servers": "127.0.0.1:9092", "app_id": "outbound-gate", "partitions": 8,
     "replication_factor": 1, "web_port": 6066, "web_host": "127.0.0.1", "policy_file": None,
-    "advertised_url": None, "query_server": True, "query_slice_us": 200, "query_rt_priority": 1,
+    "advertised_url": None, "worker_port": 0, "instance_id": None, "query_server": True,
+    "query_slice_us": 200, "query_rt_priority": 1,
     "query_rt_max_percent": 50, "api_token": None,
     "data_dir": ".local/worker", "max_message_bytes": 1_000_000, "log_level": "info",
     "store": "rocksdb://", "state_sweep_seconds": 600, "dedup_seconds": 3600,
@@ -68,7 +70,8 @@ DEFAULTS = {
 }
 MINIMUMS = {
     "OUTBOUND_GATE_PARTITIONS": 1, "OUTBOUND_GATE_REPLICATION_FACTOR": 1,
-    "OUTBOUND_GATE_WEB_PORT": 1, "OUTBOUND_GATE_MAX_MESSAGE_BYTES": 1,
+    "OUTBOUND_GATE_WEB_PORT": 1, "OUTBOUND_GATE_WORKER_PORT": 0,
+    "OUTBOUND_GATE_MAX_MESSAGE_BYTES": 1,
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS": 1, "OUTBOUND_GATE_DEDUP_SECONDS": 0,
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": 6, "OUTBOUND_GATE_TENANT_LABEL_CAP": 1,
     "OUTBOUND_GATE_BATCH_RECORDS": 1, "OUTBOUND_GATE_FETCH_WAIT_MS": 0,

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import http.server
+import threading
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 
 from processors.runtime import kafka_clients
 from processors.runtime.routing import recipient_key
-from processors.tools.client import InvalidMessage, InvalidRecipient, OutboundProducer, gate_key
+from processors.tools.client import (
+    CheckUnavailable,
+    GateChecks,
+    InvalidMessage,
+    InvalidRecipient,
+    OutboundProducer,
+    gate_key,
+)
 from tests.factories import message
 
 
@@ -68,3 +80,83 @@ def test_send_to_a_bsuid_is_keyed_by_it(monkeypatch: pytest.MonkeyPatch) -> None
     [(topic, key, value)] = producer.sent
     assert (topic, key) == ("out", b"acme:BR.1502576394655843")
     assert b'"recipient":"BR.1502576394655843"' in value
+
+
+# ---- GateChecks: a 503 is asked again after its Retry-After, bounded --------------------------
+
+
+class Scripted(http.server.BaseHTTPRequestHandler):
+    """Answers each request with the next (status, Retry-After) of the server's script."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.asked += 1  # type: ignore[attr-defined]
+        status, retry_after = self.server.script.pop(0)  # type: ignore[attr-defined]
+        body = (orjson.dumps({"decision": "accepted"}) if status == 200
+                else orjson.dumps({"status": 503, "error": "partition 3 is moving"}))
+        self.send_response(status)
+        if retry_after is not None:
+            self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def scripted() -> Iterator[http.server.HTTPServer]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), Scripted)
+    server.asked = 0  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def checks_of(server: http.server.HTTPServer, slept: list[float], **options: Any) -> GateChecks:
+    async def sleep_async(seconds: float) -> None:
+        slept.append(seconds)
+
+    return GateChecks(f"http://127.0.0.1:{server.server_address[1]}", "t",
+                      sleep=slept.append, sleep_async=sleep_async, **options)
+
+
+MESSAGE = {"message_id": "m-1"}
+
+
+def test_a_503_is_asked_again_after_its_retry_after(scripted: http.server.HTTPServer) -> None:
+    scripted.script = [(503, "2"), (503, None), (200, None)]  # type: ignore[attr-defined]
+    slept: list[float] = []
+    answer = checks_of(scripted, slept).check(MESSAGE)
+    assert answer == {"decision": "accepted"}
+    assert slept == [2.0, 1.0]  # the server's Retry-After, else one second
+    assert scripted.asked == 3  # type: ignore[attr-defined]
+
+
+def test_the_async_call_retries_the_same_way(scripted: http.server.HTTPServer) -> None:
+    scripted.script = [(503, "0.5"), (200, None)]  # type: ignore[attr-defined]
+    slept: list[float] = []
+    answer = asyncio.run(checks_of(scripted, slept).check_async(MESSAGE))
+    assert answer == {"decision": "accepted"}
+    assert slept == [0.5]
+
+
+def test_retries_end_after_the_last_try(scripted: http.server.HTTPServer) -> None:
+    scripted.script = [(503, "1")] * 3  # type: ignore[attr-defined]
+    slept: list[float] = []
+    with pytest.raises(CheckUnavailable, match="partition 3 is moving"):
+        checks_of(scripted, slept, retries=2).check(MESSAGE)
+    assert slept == [1.0, 1.0]
+    assert scripted.asked == 3  # type: ignore[attr-defined]
+
+
+def test_retries_never_wait_past_max_wait(scripted: http.server.HTTPServer) -> None:
+    scripted.script = [(503, "4"), (503, "4"), (200, None)]  # type: ignore[attr-defined]
+    slept: list[float] = []
+    with pytest.raises(CheckUnavailable) as raised:
+        checks_of(scripted, slept, max_wait=6).check(MESSAGE)
+    assert raised.value.retry_after == 4
+    assert slept == [4.0]  # a second wait of 4 s would have made 8 s, over max_wait
