@@ -4,6 +4,8 @@
 # Jars, data and logs live under $KAFKA_LOCAL_HOME (default: <repo>/.local/kafka, git-ignored);
 # KAFKA_LOCAL_LIBS points several homes at one jar folder (default: $KAFKA_LOCAL_HOME/libs).
 # When KAFKA_BOOTSTRAP_SERVERS is set, nothing is started: that cluster is used as it is.
+# KAFKA_LOCAL_HOST: the address the plaintext listener binds and advertises (default 127.0.0.1;
+# the multi-pod test runs a broker in a network namespace of its own at that namespace's address).
 #
 # Secure mode, KAFKA_LOCAL_SECURITY=tls (default plaintext):
 #   KAFKA_LOCAL_PORT       SASL_SSL listener, SCRAM-SHA-512 (the address `up` prints)
@@ -19,6 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 home=${KAFKA_LOCAL_HOME:-$repo/.local/kafka}
+host=${KAFKA_LOCAL_HOST:-127.0.0.1}
 port=${KAFKA_LOCAL_PORT:-9092}
 controller_port=${KAFKA_LOCAL_CONTROLLER_PORT:-9093}
 python=${PYTHON:-$repo/.venv/bin/python}
@@ -31,7 +34,7 @@ data=$home/data
 logs=$home/logs
 pidfile=$home/kafka.pid
 props=$home/server.properties
-bootstrap=127.0.0.1:$port
+bootstrap=$host:$port
 
 log() { echo "[kafka-local] $*" >&2; }
 
@@ -56,8 +59,8 @@ write_config() {
     write_tls_listeners
   else
     cat > "$props" <<PROPS
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://$host:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=PLAINTEXT://$host:$port
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 PROPS
