@@ -73,7 +73,8 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     registry = CollectorRegistry()
     # Faust's own consumer, commit, rebalance and send metrics, served with ours on /metrics.
     # A fixed prefix keeps dashboards independent of the app id.
-    setup_prometheus_sensors(app, pattern="/metrics", registry=registry, name_prefix="faust")
+    setup_prometheus_sensors(app, pattern=views.METRICS_PATH, registry=registry,
+                             name_prefix="faust")
     adopt_faust_sensor(registry, app.monitor)
     metrics = GateMetrics(registry, settings.tenant_label_cap)
     # The file (or packaged) policy is in force until the policy topic says otherwise.

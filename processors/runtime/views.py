@@ -15,6 +15,12 @@ from processors.runtime.policy_feed import PolicyHolder
 from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
 
+# The worker's probe and scrape paths: deploy/k8s's probes and ServiceMonitor, and the tests of
+# those manifests, take them from here.
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+
 
 class BrokerProbe:
     """Can a bootstrap server be reached? Cached briefly: probes should be cheap."""
@@ -45,12 +51,12 @@ def register(app: faust.App, settings: Settings, holder: PolicyHolder,
              catalog_table: CatalogReplica, processor: StreamThread) -> None:
     broker = BrokerProbe(settings.bootstrap_servers)
 
-    @app.page("/healthz")
+    @app.page(HEALTH_PATH)
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "alive"})
 
-    @app.page("/readyz")
+    @app.page(READY_PATH)
     class Ready(View):
         async def get(self, request: Request) -> Response:
             # The catalog is loaded once this worker's replica has read its changelog to the
