@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install deps run test lint typecheck unit e2e kafka-up kafka-down bench bench-check fuzz chaos \
-	clean
+.PHONY: install deps crd-schemas run test lint typecheck unit e2e kafka-up kafka-down bench \
+	bench-check fuzz chaos clean
 
 install: $(VENV)/.installed
 
@@ -34,8 +34,14 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-unit: install
+unit: install crd-schemas
 	$(BIN)/pytest -q tests/unit
+
+# The schemas of the custom resources in deploy/k8s (KEDA's and the Prometheus Operator's CRDs,
+# from their Go modules at pinned versions; needs go) for the manifest tests: fetched once into
+# .local/crd-schemas/, then a no-op until the pins change.
+crd-schemas: install
+	@$(BIN)/python deploy/k8s/crd_schemas.py
 
 # Java, Maven, Prometheus (promtool), Chromium, openssl: installed with apt-get when missing
 # (silent when nothing is); without root it says the one command to run.
@@ -43,7 +49,7 @@ deps:
 	@deploy/local/install-deps.sh
 
 # The e2e tests start the local Kafka themselves (or use KAFKA_BOOTSTRAP_SERVERS).
-test: deps lint typecheck
+test: deps crd-schemas lint typecheck
 	$(BIN)/pytest -q tests
 
 # The gate against a confluent-kafka ceiling, a plain Faust agent and a Quix Streams app on the
