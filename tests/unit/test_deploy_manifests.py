@@ -72,6 +72,7 @@ def deploy_script(path: Path) -> ModuleType:
 
 
 CRD_SCHEMAS = deploy_script(K8S_DIR / "crd_schemas.py")
+GENERATE_MONITORING = deploy_script(K8S_DIR / "generate_monitoring.py")
 
 
 def variables_read_directly() -> frozenset[str]:
@@ -377,12 +378,15 @@ BROKEN = [
      "unhealthyPodEvictPolicy"),
     ("configmap.yaml", 'OUTBOUND_GATE_PARTITIONS: "8"', "OUTBOUND_GATE_PARTITIONS: 8",
      "OUTBOUND_GATE_PARTITIONS"),  # ConfigMap values are strings
+    ("grafana-dashboard.yaml", '    grafana_dashboard: "1"', "    grafana_dashboard: 1",
+     "grafana_dashboard"),  # so are labels
     ("keda-scaledobject.yaml", "maxReplicaCount: 8", "maxReplicas: 8", "maxReplicas"),
     ("keda-scaledobject.yaml", 'lagThreshold: "1000"', "lagThreshold: 1000", "lagThreshold"),
     ("keda-scaledobject.yaml", "\n  name: outbound-gate\n", "\n  nme: outbound-gate\n", "nme"),
     ("keda-triggerauthentication.yaml", "- parameter: sasl", "- param: sasl", "parameter"),
     ("servicemonitor.yaml", "scrapeTimeout: 10s", "scrapeTimeout: 10 seconds", "10 seconds"),
     ("servicemonitor.yaml", "jobLabel:", "jobLabels:", "jobLabels"),
+    ("prometheusrule.yaml", "expr: up{", "expression: up{", "expression"),
 ]
 
 
@@ -708,6 +712,21 @@ def test_the_servicemonitor_scrapes_every_pod_on_the_metrics_path() -> None:
     assert endpoint["path"] == METRICS_PATH
 
 
+def test_the_alert_rules_select_the_scrape_job() -> None:
+    """The rules say job="..."; the ServiceMonitor's job is its Service's jobLabel label, and
+    compose's Prometheus names its job: all the same."""
+    monitor = k8s("ServiceMonitor")
+    (pods,) = [doc for _, doc in objects() if doc["kind"] == "Service"
+               and doc["spec"].get("clusterIP") == "None"]
+    job = pods["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+    rules = k8s("PrometheusRule")["spec"]["groups"]
+    jobs = {found for group in rules for rule in group["rules"]
+            for found in re.findall(r'job="([^"]+)"', rule["expr"])}
+    assert jobs == {job}
+    config = load_one(COMPOSE_DIR / "prometheus.yml")
+    assert job in {j["job_name"] for j in config["scrape_configs"]}
+
+
 def test_prometheus_annotations() -> None:
     annotations = k8s("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -726,6 +745,30 @@ def test_compose_ports_and_scrape_target() -> None:
     assert config["rule_files"] == ["/etc/prometheus/rules/*.yml"]
     mounts = {str(v).split(":")[1] for v in compose_service("prometheus")["volumes"]}
     assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/rules"} <= mounts
+
+
+# ---- alert rules and dashboard for the Prometheus Operator and kube-prometheus-stack ------------
+
+
+def test_the_prometheusrule_and_dashboard_configmap_are_what_the_generator_writes() -> None:
+    for path, text in GENERATE_MONITORING.outputs().items():
+        assert path.read_text(encoding="utf-8") == text, \
+            f"{path.name} is stale: run python deploy/k8s/generate_monitoring.py"
+
+
+def test_the_prometheusrule_carries_the_rules_file() -> None:
+    rules = load_one(GENERATE_MONITORING.RULES)
+    assert rules["groups"] and k8s("PrometheusRule")["spec"] == rules
+
+
+def test_the_dashboard_configmap_carries_the_dashboard() -> None:
+    (configmap,) = [doc for _, doc in objects() if doc["kind"] == "ConfigMap"
+                    and doc["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    data = configmap["data"]
+    assert list(data) == [GENERATE_MONITORING.DASHBOARD.name]
+    dashboard = GENERATE_MONITORING.DASHBOARD.read_text(encoding="utf-8")
+    assert json.loads(data[GENERATE_MONITORING.DASHBOARD.name]) == json.loads(dashboard)
+    assert configmap is not gate_configmap()
 
 
 # ---- PDB and autoscaling -------------------------------------------------------------------------
