@@ -1,32 +1,43 @@
-"""outbound-gate policy validate|publish: check a policy document, or put it in force live."""
+"""outbound-gate policy validate|publish|export: check a policy document, put it in force live,
+or save the one in force."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+import orjson
+
 from processors.cli.common import kafka_ready, settings_for
-from processors.core.policy import PolicyError, load_policy
+from processors.core.policy import PolicyError, load_policy, parse_policy
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "policy",
-        help="validate a policy document, or publish it to running workers",
+        help="validate a policy document, publish it to running workers, or export the one "
+             "in force",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "validate FILE checks a policy document against schemas/policy.schema.json and "
-            "resolves its tenant overrides. publish FILE validates it, then writes it to the "
+            "resolves its tenant overrides.\npublish FILE validates it, then writes it to the "
             "compacted policy topic ($OUTBOUND_GATE_TOPIC_POLICY, default outbound-gate.policy) "
             "on KAFKA_BOOTSTRAP_SERVERS: every worker switches to it as soon as it reads it, "
-            "without a restart."
+            "without a restart. To roll back, publish the previous document again.\n"
+            "export FILE writes the document in force on the policy topic to FILE (- for "
+            "standard output), byte for byte: a backup that `publish` takes back.\n\n"
+            "environment: KAFKA_BOOTSTRAP_SERVERS, KAFKA_SECURITY_PROTOCOL and the other KAFKA_* "
+            "variables of `outbound-gate worker --help`, OUTBOUND_GATE_TOPIC_POLICY"
         ),
     )
-    parser.add_argument("action", choices=["validate", "publish"])
-    parser.add_argument("file", help="policy document (JSON)")
+    parser.add_argument("action", choices=["validate", "publish", "export"])
+    parser.add_argument("file", help="policy document (JSON); for export, where to write it")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return export(args.file)
     try:
         policies = load_policy(args.file)
     except PolicyError as exc:
@@ -54,4 +65,47 @@ def run(args: argparse.Namespace) -> int:
         return 1
     print(f"published to {metadata.topic} partition {metadata.partition} offset "
           f"{metadata.offset}")
+    return 0
+
+
+def export(path: str) -> int:
+    settings = settings_for("policy")
+    if settings is None or not kafka_ready("policy", settings):
+        return 2
+    from kafka.errors import KafkaError  # Kafka only when exporting
+
+    from processors.tools.kafka_io import read_to_end
+
+    topic = settings.topics.policy
+    try:
+        records = read_to_end(settings, topic)
+    except (KafkaError, TimeoutError) as exc:
+        print(f"outbound-gate policy: cannot read {topic} at {settings.bootstrap_servers}: "
+              f"{exc}", file=sys.stderr)
+        return 1
+    # What the workers hold: the newest record that is a valid document (they refuse others).
+    in_force, refused = None, 0
+    for _, value in records:
+        try:
+            if value is not None:
+                parse_policy(orjson.loads(value))
+                in_force, refused = value, 0
+                continue
+        except (orjson.JSONDecodeError, PolicyError):
+            pass
+        refused += 1
+    if in_force is None:
+        print(f"outbound-gate policy: {topic} holds no valid policy: the workers use their "
+              f"policy file or the packaged one", file=sys.stderr)
+        return 1
+    if path == "-":
+        sys.stdout.buffer.write(in_force)
+    else:
+        with open(path, "wb") as target:
+            target.write(in_force)
+        print(f"exported the policy in force from {topic} to {path}")
+    if refused:
+        print(f"outbound-gate policy: {refused} newer record(s) on {topic} were refused by the "
+              f"workers; once compacted away, the exported one is gone from the topic: publish "
+              f"it again", file=sys.stderr)
     return 0

@@ -89,3 +89,29 @@ def publish(settings: Settings, topic: str, records: Iterable[tuple[bytes | None
         return [future.get(timeout=timeout) for future in sent]
     finally:
         out.close()
+
+
+
+def read_to_end(settings: Settings, topic: str, timeout: float = 30
+                ) -> list[tuple[bytes | None, bytes | None]]:
+    """Every (key, value) of a topic, from its beginning to its end now (read_committed), in
+    timestamp order. Raises KafkaError; TimeoutError when the end is not reached in time."""
+    consumer = kafka_clients.consumer(settings.bootstrap_servers, settings.security,
+                                      group_id=None, auto_offset_reset="earliest")
+    try:
+        partitions = [TopicPartition(topic, p)
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[tuple[int, bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic} not read to its end within {timeout:g} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend((r.timestamp, r.key, r.value) for r in batch)
+        records.sort(key=lambda record: record[0])
+        return [(key, value) for _, key, value in records]
+    finally:
+        consumer.close()

@@ -187,6 +187,10 @@ def test_policy_published_mid_stream(live: Gate) -> None:
     assert after.value["policy"]["monitored"] == ["MARKETING_PAUSED_US"]
     print(f"\npolicy propagation: published -> first decision under it in "
           f"{parse_rfc3339(after.value['decided_at']) - published:.3f} s")
+    backup = live.log_path.parent / "policy-backup.json"
+    exported = policy_cli(live, "export", str(backup))
+    assert exported.returncode == 0, exported.stderr
+    assert backup.read_bytes() == path.read_bytes()
 
     # An invalid document on the topic is refused and the policy in force stays.
     live.send_raw(live.topics.policy, b"e2e-policy", b'{"id": "e2e-policy", "version": "bad"}')
@@ -195,7 +199,23 @@ def test_policy_published_mid_stream(live: Gate) -> None:
         assert time.monotonic() < deadline, "the worker never logged the refused policy"
         time.sleep(0.2)  # pacing of a log poll with a deadline
     assert decision(live, reader, outbound(us)).value["policy"]["version"] == "test-2-monitor"
+    # The export gives what the workers hold, and says a newer record was refused.
+    exported = policy_cli(live, "export", "-")
+    assert exported.returncode == 0 and json.loads(exported.stdout) == monitored
+    assert "1 newer record(s)" in exported.stderr
+    # Rolling back is publishing the previous document again.
+    first = live.log_path.parent / "policy-1.json"
+    first.write_text(json.dumps(test_policy_document(version="test-1")))
+    assert policy_cli(live, "publish", str(first)).returncode == 0
+    send_until(live, reader, lambda: outbound(us),
+               lambda o: o.value["policy"]["version"] == "test-1", 30,
+               "decisions under the policy rolled back to")
     reader.close()
+
+
+def policy_cli(gate: Gate, action: str, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "processors.cli.main", "policy", action, path],
+                          env=gate.env, capture_output=True, text=True, timeout=60)
 
 
 def establish(gate: Gate, reader: OutputReader, tenant: str) -> dict[str, str]:
