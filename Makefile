@@ -7,7 +7,7 @@ KAFKA := deploy/local/kafka.sh
 export PYTHON := $(abspath $(BIN)/python)
 
 .PHONY: install deps crd-schemas run test lint typecheck unit e2e kafka-up kafka-down bench \
-	bench-check fuzz chaos clean
+	bench-check bench-restore fuzz chaos clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,14 @@ bench: install
 bench-check: install
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
 	  $(BIN)/python -m tests.benchmarks.check_api $(if $(QUICK),--quick) $(ARGS)
+
+# Cold and warm restore of 1,000,000 recipients' state (a fresh app id; the changelog written
+# as the route loop writes it), seconds to /readyz 200, then the peak RSS of the worker and its
+# query server draining a backlog and under 500 checks/s. QUICK=1 for a smoke run; ARGS= for
+# more (e.g. ARGS="--no-memory"). Writes tests/benchmarks/results/restore.json.
+bench-restore: install
+	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && \
+	  $(BIN)/python -m tests.benchmarks.restore $(if $(QUICK),--quick) $(ARGS)
 
 # Hostile input through the real worker: N bad events (100,000 by default) of every kind, with
 # good ones between them; every input must get exactly one output of the expected class.
