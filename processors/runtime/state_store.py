@@ -14,14 +14,16 @@ import shutil
 from pathlib import Path
 from typing import Protocol, cast
 
-from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch, WriteOptions
 
 CHECKPOINT = b"\x00checkpoint"  # sorts before every "tenant:+E164" key
 
 
 class Backend(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
-    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None: ...
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int,
+              logged: bool = True) -> None: ...
+    def persist(self) -> None: ...
     def items(self) -> list[tuple[bytes, bytes]]: ...
     def checkpoint(self) -> int: ...
     def close(self) -> None: ...
@@ -35,13 +37,17 @@ class MemoryBackend:
     def get(self, key: bytes) -> bytes | None:
         return self.data.get(key)
 
-    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int,
+              logged: bool = True) -> None:
         for key, value in changes.items():
             if value is None:
                 self.data.pop(key, None)
             else:
                 self.data[key] = value
         self.offset = max(self.offset, checkpoint)
+
+    def persist(self) -> None:
+        pass
 
     def items(self) -> list[tuple[bytes, bytes]]:
         return list(self.data.items())
@@ -54,6 +60,9 @@ class MemoryBackend:
 
 
 _BLOCK_CACHE: list[Cache] = []  # one block cache for every partition's database
+_UNLOGGED = WriteOptions()  # a restore's writes: without the write-ahead log (RocksBackend)
+# rocksdict's stubs declare a method; it is a property (calling it raises TypeError).
+_UNLOGGED.disable_wal = True  # type: ignore[method-assign, assignment]
 
 
 def rocks_options() -> Options:
@@ -97,14 +106,22 @@ class _RocksReads:
 
 
 class RocksBackend(_RocksReads):
-    """rocksdict in raw mode; the checkpoint is written in the same batch as the changes."""
+    """rocksdict in raw mode; the checkpoint is written in the same batch as the changes.
+
+    A restore writes without RocksDB's write-ahead log (logged=False; a bulk load's usual
+    setting) and persist()s at its end. Unlogged batches that were not flushed are lost in a
+    crash, but whole and in order (a batch lands in one memtable, memtables are flushed in
+    order): what is left is still a prefix of the changelog with its checkpoint. persist()
+    before any logged write keeps that true afterwards, and puts the restored state in table
+    files, where the query server's secondary instance reads it (it replays only the log)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.db = Rdict(str(path), options=rocks_options())
 
-    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int,
+              logged: bool = True) -> None:
         batch = WriteBatch(raw_mode=True)
         for key, value in changes.items():
             if value is None:
@@ -112,7 +129,10 @@ class RocksBackend(_RocksReads):
             else:
                 batch.put(key, value)
         batch.put(CHECKPOINT, str(checkpoint).encode())
-        self.db.write(batch)
+        self.db.write(batch, None if logged else _UNLOGGED)
+
+    def persist(self) -> None:
+        self.db.flush(True)
 
     def wipe(self) -> None:
         self.db.close()
@@ -142,7 +162,11 @@ class SecondaryBackend(_RocksReads):
     def catch_up(self) -> None:
         self.db.try_catch_up_with_primary()
 
-    def write(self, changes: dict[bytes, bytes | None], checkpoint: int) -> None:
+    def write(self, changes: dict[bytes, bytes | None], checkpoint: int,
+              logged: bool = True) -> None:
+        raise TypeError("a secondary store is read-only")
+
+    def persist(self) -> None:
         raise TypeError("a secondary store is read-only")
 
 
@@ -175,7 +199,12 @@ class PartitionStore:
         self.pending = {}
 
     def restore(self, changes: dict[bytes, bytes | None], next_offset: int) -> None:
-        self.backend.write(changes, next_offset)
+        """Part of a restore (unlogged: see RocksBackend); restored() when it is done."""
+        self.backend.write(changes, next_offset, logged=False)
+
+    def restored(self) -> None:
+        """The restore is complete: its writes on disk, before the store is used."""
+        self.backend.persist()
 
     def items(self) -> list[tuple[bytes, bytes]]:
         return self.backend.items()

@@ -43,7 +43,13 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from mode import Service
 
 from processors.core.policy import RecipientState
-from processors.runtime import cpu_slice, kafka_clients, recipient_state, state_store
+from processors.runtime import (
+    changelog_reader,
+    cpu_slice,
+    kafka_clients,
+    recipient_state,
+    state_store,
+)
 from processors.runtime.changelog_reader import ChangelogReader
 from processors.runtime.metrics import GateMetrics
 from processors.runtime.record_collector import RecordCollector
@@ -153,7 +159,7 @@ class RouteLoop:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.restorer = kafka_clients.restore_consumer(self.settings)
+        self.restorer = changelog_reader.restore_consumer(self.settings)
         tasks = self.tasks = TaskManager(
             lambda number: state_store.open_store(self.scheme, self.data_dir, number),
             ChangelogReader(self.restorer, self.settings.changelog_topic))

@@ -28,18 +28,19 @@ class TaskManager:
         for number in sorted(set(self.tasks) - numbers):
             self.close(number)
         started = time.monotonic()
-        for number in sorted(numbers - set(self.tasks)):
-            self.tasks[number] = self.open(number)
-        return time.monotonic() - started
-
-    def open(self, number: int) -> StreamTask:
-        store = self.open_store(number)
+        # The new partitions' stores restored together (ChangelogReader.restore_all).
+        stores: list[PartitionStore] = []
         try:
-            self.reader.restore(store)
+            for number in sorted(numbers - set(self.tasks)):
+                stores.append(self.open_store(number))
+            self.reader.restore_all(stores)
         except BaseException:
-            store.close()
+            for store in stores:
+                store.close()
             raise
-        return StreamTask(number, store)
+        for store in stores:
+            self.tasks[store.partition] = StreamTask(store.partition, store)
+        return time.monotonic() - started
 
     def close(self, number: int) -> None:
         self.tasks.pop(number).store.close()

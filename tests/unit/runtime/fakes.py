@@ -147,11 +147,16 @@ class FakeConsumer:
 class Read:
     """A consumed record."""
 
-    def __init__(self, offset: int, key: bytes | None, value: bytes | None) -> None:
+    def __init__(self, offset: int, key: bytes | None, value: bytes | None,
+                 partition: int = 0) -> None:
         self._record = (offset, key, value)
+        self._partition = partition
 
     def error(self) -> None:
         return None
+
+    def partition(self) -> int:
+        return self._partition
 
     def offset(self) -> int:
         return self._record[0]
@@ -193,7 +198,8 @@ class FakeRestoreConsumer:
             log = self.broker.logs[(topic, partition)]
             _, end = self.get_watermark_offsets(TopicPartition(topic, partition))
             stop = min(end, start + min(num_messages, self.per_poll))
-            out += [Read(r.offset, r.key, r.value) for r in log[start:stop] if r.committed]
+            out += [Read(r.offset, r.key, r.value, partition) for r in log[start:stop]
+                    if r.committed]
             self.positions[(topic, partition)] = max(start, stop)
         return out
 
