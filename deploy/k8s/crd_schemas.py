@@ -9,8 +9,10 @@ pinned one (what go.sum would hold), and each CRD's openAPIV3Schema is written a
 per kind and served version. Nothing of the modules is committed: only these pins.
 tests/unit/test_deploy_manifests.py validates the custom resources against the files.
 
-Needs `go` on PATH (1.26 or later: KEDA 2.20's go.mod says so, and GOTOOLCHAIN=local keeps go
-from downloading a newer toolchain of its own).
+Needs `go` on PATH (deploy/local/install-deps.sh installs Debian's when it is missing): 1.26 or
+later, or one older than 1.21 (Debian 12's 1.19 was tried). Go 1.21 to 1.25 refuse the KEDA
+module, whose go.mod asks for 1.26, and GOTOOLCHAIN=local stops them from downloading a newer
+toolchain of their own.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ def download(module: Module) -> Path:
     """The module's directory in .local/go-mod, downloaded by go and checked against the pin."""
     go = shutil.which("go")
     if go is None:
-        raise SystemExit("crd_schemas.py: needs go (1.26 or later) on PATH to download "
+        raise SystemExit("crd_schemas.py: needs go on PATH to download "
                          f"{module.path}@{module.version} from the Go module proxy")
     env = {
         **os.environ,

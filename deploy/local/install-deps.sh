@@ -4,6 +4,8 @@
 #   prometheus, promtool   Debian's prometheus: alert-rule tests and the end-to-end scrape test
 #   chromium     headless Chromium: the pre-flight report's screenshot test
 #   openssl      throw-away certificates for the TLS/SASL end-to-end test (make-certs.sh)
+#   go           downloads the KEDA and Prometheus Operator CRDs the manifest tests validate
+#                against (deploy/k8s/crd_schemas.py, `make crd-schemas`)
 #   make
 # Called by `make test` (its `deps` prerequisite) and by .ci/run; `install-deps.sh run` (make
 # run) asks only for what running the gate needs: Java, Maven and make. When nothing is missing it
@@ -35,6 +37,7 @@ scan() {
   need promtool prometheus
   need "chromium|chromium-browser" chromium
   need openssl openssl
+  need go golang-go
 }
 
 mode=${1:-test}
