@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from processors.settings import Settings
-from tests.e2e.conftest import Gate, http_json, poll, start_worker, stop_worker
+from tests.e2e.conftest import Gate, free_port, http_json, poll, start_worker, stop_worker
 from tests.e2e.test_check_api import TENANT, TOKEN, check, known_tenant
 from tests.e2e.test_live_state import free_form, new_recipient
 
@@ -44,10 +44,19 @@ def ready(gate: Gate) -> bool:
         return False
 
 
+def answers(url: str) -> bool:
+    try:
+        return http_json(url)[0] == 200
+    except OSError:
+        return False
+
+
 def test_a_dead_query_server_is_replaced_and_dies_with_its_worker(bootstrap: str,
                                                                   tmp_path: Path) -> None:
+    worker_port = free_port()  # the probes' port, as on Kubernetes
     gate = start_worker(bootstrap, tmp_path, uuid.uuid4().hex[:10],
-                        {"OUTBOUND_GATE_API_TOKEN": TOKEN})
+                        {"OUTBOUND_GATE_API_TOKEN": TOKEN,
+                         "OUTBOUND_GATE_WORKER_PORT": str(worker_port)})
     known_tenant(gate)
     body = json.dumps(free_form(new_recipient(), TENANT)).encode()
     assert check(gate, body)[0] == 200
@@ -60,8 +69,20 @@ def test_a_dead_query_server_is_replaced_and_dies_with_its_worker(bootstrap: str
         assert slice_ns == Settings().query_slice_us * 1000
 
     os.kill(first, signal.SIGKILL)
-    poll(lambda: query_server_pid(gate) not in (None, first), 60,
-         "the worker to start a new query server", gate.problem)
+    # Liveness asks the worker on its own port: it answers while the query server is away.
+    alive, public_down = [], 0
+
+    def answered_again() -> bool:
+        nonlocal public_down
+        alive.append(answers(f"http://127.0.0.1:{worker_port}/healthz"))
+        if not answers(f"{gate.base_url}/healthz"):
+            public_down += 1
+            return False
+        return query_server_pid(gate) not in (None, first)
+
+    poll(answered_again, 60, "the worker to start a new query server", gate.problem)
+    assert public_down, "the query server's port never went away: no gap was observed"
+    assert all(alive), "the worker's liveness port failed while its query server was away"
     poll(lambda: ready(gate) and check(gate, body)[0] == 200, 60,
          "the new query server to answer checks", gate.problem)
     assert '"query_server_died"' in gate.log()
