@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from processors.core import outputs, webhooks
+from processors.core import outputs, step, webhooks
 from processors.core.decode import DecodeError, decode, parse_json
 from processors.core.enrich import parse_recipient
 from processors.core.frozen import quick_init
@@ -148,11 +148,6 @@ def user_state(tenant: str, head: str, head_state: RecipientState, members: Sequ
     """One user's state: its head identity's record and its linked BSUIDs' member records."""
     return st.combine([head_state, *(load(member_key(tenant, head, member))
                                      for member in members)], now)
-
-
-def linked_number(addressed: str, head: str) -> str | None:
-    """The number a message addressed to a linked BSUID is decided with (judge's linked_e164)."""
-    return head if addressed != head and head.startswith("+") else None
 
 
 # partition -> its committed state (key -> state), or None when the partition is not here
@@ -338,47 +333,42 @@ class Router:
             return
         combined = user_state(tenant, head, head_state, members,
                               functools.partial(self.load, store), now)
-        if st.already_decided(combined, document["message_id"]):
+        user = step.User(head, head_state, combined, addressed)
+        policy = self.holder.current.for_tenant(tenant)
+        entry, upcoming = self.entry_of(document, now)
+        decided = step.decide(document, user, entry, upcoming, policy, now,
+                              lambda: catalog.learned_limit(self.catalog_table, tenant, now),
+                              dedup > 0)
+        if decided.verdict is None:
             # The same message_id again (an upstream retry): its decision is already out.
             log.info("duplicate input dropped", extra={
                 "event": "duplicate", "tenant": tenant,
                 "message_id": document["message_id"]})
             tally[("duplicate",)] += 1
             return
-        linked = linked_number(addressed, head)
-        verdict = self.verdict(document, combined, now, linked)
-        policy = self.holder.current.for_tenant(tenant)
-        state = head_state
-        # A user counted in the last 24 hours opens no new slot: decided here, no stage.
-        limit = None if not verdict.decision.accepted or st.slot_open(head_state, now) \
-            else self.slot_limit(document, verdict, combined, policy, now)
-        if limit is not None:
+        verdict, opened = decided.verdict, False
+        if decided.slot_limit is not None:
             # The tenant's count decides, at the tenant stage: here when this worker holds
             # the tenant's partition (the same transaction), else through the repartition
             # topic (the stage publishes the decision and gives back the pair budget of a
             # send it refuses).
-            step = {"k": SLOT, "t": tenant, "h": head, "l": linked, "d": document,
-                    "m": verdict.decision.monitored, "r": verdict.recategorized}
+            envelope = {"k": SLOT, "t": tenant, "h": head, "l": user.linked_number,
+                        "d": document, "m": verdict.decision.monitored,
+                        "r": verdict.recategorized}
             stage = self.local(self.stage_partition(tenant))
             if stage is None:
-                self.send_on(out, tenant_slots.ledger_key(tenant), step)
+                self.send_on(out, tenant_slots.ledger_key(tenant), envelope)
             else:
-                verdict, opened = self.slot_step(step, stage, out, tally, now,
-                                                 record.consumed, verdict, limit)
-                if opened:  # the slot is kept in the user's record, written below
-                    state = st.with_slot(state, now)
+                verdict, opened = self.slot_step(envelope, stage, out, tally, now,
+                                                 record.consumed, verdict,
+                                                 decided.slot_limit)
         else:
             self.publish(document, verdict, now, record.consumed, out, tally)
-        # What a decision records (its message id, the pair budget it used) is the user's:
-        # it goes in the head's record, so that one budget counts the sends to every identity.
-        if verdict.decision.accepted:  # an accepted send uses the pair's budget
-            state = st.with_send(state, document.get("business_number") or "", now,
-                                 policy.parameters.pair_rate_interval_seconds)
-        if dedup:  # remember the idempotency key (0 switches de-duplication off); a send
-            # the tenant stage refuses is set right by its refund
-            state = st.with_decided(state, document["message_id"], now,
-                                    verdict.decision.error_code or "")
-        if dedup or verdict.decision.accepted:
+        # What a decision records (its message id, the pair budget it used, the slot it
+        # opened) is the user's: it goes in the head's record, so that one budget counts the
+        # sends to every identity. A send the tenant stage refuses is set right by its refund.
+        state = step.recorded(head_state, document, verdict, policy, now, dedup > 0, opened)
+        if state is not head_state:
             self.put(store, out, head_key, st.prune(state, now, keep))
 
     # -- the messaging limit: the tenant stage ---------------------------------------------
@@ -386,13 +376,6 @@ class Router:
     def limit_of(self, tenant: str, policy: Policy, clock: float) -> int | None:
         learned, known = catalog.learned_limit(self.catalog_table, tenant, clock)
         return ml.effective_limit(policy, learned, known)
-
-    def slot_limit(self, document: dict[str, Any], verdict: Verdict, state: RecipientState,
-                   policy: Policy, clock: float) -> int | None:
-        """The tenant's limit when the send counts against it (else None)."""
-        if not ml.needs_slot(document, verdict, state, policy, clock):
-            return None
-        return self.limit_of(document["tenant_id"], policy, clock)
 
     def stage_partition(self, tenant: str) -> int:
         """The tenant stage's partition (its ledger key's), hashed once per tenant."""
@@ -635,15 +618,20 @@ class Router:
                 change: tuple[bytes, bytes | None]) -> None:
         out.append(Output(self.changelog, change[0], change[1], store.partition))
 
+    def entry_of(self, document: dict[str, Any], now: float
+                 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(the template's catalog entry in effect now, the category change Meta announced
+        for later); (None, None) for a free-form message."""
+        if document["kind"] != "template":
+            return None, None
+        template = document["template"]
+        return catalog.lookup_with_upcoming(self.catalog_table, document["tenant_id"],
+                                            template["name"], template["language"], now)
+
     def verdict(self, document: dict[str, Any], state: RecipientState, now: float,
                 linked_e164: str | None = None) -> Verdict:
         """The judge, with this worker's catalog and policy in force."""
-        entry = upcoming = None
-        if document["kind"] == "template":
-            template = document["template"]
-            entry, upcoming = catalog.lookup_with_upcoming(
-                self.catalog_table, document["tenant_id"], template["name"],
-                template["language"], now)
+        entry, upcoming = self.entry_of(document, now)
         return judge(document, state, entry,
                      self.holder.current.for_tenant(document["tenant_id"]), now,
                      linked_e164, upcoming)
@@ -661,13 +649,13 @@ class Router:
         found = self.find_user(document["tenant_id"], identity, read, now, head)
         if isinstance(found, Preview):
             return found
-        head, _, combined = found
-        verdict = self.verdict(document, combined, now, linked_number(identity, head))
+        user = step.User(found[0], found[1], found[2], identity)
+        verdict = self.verdict(document, user.combined, now, user.linked_number)
         record = dict(verdict.record)
         # The stream says it by the topic it writes to; a check says it in the record.
         record["decision"] = "accepted" if verdict.decision.accepted else "rejected"
         record["preview"] = True
-        if st.already_decided(combined, document["message_id"]):
+        if st.already_decided(user.combined, document["message_id"]):
             record["already_decided"] = True  # the stream would drop it as a repeat
         return Preview(record)
 

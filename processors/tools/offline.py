@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.core import decode, webhooks
+from processors.core import decode, step, webhooks
 from processors.core.enrich import parse_recipient
-from processors.core.judge import Verdict, judge
+from processors.core.judge import Verdict
 from processors.core.policy import EMPTY, Policy, PolicySet, RecipientState, message_clock
 from processors.core.policy import identity as ids
 from processors.core.policy import messaging_limit as ml
@@ -212,8 +212,9 @@ class OfflineCheck:
             previous_key = state_key(tenant, previous)
             self.states[previous_key] = ids.unlink(self.states.get(previous_key, EMPTY), member)
 
-    def _group(self, tenant: str, identity: str) -> tuple[list[str], str | None]:
-        """The state keys of the user an identity belongs to, and the number when linked."""
+    def _group(self, tenant: str, identity: str) -> tuple[list[str], str]:
+        """The state keys of the user an identity belongs to (its head's first), and the head
+        identity (the number a linked BSUID follows, else the identity itself)."""
         own = self.states.get(state_key(tenant, identity), EMPTY)
         head = own.home[0] if own.home is not None else identity
         head_state = self.states.get(state_key(tenant, head), EMPTY)
@@ -222,24 +223,20 @@ class OfflineCheck:
             home = self.states.get(state_key(tenant, member), EMPTY).home
             if home is not None and home[0] == head:
                 keys.append(state_key(tenant, member))
-        return keys, (head if head != identity else None)
+        return keys, head
 
-    def _tenant_rules(self, message: dict[str, Any], verdict: Verdict, state: RecipientState,
-                      policy: Policy, clock: float, user: str) -> Verdict:
-        """MESSAGING_LIMIT_REACHED after judge(), with the tenant's slots."""
+    def _slots(self, message: dict[str, Any], verdict: Verdict, limit: int, policy: Policy,
+               clock: float, user: str) -> tuple[Verdict, bool]:
+        """The tenant's slots, in memory, admit the send or refuse it (MESSAGING_LIMIT_REACHED);
+        returns the verdict and whether the send opened a slot."""
         tenant = message["tenant_id"]
-        learned = self.limits.get(tenant)
-        limit = ml.effective_limit(policy, learned[1] if learned else None,
-                                   learned is not None)
-        if limit is None or not ml.needs_slot(message, verdict, state, policy, clock):
-            return verdict
         slots = self.slots.setdefault(tenant, ml.TenantSlots())
         admission = slots.admit(user, clock, limit)
         use = self.summary.messaging_limits.setdefault(tenant, TenantLimit(limit))
         use.limit, use.used = limit, slots.used(clock)
         use.peak = max(use.peak, use.used)
         use.refused += not admission.admitted
-        return ml.apply(verdict, admission, message, policy, clock)
+        return step.settle(verdict, admission, message, policy, clock), admission.opens_slot
 
     def _decide(self, number: int, message: dict[str, Any]) -> dict[str, Any]:
         clock = message_clock(message, self.at)
@@ -253,22 +250,27 @@ class OfflineCheck:
                 self.summary.before_recategorization += 1
         tenant = message["tenant_id"]
         identity = parse_recipient(message["recipient"], message.get("recipient_region")).identity
-        keys: list[str] = []
-        linked = None
+        user = None
         if identity is not None:
-            keys, linked = self._group(tenant, identity)
-        state = st.combine([self.states.get(key, EMPTY) for key in keys], clock) if keys \
-            else EMPTY
+            keys, head = self._group(tenant, identity)
+            user = step.User(head, self.states.get(keys[0], EMPTY),
+                             st.combine([self.states.get(key, EMPTY) for key in keys], clock),
+                             identity)
         policy = self.policies.for_tenant(tenant)
-        verdict = judge(message, state, entry, policy, clock, linked)
-        if keys:  # the rule last, for the user's head identity (linked identities are one)
-            verdict = self._tenant_rules(message, verdict, state, policy, clock, keys[0])
+        learned = self.limits.get(tenant)
+        # The offline check judges every line: a repeated message_id is not dropped (dedup off).
+        decided = step.decide(message, user, entry, None, policy, clock,
+                              lambda: (learned[1] if learned else None, learned is not None),
+                              dedup=False)
+        assert decided.verdict is not None  # only de-duplication drops a message
+        verdict, opened = decided.verdict, False
+        if decided.slot_limit is not None and user is not None:
+            verdict, opened = self._slots(message, verdict, decided.slot_limit, policy, clock,
+                                          keys[0])
+        if user is not None:  # the head of the user's identities keeps its record, as live
+            self.states[keys[0]] = step.recorded(user.record, message, verdict, policy, clock,
+                                                 False, opened)
         decision, enrichment = verdict.decision, verdict.enrichment
-        if decision.accepted and keys:  # an accepted send uses the user's pair budget
-            key = keys[0]  # the head of the user's identities keeps it, as live
-            self.states[key] = st.with_send(self.states.get(key, EMPTY),
-                                            message.get("business_number") or "", clock,
-                                            policy.parameters.pair_rate_interval_seconds)
         outcome = "accepted" if decision.accepted else "rejected"
         self.summary.decisions[outcome] += 1
         country = enrichment.recipient.region or "unknown"
