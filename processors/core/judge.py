@@ -1,7 +1,8 @@
 """judge(): one message in, the record the gate publishes for it out. Pure.
 
-The one entry to the policy core for every caller: the live worker (processors.runtime.routing), the
-offline check (processors.tools.offline) and any API. The caller gathers the inputs from where it
+The one entry to the policy core for every caller: the live worker
+(processors.runtime.gate.processor, through processors.core.step), the offline check
+(processors.tools.offline, the same step) and any API. The caller gathers the inputs from where it
 keeps them (the catalog table or a file's catalog; the recipient state of a partition or of a
 dictionary) and calls this."""
 

@@ -1,6 +1,6 @@
 """The gate's step for one outbound message, pure: the one sequence the live processor
-(processors.runtime.routing) and the offline check (processors.tools.offline) both run, so the
-two cannot drift.
+(processors.runtime.gate.processor) and the offline check (processors.tools.offline) both run,
+so the two cannot drift.
 
     step = decide(message, user, entry, upcoming, policy, clock, learned_limit, dedup)
     if step.slot_limit is not None:    # the tenant's count decides: its slots, wherever kept

@@ -1,13 +1,12 @@
-"""The Kafka runtime, named the way Kafka Streams names its parts.
+"""The worker: the stream engine, the gate's processor it runs, and the Faust app around them.
 
-- stream_thread.StreamThread: the route loop: one consumer group over the input topics, the
-  rebalance listener, fetch -> tasks -> commit, sweeps and lag;
-- task_manager.TaskManager: which tasks this worker holds, opened and closed on rebalances;
-- task.StreamTask: what is owned per partition number (the state store, the transactional
-  producer) and the commit of one batch as one transaction;
-- changelog_reader.ChangelogReader: restores a store from its changelog partition;
-- state_store: a partition's committed state (RocksDB or memory) and its changelog checkpoint;
-- record_collector.RecordCollector: hands output records to a producer, batched per partition;
-- query_server: interactive queries (the check API) in a process of its own, reading RocksDB
-  secondary instances of this worker's stores.
+- engine/: the Kafka loop, named as Kafka Streams names its parts (stream thread, tasks, task
+  manager, changelog reader, state stores, record collector); it runs a Processor and knows
+  nothing of the gate;
+- gate/: the gate's processor (GateProcessor) and the state it keeps;
+- app.py: the Faust app: the worker's lifecycle, web views (views.py), the template catalog
+  (catalog.py) and the policy feed (policy_feed.py);
+- check_api.py and query_server.py: the check API, answered in a process of its own that reads
+  read-only copies of the worker's stores;
+- kafka_clients.py: the one Kafka client factory; topics.py: the topics the gate creates.
 """

@@ -1,5 +1,5 @@
 """The Faust app and its settings: wiring only. The catalog agent lives in catalog.py, the route
-loop (a service of the app) in processors.runtime.stream_thread.
+loop (a service of the app) in processors.runtime.engine.stream_thread.
 
 What Faust does in the gate: the worker's lifecycle (start, signals, clean stop), the web
 server (/healthz, /readyz, /catalog, /metrics with its sensor's consumer and producer metrics),
@@ -26,13 +26,13 @@ from processors.runtime import (
     kafka_clients,
     policy_feed,
     query_server,
-    routing,
     views,
 )
+from processors.runtime.engine.stream_thread import StreamThread
+from processors.runtime.gate.processor import GateProcessor
 from processors.runtime.kafka_security import faust_credentials
 from processors.runtime.metrics import ApiMetrics, GateMetrics, adopt_faust_sensor
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     holder = PolicyHolder(policies or load_policy(settings.policy_file), metrics)
     policy_feed.register(app, settings, holder)
     catalog_table = catalog.register(app, settings, metrics)
-    router = routing.Router(settings, holder, catalog_table, metrics)
+    router = GateProcessor(settings, holder, catalog_table, metrics)
     processor = StreamThread(settings, router, metrics,
                              lambda: faust_ready(app) and catalog_table.caught_up,
                              loop=app.loop, beacon=app.beacon)

@@ -41,9 +41,9 @@ from processors.core.decode import DecodeError, decode
 from processors.core.enrich import parse_recipient
 from processors.runtime import catalog, kafka_clients
 from processors.runtime.catalog import CatalogReplica
+from processors.runtime.gate.processor import GateProcessor, Preview, StateReader
 from processors.runtime.metrics import ApiMetrics
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import Preview, Router, StateReader
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -174,7 +174,7 @@ class CheckService:
     """Answers checks and recipient questions: here from the local stores, or by the owner of
     the partition."""
 
-    def __init__(self, settings: Settings, router: Router) -> None:
+    def __init__(self, settings: Settings, router: GateProcessor) -> None:
         self.settings = settings
         self.router = router
         self.owners = Owners(settings)
@@ -265,7 +265,7 @@ class CheckService:
 Ready = Callable[[], bool]
 
 
-def routes(settings: Settings, router: Router, readers: Callable[[], StateReader],
+def routes(settings: Settings, router: GateProcessor, readers: Callable[[], StateReader],
            metrics: ApiMetrics, holder: PolicyHolder, table: CatalogReplica,
            ready: Ready) -> list[web.RouteDef]:
     """The check API's routes, for the aiohttp application of the process that answers: the

@@ -61,13 +61,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from yarl import URL
 
 from processors.core.policy import RecipientState, load_policy
-from processors.runtime import check_api, cpu_slice, feed, gc_pauses, recipient_state
+from processors.runtime import check_api, cpu_slice, feed, gc_pauses
 from processors.runtime.catalog import CatalogReplica
+from processors.runtime.engine.state_store import PartitionStore, SecondaryBackend, rocks_path
+from processors.runtime.gate import recipient_state
+from processors.runtime.gate.processor import GateProcessor, StateReader
 from processors.runtime.logs import logging_config
 from processors.runtime.metrics import ApiMetrics, GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import Router, StateReader
-from processors.runtime.state_store import PartitionStore, SecondaryBackend, rocks_path
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ class QueryProcess:
         self.holder = PolicyHolder(load_policy(settings.policy_file))
         self.catalog = CatalogReplica()
         # The router is asked only to preview: the stream's metrics it would keep go nowhere.
-        self.router = Router(settings, self.holder, self.catalog,
+        self.router = GateProcessor(settings, self.holder, self.catalog,
                              GateMetrics(CollectorRegistry(), settings.tenant_label_cap))
         self.registry = CollectorRegistry()
         self.api_metrics = ApiMetrics(self.registry)

@@ -11,8 +11,8 @@ from faust.web import Request, Response, View
 
 from processors.core.policy import templates as tpl
 from processors.runtime.catalog import CatalogReplica
+from processors.runtime.engine.stream_thread import StreamThread
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.stream_thread import StreamThread
 from processors.settings import Settings
 
 # The worker's probe and scrape paths: deploy/k8s's probes and ServiceMonitor, and the tests of

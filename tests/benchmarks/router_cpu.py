@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.benchmarks.router_cpu [--events 200000] [--store rocksdb]
 
 The same loadgen records the benchmark preloads, each on the partition its key hashes to, run
-through the worker's Router and a StreamTask's store in batches of 500 (each batch's changes
+through the worker's GateProcessor and a StreamTask's store in batches of 500 (each batch's changes
 committed, as after a transaction). The broker's share of the cost is left out, so this shows
 what the Python work per record costs and how a change moves it; `make bench` stays the
 figure of record. --peer-rules then runs the same records through the benchmark peers' rules
@@ -23,9 +23,10 @@ from processors.core.decode import DecodeError
 from processors.core.enrich import _parse_number, parse_recipient
 from processors.core.policy import RecipientState
 from processors.core.policy import state as st
+from processors.runtime.engine.partitioner import partition_for_bytes
+from processors.runtime.engine.records import Output, Record
+from processors.runtime.engine.state_store import open_store
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import Output, Record, partition_for_bytes
-from processors.runtime.state_store import open_store
 from processors.settings import Topics
 from processors.tools.loadgen import Workload
 from tests.benchmarks.peers.common import Rules, apply_template, dead_letter

@@ -58,7 +58,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors.core.policy import PolicySet, load_policy, parse_policy
 from processors.runtime import kafka_clients
-from processors.runtime.stream_thread import PHASES
+from processors.runtime.engine.stream_thread import PHASES
 from processors.runtime.topics import create_missing
 from processors.tools.loadgen import BSUID_SHARE, Workload, identity_mix
 from tests.e2e import conftest as harness

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.runtime.stream_thread import PHASES
+from processors.runtime.engine.stream_thread import PHASES
 
 pytestmark = pytest.mark.e2e
 

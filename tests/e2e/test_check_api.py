@@ -20,7 +20,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from processors.core.enrich import parse_recipient
-from processors.runtime.routing import partition_for
+from processors.runtime.engine.partitioner import partition_for
 from processors.tools.client import CheckRefused, GateChecks
 from tests.e2e.conftest import Gate, poll, start_worker, stop_worker
 from tests.e2e.test_identities import owned

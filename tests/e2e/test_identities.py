@@ -16,7 +16,7 @@ import pytest
 
 from processors.core.enrich import parse_recipient
 from processors.core.policy import load_policy
-from processors.runtime.routing import partition_for
+from processors.runtime.engine.partitioner import partition_for
 from processors.tools.kafka_io import producer, send_json
 from tests.e2e.conftest import Gate, poll, start_worker, stop_worker, wait_ready
 from tests.e2e.test_live_state import code, free_form, now_rfc3339, outbound, send_until

@@ -15,8 +15,8 @@ import pytest
 
 from processors.core.timeutil import format_rfc3339
 from processors.runtime import kafka_clients
-from processors.runtime.routing import partition_for
-from processors.runtime.tenant_slots import ledger_key
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.gate.tenant_slots import ledger_key
 from tests.e2e.conftest import poll, start_worker, stop_worker
 from tests.e2e.test_identities import owned
 from tests.e2e.test_live_state import new_recipient

@@ -31,7 +31,7 @@ import pytest
 
 from processors.core.enrich import parse_recipient
 from processors.runtime import kafka_clients
-from processors.runtime.routing import partition_for
+from processors.runtime.engine.partitioner import partition_for
 from processors.settings import Settings, from_env
 from processors.tools.client import OutboundProducer
 from tests.e2e.pods import (

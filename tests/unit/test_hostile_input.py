@@ -35,7 +35,8 @@ from processors.core.policy.codes import RULE_CODES
 from processors.core.policy.state import REDUCERS
 from processors.core.policy.templates import merge
 from processors.core.timeutil import format_rfc3339, is_rfc3339, parse_rfc3339
-from processors.runtime.routing import Record, read_input
+from processors.runtime.engine.records import Record
+from processors.runtime.gate.processor import read_input
 from processors.settings import Settings
 from processors.tools.offline import OfflineCheck
 from tests import hostile

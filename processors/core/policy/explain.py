@@ -27,7 +27,7 @@ def describe(tenant: str, identity: str, head: str, head_state: st.RecipientStat
              ) -> dict[str, Any]:
     """identity: the one asked about; head: its user's head identity (the number a linked
     BSUID follows, else the identity itself); head_state: the head's own record (its links);
-    combined: the user's state (processors.runtime.routing.user_state)."""
+    combined: the user's state (processors.runtime.gate.processor.user_state)."""
     inbound = st.last_inbound(combined, clock)
     window_end = None if inbound is None else inbound + parameters.service_window_seconds
     preference, since = None, None

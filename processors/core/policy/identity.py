@@ -8,7 +8,7 @@ and each BSUID names its number (its home). A newer link replaces an older one o
 applies to a send addressed to any of them (processors.core.policy.state.combine).
 
 The offline check applies these functions to one dictionary; the live worker applies them in
-the partitions that own each identity (processors.runtime.routing).
+the partitions that own each identity (processors.runtime.gate.processor).
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ class RecipientState:
     links: tuple[tuple[str, str, float], ...] = ()  # (kind, identity, linked at): a number's
     home: tuple[str, float] | None = None  # (number, linked at): a BSUID's
     # Start of the user's messaging-limit slot, on its head identity's record, when the
-    # tenant stage opened it in the same transaction (processors.runtime.routing): a send to a
-    # counted user then needs no trip to the stage.
+    # tenant stage opened it in the same transaction (processors.runtime.gate.processor): a send
+    # to a counted user then needs no trip to the stage.
     slot: float | None = None
 
     def is_empty(self) -> bool:

@@ -1,7 +1,7 @@
 """What the benchmark contenders share: the command line, the input topics, and the gate's rules.
 
 The rules are the gate's, applied through its pure core (processors.core.decode,
-processors.core.policy, processors.core.outputs) exactly as processors/runtime/routing.py and
+processors.core.policy, processors.core.outputs) exactly as processors/runtime/gate/processor.py and
 processors/runtime/catalog.py apply them:
 
 - outbound message: decode; catalog entry at the clock; enrich; drop a message_id already

@@ -14,7 +14,7 @@ from processors.core.judge import Verdict
 from processors.core.policy.engine import Decision, Enrichment
 from processors.core.policy.rules import Facts
 from processors.core.policy.state import RecipientState
-from processors.runtime.routing import Output, Record
+from processors.runtime.engine.records import Output, Record
 
 QUICK = [Record, Output, RecipientState, Verdict, Enrichment, Decision, Facts, Recipient]
 

@@ -353,7 +353,8 @@ def test_merge_folds_old_entries_beyond_the_history_limit() -> None:
 def test_route_agent_reads_a_record_with_headers_and_record_time() -> None:
     import orjson
 
-    from processors.runtime.routing import Record, read_input
+    from processors.runtime.engine.records import Record
+    from processors.runtime.gate.processor import read_input
     from processors.settings import Settings
 
     body = meta_body("template_status_paused")

@@ -205,16 +205,16 @@ class FakeRestoreConsumer:
 
 
 def make_router(partitions: int, loadgen_catalog: list[Any] | None = None) -> Any:
-    """A Router over the default policy and a catalog of two templates (or the loadgen's
+    """A GateProcessor over the default policy and a catalog of two templates (or the loadgen's
     catalog records), no Kafka."""
     import orjson
     from prometheus_client import CollectorRegistry
 
     from processors.core.policy import load_policy
     from processors.runtime.catalog import CatalogReplica
+    from processors.runtime.gate.processor import GateProcessor
     from processors.runtime.metrics import GateMetrics
     from processors.runtime.policy_feed import PolicyHolder
-    from processors.runtime.routing import Router
     from processors.settings import Settings
     from tests.factories import template_entry
 
@@ -223,5 +223,5 @@ def make_router(partitions: int, loadgen_catalog: list[Any] | None = None) -> An
         catalog.data[f"acme:{entry['name']}:en_US"] = (entry,)
     for record in loadgen_catalog or ():
         catalog.data[record.key.decode()] = (orjson.loads(record.value),)
-    return Router(Settings(partitions=partitions), PolicyHolder(load_policy()), catalog,
+    return GateProcessor(Settings(partitions=partitions), PolicyHolder(load_policy()), catalog,
                   GateMetrics(CollectorRegistry(), 100))

@@ -28,7 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
-from processors.runtime import cpu_slice, gc_pauses, query_server, recipient_state
+from processors.runtime import cpu_slice, gc_pauses, query_server
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.state_store import PartitionStore, open_store, reset
+from processors.runtime.gate import recipient_state
 from processors.runtime.metrics import ApiMetrics, GateMetrics
 from processors.runtime.query_server import (
     QueryProcess,
@@ -37,8 +40,6 @@ from processors.runtime.query_server import (
     readiness,
     store_dirs,
 )
-from processors.runtime.routing import partition_for
-from processors.runtime.state_store import PartitionStore, open_store, reset
 from processors.settings import Settings
 from tests.factories import message, template_entry
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from processors.runtime.changelog_reader import ChangelogReader
-from processors.runtime.state_store import PartitionStore
-from processors.runtime.task import StreamTask
+from processors.runtime.engine.changelog_reader import ChangelogReader
+from processors.runtime.engine.state_store import PartitionStore
+from processors.runtime.engine.task import StreamTask
 
 StoreOpener = Callable[[int], PartitionStore]
 

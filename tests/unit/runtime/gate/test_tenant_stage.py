@@ -13,12 +13,13 @@ import pytest
 from processors.core.policy import parse_policy
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
-from processors.runtime import recipient_state, tenant_slots
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.records import Output
+from processors.runtime.engine.state_store import PartitionStore
+from processors.runtime.gate import recipient_state, tenant_slots
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import Output, partition_for
-from processors.runtime.state_store import PartitionStore
 from tests.factories import inbound
-from tests.unit.runtime.test_routing_links import PARTITIONS, T0, TOPICS, Cluster, send
+from tests.unit.runtime.gate.test_routing_links import PARTITIONS, T0, TOPICS, Cluster, send
 
 USERS = [f"+55119123456{n:02d}" for n in range(10)]
 LIMIT = 3

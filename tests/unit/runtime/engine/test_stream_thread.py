@@ -1,5 +1,5 @@
-"""processors.runtime.stream_thread: how the loop reads a batch (and puts back a read torn by a
-rebalance), and the stream thread's real-time priority, taken only when asked for,
+"""processors.runtime.engine.stream_thread: how the loop reads a batch (and puts back a read
+torn by a rebalance), and the stream thread's real-time priority, taken only when asked for,
 and its guard. The Kafka loop itself is covered end to end (tests/e2e) and by make chaos."""
 
 from __future__ import annotations
@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.runtime import cpu_slice, stream_thread
+from processors.runtime import cpu_slice
+from processors.runtime.engine import stream_thread
+from processors.runtime.engine.stream_thread import RouteLoop
 from processors.runtime.metrics import GateMetrics
-from processors.runtime.stream_thread import RouteLoop
 from processors.settings import Settings
 
 TOPIC = "outbound"
@@ -27,7 +28,9 @@ def route_loop(tmp_path: Any, **settings: Any) -> RouteLoop:
 
 
 def gauge(loop: RouteLoop) -> float | None:
-    return loop.metrics.registry.get_sample_value("outbound_gate_stream_realtime")
+    metrics = loop.metrics
+    assert isinstance(metrics, GateMetrics)
+    return metrics.registry.get_sample_value("outbound_gate_stream_realtime")
 
 
 def on_a_thread(action: Any) -> Any:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from processors.core.timeutil import format_rfc3339
-from processors.runtime import recipient_state
-from processors.runtime.routing import StateReader, partition_for
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.gate import recipient_state
+from processors.runtime.gate.processor import StateReader
 from tests.factories import inbound, message, preference
-from tests.unit.runtime.test_routing_links import NUMBER, T0, TOPICS, X1, Cluster, send
+from tests.unit.runtime.gate.test_routing_links import NUMBER, T0, TOPICS, X1, Cluster, send
 
 VOLATILE = {"decided_at", "preview", "already_decided", "decision"}
 

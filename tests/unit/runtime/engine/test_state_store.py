@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors.runtime.state_store import (
+from processors.runtime.engine.state_store import (
     MemoryBackend,
     PartitionStore,
     RocksBackend,

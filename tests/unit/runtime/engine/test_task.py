@@ -11,11 +11,12 @@ import orjson
 from confluent_kafka import TopicPartition
 
 from processors.core.timeutil import parse_rfc3339
-from processors.runtime.changelog_reader import ChangelogReader
-from processors.runtime.routing import Record, partition_for
-from processors.runtime.state_store import MemoryBackend, PartitionStore
-from processors.runtime.stream_thread import RouteLoop
-from processors.runtime.task_manager import TaskManager
+from processors.runtime.engine.changelog_reader import ChangelogReader
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.records import Record
+from processors.runtime.engine.state_store import MemoryBackend, PartitionStore
+from processors.runtime.engine.stream_thread import RouteLoop
+from processors.runtime.engine.task_manager import TaskManager
 from processors.settings import Settings, Topics
 from tests.factories import message, preference
 from tests.unit.runtime.fakes import (
@@ -62,7 +63,7 @@ def route_loop(broker: Broker, numbers: set[int], transactional_id: str = "route
     loop.tasks.assign(numbers)
     loop.producer = FakeProducer(broker, transactional_id, loop.collector.delivered)
     loop.consumer = FakeConsumer(broker, [
-        TopicPartition(topic, n) for topic in loop.router.sources for n in numbers])
+        TopicPartition(topic, n) for topic in loop.processor.sources for n in numbers])
     loop.stopping.set()  # no pause after a failed batch
     return loop
 
@@ -141,7 +142,8 @@ def test_records_of_a_partition_no_longer_owned_are_neither_decided_nor_committe
 def test_a_tenant_ledger_stepped_into_by_every_task_is_written_once_a_batch() -> None:
     from processors.core.policy import parse_policy
     from processors.core.timeutil import format_rfc3339
-    from processors.runtime import recipient_state, tenant_slots
+    from processors.runtime.gate import recipient_state, tenant_slots
+    from processors.runtime.gate.processor import GateProcessor
     from processors.runtime.policy_feed import PolicyHolder
 
     broker = Broker(PARTITIONS)
@@ -149,10 +151,12 @@ def test_a_tenant_ledger_stepped_into_by_every_task_is_written_once_a_batch() ->
     document = json.loads(resources.files("processors.core.policy")
                           .joinpath("default_policy.json").read_text())
     document["parameters"]["messaging_limit"] = 10
-    loop.router.holder = PolicyHolder(parse_policy(document))
+    gate = loop.processor
+    assert isinstance(gate, GateProcessor)
+    gate.holder = PolicyHolder(parse_policy(document))
     tasks = loop.tasks
     assert tasks is not None
-    loop.router.local = lambda n: tasks.tasks[n].store if n in tasks.tasks else None
+    gate.attach(lambda n: tasks.tasks[n].store if n in tasks.tasks else None)
     users = {n: numbers_on(n, 2) for n in range(PARTITIONS)}
     template = {"name": "notice", "language": "en_US"}
     loop.process([record for n in range(PARTITIONS) for record in records(

@@ -6,8 +6,7 @@ from __future__ import annotations
 import orjson
 
 from tests.factories import message, preference
-from tests.unit.runtime.fakes import Broker
-from tests.unit.runtime.test_task import (
+from tests.unit.runtime.engine.test_task import (
     NOW,
     PARTITIONS,
     TOPICS,
@@ -15,6 +14,7 @@ from tests.unit.runtime.test_task import (
     records,
     route_loop,
 )
+from tests.unit.runtime.fakes import Broker
 
 
 def test_a_partition_moves_to_another_worker_with_its_state() -> None:

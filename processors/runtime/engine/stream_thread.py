@@ -7,8 +7,8 @@ loop does what Kafka Streams' exactly-once v2 does (KIP-447):
 
 - one consumer group over the outbound, state, webhooks and repartition topics, read with
   read_committed and a range assignor, so a worker owns the same partition numbers of every
-  topic (co-partitioning); per owned partition number a task (processors.runtime.task) with its
-  state store;
+  topic (co-partitioning); per owned partition number a task (engine.task) with its state
+  store;
 - one transactional producer per worker, `<app id>-route-<process id>` (the process id is kept
   in the data directory, so a restarted worker fences its previous life at once); per polled
   batch one transaction holds every task's outputs and the input offsets, sent with the
@@ -42,20 +42,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
-from processors.core.policy import RecipientState
-from processors.runtime import (
-    changelog_reader,
-    cpu_slice,
-    kafka_clients,
-    recipient_state,
-    state_store,
-)
-from processors.runtime.changelog_reader import ChangelogReader
-from processors.runtime.metrics import GateMetrics
-from processors.runtime.record_collector import RecordCollector
-from processors.runtime.routing import Record, Router, Tally
-from processors.runtime.task import Offsets, StreamTask, first_offsets, next_offsets
-from processors.runtime.task_manager import TaskManager
+from processors.runtime import cpu_slice, kafka_clients
+from processors.runtime.engine import changelog_reader, state_store
+from processors.runtime.engine.changelog_reader import ChangelogReader
+from processors.runtime.engine.processor import LoopMetrics, Processor
+from processors.runtime.engine.record_collector import RecordCollector
+from processors.runtime.engine.records import Record, Tally
+from processors.runtime.engine.task import Offsets, StreamTask, first_offsets, next_offsets
+from processors.runtime.engine.task_manager import TaskManager
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,17 +65,17 @@ PHASES = ("process", "produce", "commit", "store")  # of a batch (metrics: batch
 class StreamThread(Service):
     """The Faust service that starts and stops the route loop's thread with the worker."""
 
-    def __init__(self, settings: Settings, router: Router, metrics: GateMetrics,
+    def __init__(self, settings: Settings, processor: Processor, metrics: LoopMetrics,
                  catalog_ready: Callable[[], bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.loop_: RouteLoop = RouteLoop(settings, router, metrics, catalog_ready)
+        self.loop_: RouteLoop = RouteLoop(settings, processor, metrics, catalog_ready)
         self.thread: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:
         return self.loop_.ready
 
-    def reader(self, partition: int) -> Callable[[str], RecipientState] | None:
+    def reader(self, partition: int) -> Callable[[str], Any] | None:
         """Partition's committed state for a check, or None if it is not held here (or is
         being restored or handed over): readable from any thread."""
         return self.loop_.reader(partition)
@@ -116,10 +110,10 @@ class StreamThread(Service):
 class RouteLoop:
     """What runs on the stream thread: the consumer, the producer, the tasks."""
 
-    def __init__(self, settings: Settings, router: Router, metrics: GateMetrics,
+    def __init__(self, settings: Settings, processor: Processor, metrics: LoopMetrics,
                  catalog_ready: Callable[[], bool]) -> None:
         self.settings = settings
-        self.router = router
+        self.processor = processor
         self.metrics = metrics
         self.catalog_ready = catalog_ready
         self.group = settings.route_group
@@ -168,13 +162,13 @@ class RouteLoop:
             task = tasks.tasks.get(number)
             return None if task is None else task.store
 
-        self.router.local = local  # the router runs on this thread only
+        self.processor.attach(local)  # the processor runs on this thread only
         while not self.catalog_ready():  # decisions need the template catalog loaded
             if self.stopping.wait(0.2):
                 return
         self.producer = self.new_producer()
         consumer = self.consumer = kafka_clients.route_consumer(self.settings, self.group)
-        consumer.subscribe(self.router.sources, on_assign=self.on_assign,
+        consumer.subscribe(self.processor.sources, on_assign=self.on_assign,
                            on_revoke=self.on_revoke, on_lost=self.on_lost)
         log.info("route processor started", extra={
             "event": "route_start", "group": self.group,
@@ -236,13 +230,13 @@ class RouteLoop:
         if self.producer is not None:
             self.producer.flush(5)
 
-    def reader(self, partition: int) -> Callable[[str], RecipientState] | None:
+    def reader(self, partition: int) -> Callable[[str], Any] | None:
         tasks = self.tasks
         task = tasks.tasks.get(partition) if tasks is not None and self.ready else None
         if task is None:
             return None
         store = task.store
-        return lambda key: recipient_state.load_committed(store, key)
+        return self.processor.committed_reader(store)
 
     # -- rebalances (on this thread, inside poll, between batches) -------------------------
 
@@ -251,7 +245,7 @@ class RouteLoop:
         self.rebalances += 1
         self.announce(())
         self.metrics.rebalances.inc()
-        self.router.released({tp.partition for tp in partitions})
+        self.processor.released({tp.partition for tp in partitions})
         self.metrics.input_lag.clear()  # the new owners report their partitions
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -344,7 +338,7 @@ class RouteLoop:
             self.rewind(first_offsets(records))
             self.stopping.wait(RETRY_SECONDS)
             return
-        self.router.counted(tally)
+        self.processor.counted(tally)
         self.metrics.transactions.labels("committed").inc()
         self.metrics.batch_records.observe(len(records))
         for phase, seconds in phases.items():
@@ -361,14 +355,14 @@ class RouteLoop:
         if self.exactly_once:
             producer.begin_transaction()
         for task, batch in tasks:
-            out, counts = task.process(self.router, batch, now)
+            out, counts = task.process(self.processor, batch, now)
             tally.update(counts)
             self.collector.send(producer, out)
         out = []
         try:  # every state the batch changed, staged once, its changelog record with it
-            self.router.flush(out)
+            self.processor.flush(out)
         except BaseException:
-            self.router.forget()
+            self.processor.forget()
             raise
         self.collector.send(producer, out)
         processed = time.perf_counter()
@@ -442,7 +436,7 @@ class RouteLoop:
             try:
                 if self.exactly_once:
                     self.producer.begin_transaction()
-                self.collector.send(self.producer, self.router.sweep(task.store, now))
+                self.collector.send(self.producer, self.processor.sweep(task.store, now))
                 ends = self.collector.flush(self.producer)
                 if self.exactly_once:
                     self.producer.commit_transaction(KAFKA_CALL_SECONDS)

@@ -1,4 +1,5 @@
-"""Per-(tenant, recipient) state on top of a partition store (processors.runtime.state_store).
+"""Per-(tenant, recipient) state on top of a partition store
+(processors.runtime.engine.state_store).
 
 Keys are "tenant_id:<E.164 or BSUID>" (an identity's own record) and "tenant_id:<number>#<BSUID>"
 (a linked BSUID's history kept in its number's partition), UTF-8; values the compact JSON of
@@ -12,8 +13,8 @@ import orjson
 
 from processors.core.policy import PolicySet, RecipientState
 from processors.core.policy import state as st
-from processors.runtime import tenant_slots
-from processors.runtime.state_store import PartitionStore
+from processors.runtime.engine.state_store import PartitionStore
+from processors.runtime.gate import tenant_slots
 
 
 def load(store: PartitionStore, key: str) -> RecipientState:

@@ -1,6 +1,6 @@
-"""The live path of linked identities, without a broker: several partitions' stores, one Router,
-and the repartition topic as a queue. A number and its BSUID live in different partitions; the
-decisions must be the ones the offline check makes over the same events."""
+"""The live path of linked identities, without a broker: several partitions' stores, one
+GateProcessor, and the repartition topic as a queue. A number and its BSUID live in different
+partitions; the decisions must be the ones the offline check makes over the same events."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from processors.core.policy import load_policy
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from processors.runtime.catalog import CatalogReplica
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.records import Output, Record
+from processors.runtime.engine.state_store import MemoryBackend, PartitionStore
+from processors.runtime.gate.processor import GateProcessor
 from processors.runtime.metrics import GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.routing import Output, Record, Router, partition_for
-from processors.runtime.state_store import MemoryBackend, PartitionStore
 from processors.settings import Settings, Topics
 from processors.tools.offline import OfflineCheck
 from tests.factories import inbound, message, preference, status, template_entry
@@ -48,7 +50,7 @@ class Cluster:
         for entry in (template_entry("promo", "MARKETING"), template_entry("otp", "AUTHENTICATION"),
                       template_entry("notice", "UTILITY")):
             catalog.data[f"acme:{entry['name']}:en_US"] = (entry,)
-        self.router = Router(self.settings, PolicyHolder(load_policy()), catalog,
+        self.router = GateProcessor(self.settings, PolicyHolder(load_policy()), catalog,
                              GateMetrics(CollectorRegistry(), 100))
         self.stores = {p: PartitionStore(p, MemoryBackend()) for p in range(PARTITIONS)}
         self.queue: deque[Record] = deque()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from processors.runtime.routing import Output
+from processors.runtime.engine.records import Output
 
 FLUSH_SECONDS = 30.0  # longest wait for a batch's deliveries before it is given up
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from processors.runtime.changelog_reader import ChangelogReader
-from processors.runtime.state_store import (
+from processors.runtime.engine.changelog_reader import ChangelogReader
+from processors.runtime.engine.state_store import (
     MemoryBackend,
     PartitionStore,
     RocksBackend,

@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from confluent_kafka import Consumer, TopicPartition
 
-from processors.runtime import kafka_clients, state_store
-from processors.runtime.state_store import PartitionStore
+from processors.runtime import kafka_clients
+from processors.runtime.engine import state_store
+from processors.runtime.engine.state_store import PartitionStore
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)

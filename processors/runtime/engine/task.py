@@ -1,8 +1,8 @@
 """StreamTask: what a worker holds for one partition number.
 
 A task owns partition p of every input topic (co-partitioning) and the recipient state of p.
-It routes its share of a batch; the store keeps the batch's changes pending until the batch's
-transaction (the StreamThread's, shared by all its tasks) commits or aborts.
+It hands its share of a batch to the processor; the store keeps the batch's changes pending
+until the batch's transaction (the StreamThread's, shared by all its tasks) commits or aborts.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processors.runtime.routing import Output, Record, Router, Tally
-from processors.runtime.state_store import PartitionStore
+from processors.runtime.engine.processor import Processor
+from processors.runtime.engine.records import Output, Record, Tally
+from processors.runtime.engine.state_store import PartitionStore
 
 # (topic, partition) -> offset
 Offsets = dict[tuple[str, int], int]
@@ -24,19 +25,19 @@ class StreamTask:
     partition: int
     store: PartitionStore
 
-    def process(self, router: Router, records: Sequence[Record], now: float) -> tuple[
+    def process(self, processor: Processor, records: Sequence[Record], now: float) -> tuple[
             list[Output], Tally]:
-        """Route the task's share of a batch. The changes wait in the router until the caller's
-        router.flush() (once for every task of the transaction: a tenant's messaging-limit
-        ledger that several tasks stepped into is written once); the store then holds them
-        pending until committed() or abort()."""
+        """Hand the task's share of a batch to the processor. Its changes wait in the processor
+        until the caller's processor.flush() (once for every task of the transaction: a record
+        that several tasks changed is written once); the store then holds them pending until
+        committed() or abort()."""
         out: list[Output] = []
         tally: Tally = Counter()
         try:
             for record in records:
-                router.handle(record, self.store, out, tally, now)
+                processor.handle(record, self.store, out, tally, now)
         except BaseException:
-            router.forget()
+            processor.forget()
             raise
         return out, tally
 

@@ -1,6 +1,6 @@
 """Routing: decode -> co-partition by recipient -> state or decision -> output records.
 
-No Kafka I/O here: processors.runtime's tasks consume the records, call Router.handle and
+No Kafka I/O here: processors.runtime's tasks consume the records, call GateProcessor.handle and
 produce what it returns in one transaction with the input offsets.
 """
 
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import struct
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,6 @@ import orjson
 from processors.core import outputs, step, webhooks
 from processors.core.decode import DecodeError, decode, parse_json
 from processors.core.enrich import parse_recipient
-from processors.core.frozen import quick_init
 from processors.core.judge import Verdict, judge
 from processors.core.policy import (
     EMPTY,
@@ -36,11 +33,15 @@ from processors.core.policy.engine import Decision, enrich
 from processors.core.policy.state import REDUCERS, state_key
 from processors.core.timeutil import parse_rfc3339
 from processors.core.webhooks import Document
-from processors.runtime import catalog, dead_letters, recipient_state, tenant_slots
+from processors.runtime import catalog, dead_letters
 from processors.runtime.catalog import CatalogReplica
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.processor import LocalStores
+from processors.runtime.engine.records import Output, Record, Tally
+from processors.runtime.engine.state_store import PartitionStore
+from processors.runtime.gate import recipient_state, tenant_slots
 from processors.runtime.metrics import NONE, BatchedHistogram, GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
-from processors.runtime.state_store import PartitionStore
 from processors.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -59,46 +60,6 @@ def member_key(tenant_id: str, number: str, member: str) -> str:
     return f"{tenant_id}:{number}#{member}"
 
 
-def partition_for(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives a key (murmur2, as the Java client)."""
-    return partition_for_bytes(key.encode("utf-8"), partitions)
-
-
-@functools.lru_cache(maxsize=131_072)  # keys recur (busy recipients)
-def partition_for_bytes(key: bytes, partitions: int) -> int:
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2), as aiokafka's and
-    kafka-python's pure-Python ones compute it, a word at a time: about three times faster
-    (tests/unit/runtime/test_partitioner.py checks they agree)."""
-    length = len(data)
-    h = 0x9747B28C ^ length
-    words = length // 4
-    for k in struct.unpack_from(f"<{words}I", data):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = length & 3
-    if tail:
-        rest = length & ~3
-        if tail >= 3:
-            h ^= data[rest + 2] << 16
-        if tail >= 2:
-            h ^= data[rest + 1] << 8
-        h = ((h ^ data[rest]) * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
-
-
 def recipient_identity(contract: str, document: dict[str, Any]) -> str | None:
     """The E.164 number or BSUID a routed document is about; None when it is neither."""
     if contract == "outbound_message":
@@ -110,37 +71,6 @@ def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
     """tenant_id:identity of any routed contract; None when the recipient is not valid."""
     identity = recipient_identity(contract, document)
     return state_key(document["tenant_id"], identity) if identity else None
-
-
-# (what, labels...) -> how many; counted once the batch has committed
-Tally = Counter[tuple[Any, ...]]
-
-
-@quick_init
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the router needs of one consumed record (aiokafka's ConsumerRecord, reshaped)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float  # seconds
-    headers: Sequence[tuple[str, bytes]] = ()
-    consumed: float = 0.0  # time.monotonic() when it was fetched
-
-
-@quick_init
-@dataclass(frozen=True, slots=True)
-class Output:
-    """A record to produce in the transaction of the input it came from."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    partition: int | None = None
-    headers: Sequence[tuple[str, bytes]] = ()
 
 
 def user_state(tenant: str, head: str, head_state: RecipientState, members: Sequence[str],
@@ -166,7 +96,7 @@ class Preview:
     moving: bool = False
 
 
-class Router:
+class GateProcessor:
     """One input record -> state changes and output records, for the partition that owns it.
 
     Everything about one tenant:recipient meets in one partition: the outbound topic, the
@@ -230,6 +160,12 @@ class Router:
     @property
     def sources(self) -> list[str]:
         return [*self.contracts, self.rekeyed]
+
+    def attach(self, local: LocalStores) -> None:
+        self.local = local
+
+    def committed_reader(self, store: PartitionStore) -> Callable[[str], RecipientState]:
+        return lambda key: recipient_state.load_committed(store, key)
 
     def handle(self, record: Record, store: PartitionStore, out: list[Output], tally: Tally,
                now: float) -> None:

@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from processors.runtime.routing import murmur2
+from processors.runtime.engine.partitioner import murmur2
 
 
 def test_murmur2_agrees_with_aiokafka_and_kafka_python_on_random_keys() -> None:

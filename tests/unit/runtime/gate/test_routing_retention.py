@@ -1,11 +1,11 @@
-"""Router.retention(): what a tenant's state keeps, remembered per policy, with no broker."""
+"""GateProcessor.retention(): what a tenant's state keeps, remembered per policy, with no broker."""
 
 from __future__ import annotations
 
 import copy
 
 from processors.core.policy import load_policy, parse_policy
-from processors.runtime import recipient_state
+from processors.runtime.gate import recipient_state
 from tests.unit.runtime.fakes import make_router
 
 

@@ -1,0 +1,105 @@
+"""The walk of one outbound message from the stream task to its decision: which functions of
+processors/ it calls, in which files, and how often it enters a file again.
+
+    .venv/bin/python -m tests.benchmarks.walk
+
+A message to a user with state, at its home partition, through the task, the gate's processor
+and the batch's flush, with in-memory stores. A call into processors/core/ counts as one stop
+(the core's own calls are not followed): the walk is about the runtime's layering.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from processors.core.policy import load_policy
+from processors.core.timeutil import format_rfc3339, parse_rfc3339
+from processors.runtime.catalog import CatalogReplica
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.records import Output, Record
+from processors.runtime.engine.state_store import MemoryBackend, PartitionStore
+from processors.runtime.engine.task import StreamTask
+from processors.runtime.gate.processor import GateProcessor
+from processors.runtime.metrics import GateMetrics
+from processors.runtime.policy_feed import PolicyHolder
+from processors.settings import Settings, Topics
+from tests.factories import inbound, message, template_entry
+
+ROOT = Path(__file__).resolve().parents[2] / "processors"
+CORE = ROOT / "core"
+PARTITIONS = 4
+NUMBER = "+5511912345678"
+
+
+def walk() -> list[tuple[str, str]]:
+    settings = Settings(partitions=PARTITIONS)
+    catalog = CatalogReplica()
+    entry = template_entry("notice", "UTILITY")
+    catalog.data[f"acme:{entry['name']}:en_US"] = (entry,)
+    processor = GateProcessor(settings, PolicyHolder(load_policy()), catalog,
+                               GateMetrics(CollectorRegistry(), 100))
+    home = partition_for(f"acme:{NUMBER}", PARTITIONS)
+    store = PartitionStore(home, MemoryBackend())
+    task = StreamTask(home, store)
+    now = parse_rfc3339("2026-12-01T12:00:00Z")
+    opened = inbound(NUMBER, format_rfc3339(now - 60))  # the user wrote a minute ago
+    task.process(processor, [Record(Topics().inbound, home, 0, None, orjson.dumps(opened),
+                                    now)], now)
+    processor.flush([])
+    store.committed(1)
+    sent = message(message_id="walked", recipient=NUMBER, kind="template",
+                   template={"name": "notice", "language": "en_US"},
+                   created_at=format_rfc3339(now))
+    record = Record(Topics().outbound, home, 1, None, orjson.dumps(sent), now)
+    calls: list[tuple[str, str]] = []
+    depth_in_core = 0
+
+    def profile(frame: FrameType, event: str, _: Any) -> None:
+        nonlocal depth_in_core
+        path = Path(frame.f_code.co_filename)
+        if not path.is_relative_to(ROOT):
+            return
+        in_core = path.is_relative_to(CORE)
+        if event == "call":
+            if depth_in_core == 0:
+                calls.append((str(path.relative_to(ROOT.parent)), frame.f_code.co_name))
+            if in_core:
+                depth_in_core += 1
+        elif event == "return" and in_core:
+            depth_in_core -= 1
+
+    out: list[Output] = []
+    sys.setprofile(profile)
+    try:
+        produced, _ = task.process(processor, [record], now)
+        processor.flush(out)
+    finally:
+        sys.setprofile(None)
+    assert any(o.topic == Topics().accepted for o in produced), "the message was not accepted"
+    return calls
+
+
+def main() -> None:
+    calls = walk()
+    runs: list[str] = []
+    for file, _ in calls:
+        if not runs or runs[-1] != file:
+            runs.append(file)
+    entered = Counter(runs)
+    for file, function in calls:
+        print(f"  {file}:{function}")
+    print(f"{len(calls)} calls in {len(entered)} files; file sequence "
+          f"({len(runs)} stops): {' -> '.join(Path(f).name for f in runs)}")
+    print("entered more than once: " + (", ".join(f"{Path(f).name} {n}x" for f, n in
+                                                  entered.most_common() if n > 1) or "none"))
+
+
+if __name__ == "__main__":
+    main()
