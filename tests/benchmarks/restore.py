@@ -23,7 +23,8 @@ the memory of the whole pod (worker + query server) holding it.
 4. Memory (unless --no-memory), on that worker with the state in it: the process tree's peak
    RSS (a) draining a backlog of --backlog workload events (saturation), (b) under
    --checks-per-second checks/s to POST /v1/check (tests.benchmarks.check_api's client), and
-   (c) both at once.
+   (c) both at once; --rounds times in turn (memory a process takes is rarely given back, so
+   a later round shows whether the peak still grows).
 
 Peak RSS of the tree: the worker and its children (the query server, multiprocessing's
 resource tracker). Two figures per phase: the sum of each process's VmHWM (reset at the
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -56,8 +58,9 @@ import orjson
 
 from processors.core.policy import state as st
 from processors.runtime import kafka_clients, topics
-from processors.runtime.record_collector import RecordCollector
-from processors.runtime.routing import Output, partition_for
+from processors.runtime.engine.partitioner import partition_for
+from processors.runtime.engine.record_collector import RecordCollector
+from processors.runtime.engine.records import Output
 from processors.settings import Settings, from_env
 from processors.tools.loadgen import Workload
 from tests.benchmarks.check_api import (
@@ -186,13 +189,19 @@ class RssSampler(threading.Thread):
         self.peak_kb = 0
         self.hwm_resettable = True
         self.done = threading.Event()
+        self.lock = threading.Lock()  # a sample taken before reset() must not land after it
+
+    def sample(self) -> None:
+        with self.lock:
+            self.peak_kb = max(self.peak_kb, sum(status_kb(p, "VmRSS") for p in tree(self.pid)))
 
     def run(self) -> None:
         while not self.done.wait(SAMPLE_SECONDS):  # the sampling interval
-            self.peak_kb = max(self.peak_kb, sum(status_kb(p, "VmRSS") for p in tree(self.pid)))
+            self.sample()
 
     def reset(self) -> None:
-        self.peak_kb = 0
+        with self.lock:
+            self.peak_kb = 0
         for pid in tree(self.pid):
             try:  # "5": reset the peak resident set size (Linux 4.0+)
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -203,7 +212,7 @@ class RssSampler(threading.Thread):
         """Peak RSS (MB) of the tree now: per process VmHWM, their sum, the sampled peak."""
         processes = {f"{comm(p)}[{p}]": round(status_kb(p, "VmHWM") / 1024, 1)
                      for p in tree(self.pid)}
-        self.peak_kb = max(self.peak_kb, sum(status_kb(p, "VmRSS") for p in tree(self.pid)))
+        self.sample()
         return {"peak_rss_mb_sum_of_hwm": round(sum(processes.values()), 1),
                 "peak_rss_mb_sampled": round(self.peak_kb / 1024, 1),
                 "rss_mb_now": round(sum(status_kb(p, "VmRSS") for p in tree(self.pid)) / 1024, 1),
@@ -299,8 +308,12 @@ def stop_life(life: Life) -> dict[str, Any]:
 
 def life_summary(name: str, life: Life, records: int) -> dict[str, Any]:
     restored = life.restore["keys"]
+    data = Path(life.gate.env["OUTBOUND_GATE_DATA_DIR"])
     result = {"seconds_to_ready": round(life.ready_seconds, 2),
               "keys_restored": restored,
+              # The volume a pod needs for this state (RocksDB files, the query server's).
+              "data_dir_mb": round(sum(f.stat().st_size for f in data.rglob("*")
+                                       if f.is_file()) / 2**20, 1),
               # From the process's start: what an orchestrator waits for.
               "keys_per_s_to_ready": round(restored / life.ready_seconds),
               **life.restore, **life.sampler.figures()}
@@ -349,9 +362,9 @@ class MemoryBench:
         records, ids = self.backlog(events) if events else ([], [])
         self.life.sampler.reset()
         began = time.monotonic()
-        if checks:
+        if checks:  # stopped below; the client's own limit is only a backstop
             self.client.start(self.life.gate.base_url, self.checks_per_second,
-                              self.check_seconds if not events else 600)
+                              self.check_seconds + 600)
         try:
             if events:
                 produce(self.bootstrap, records)
@@ -391,6 +404,12 @@ def main() -> None:
     parser.add_argument("--checks-per-second", type=float, default=500.0)
     parser.add_argument("--check-seconds", type=float,
                         help="length of the checks-only phase (30; 5 quick)")
+    parser.add_argument("--rounds", type=int,
+                        help="times the three memory phases run, in turn (2; 1 quick)")
+    parser.add_argument("--sweep-seconds", type=int, default=60,
+                        help="the worker's OUTBOUND_GATE_STATE_SWEEP_SECONDS (60; the default is "
+                             "600): a sweep lists and reads every key of a partition, so the "
+                             "memory phases include sweeps of the whole state")
     parser.add_argument("--no-memory", action="store_true",
                         help="cold and warm restarts only, no memory phases")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
@@ -402,18 +421,20 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))
     for name, full, quick in (("records", 1_000_000, 20_000), ("backlog", 200_000, 5_000),
-                              ("check_seconds", 30.0, 5.0)):
+                              ("check_seconds", 30.0, 5.0), ("rounds", 2, 1)):
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
     out = args.output or RESULTS / ("restore-quick.json" if args.quick else "restore.json")
 
     bootstrap = harness.bootstrap.__wrapped__()  # type: ignore[attr-defined]
+    load_start = os.getloadavg()[0]
     stamp = datetime.now().strftime("%Y%m%d%H%M%S")
     app_id = f"bench-restore-{stamp}"
     prefix = f"bench.restore.{stamp}"
     token = f"bench-{uuid.uuid4().hex}"
     env = {**gate_env(prefix, "gate"), "OUTBOUND_GATE_APP_ID": app_id,
            "OUTBOUND_GATE_LOG_LEVEL": "info", "OUTBOUND_GATE_API_TOKEN": token,
+           "OUTBOUND_GATE_STATE_SWEEP_SECONDS": str(args.sweep_seconds),
            **dict(item.split("=", 1) for item in args.worker_env)}
     settings = from_env({**env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     tmp = Path(tempfile.mkdtemp(prefix="bench-restore-"))
@@ -451,11 +472,16 @@ def main() -> None:
                                 args.checks_per_second, args.check_seconds)
             log(f"    warm-up checks: {client.warm(life.gate.base_url, 2_000)['statuses']}")
             log(f"  memory with {args.records:,} recipients in state")
-            memory.append(bench.phase("saturated", args.backlog, checks=False))
-            memory.append(bench.phase("checks", 0, checks=True))
-            memory.append(bench.phase("saturated_with_checks", args.backlog, checks=True))
-            numbers = numbers_in_log(life.gate.log_path.read_text(errors="replace"), recipients)
-            summary["phone_numbers_in_worker_log"] = numbers
+            for round_ in range(1, args.rounds + 1):  # again: does the peak still grow?
+                memory.append(bench.phase(f"saturated-{round_}", args.backlog, checks=False))
+                memory.append(bench.phase(f"checks-{round_}", 0, checks=True))
+                memory.append(bench.phase(f"saturated_with_checks-{round_}", args.backlog,
+                                          checks=True))
+            text = life.gate.log_path.read_text(errors="replace")
+            summary["phone_numbers_in_worker_log"] = numbers_in_log(text, recipients)
+            # Partition sweeps the warm life made (one line each; 8 make a sweep of it all).
+            summary["partition_sweeps_warm"] = text[life.log_from:].count(
+                '"event": "state_sweep"')
         warm["whole_life"] = stop_life(life)
         life = None
         summary.update({
@@ -464,9 +490,12 @@ def main() -> None:
             "cold_ready_within_target": cold["seconds_to_ready"] <= READY_TARGET_SECONDS,
             "seed": seeded, "cold": cold, "warm": warm, "memory": memory,
             "settings": {"backlog": args.backlog, "checks_per_second": args.checks_per_second,
+                         "rounds": args.rounds, "sweep_seconds": args.sweep_seconds,
                          "check_seconds": args.check_seconds, "worker_env": args.worker_env,
                          "quick": args.quick},
             "machine": machine(),
+            # Other sessions share this machine: its load when the run began and ended.
+            "loadavg_1m": {"start": load_start, "end": os.getloadavg()[0]},
             "command": " ".join(["python -m tests.benchmarks.restore", *sys.argv[1:]])})
     finally:
         if client is not None:
