@@ -28,6 +28,7 @@ SCHEMA_FILES: Mapping[str, str] = {
     "inbound_message": "inbound-message.schema.json",
     "user_preference": "user-preference.schema.json",
     "policy": "policy.schema.json",
+    "repartition_envelope": "repartition-envelope.schema.json",
 }
 
 _FORMATS = FormatChecker(formats=())

@@ -81,8 +81,8 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
     holder = PolicyHolder(policies or load_policy(settings.policy_file), metrics)
     policy_feed.register(app, settings, holder)
     catalog_table = catalog.register(app, settings, metrics)
-    router = GateProcessor(settings, holder, catalog_table, metrics)
-    processor = StreamThread(settings, router, metrics,
+    gate = GateProcessor(settings, holder, catalog_table, metrics)
+    processor = StreamThread(settings, gate, metrics,
                              lambda: faust_ready(app) and catalog_table.caught_up,
                              loop=app.loop, beacon=app.beacon)
     app.add_dependency(processor)  # started and stopped with the worker
@@ -97,7 +97,7 @@ def create_app(settings: Settings, policies: PolicySet | None = None) -> faust.A
         web = app.web
         assert isinstance(web, AiohttpWeb), "the check API needs Faust's aiohttp web driver"
         web.web_app.router.add_routes(check_api.routes(
-            settings, router, lambda: processor.reader, ApiMetrics(registry), holder,
+            settings, gate.previews, lambda: processor.reader, ApiMetrics(registry), holder,
             catalog_table, lambda: catalog_table.caught_up and holder.caught_up))
 
     @app.task  # type: ignore[untyped-decorator]

@@ -185,3 +185,14 @@ def lookup_with_upcoming(replica: CatalogReplica, tenant_id: str, name: str, lan
     if not history:
         return None, None
     return tpl.entry_at(history, clock), tpl.pending_category(history, clock)
+
+
+def template_of(replica: CatalogReplica, message: dict[str, Any], clock: float
+                ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the message's template entry in effect at the clock, the category change Meta
+    announced for later); (None, None) for a free-form message."""
+    if message["kind"] != "template":
+        return None, None
+    template = message["template"]
+    return lookup_with_upcoming(replica, message["tenant_id"], template["name"],
+                                template["language"], clock)

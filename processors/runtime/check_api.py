@@ -41,7 +41,7 @@ from processors.core.decode import DecodeError, decode
 from processors.core.enrich import parse_recipient
 from processors.runtime import catalog, kafka_clients
 from processors.runtime.catalog import CatalogReplica
-from processors.runtime.gate.processor import GateProcessor, Preview, StateReader
+from processors.runtime.gate.preview import Preview, Previews, StateReader
 from processors.runtime.metrics import ApiMetrics
 from processors.runtime.policy_feed import PolicyHolder
 from processors.settings import Settings
@@ -174,20 +174,20 @@ class CheckService:
     """Answers checks and recipient questions: here from the local stores, or by the owner of
     the partition."""
 
-    def __init__(self, settings: Settings, router: GateProcessor) -> None:
+    def __init__(self, settings: Settings, previews: Previews) -> None:
         self.settings = settings
-        self.router = router
+        self.previews = previews
         self.owners = Owners(settings)
         self.own_url = kafka_clients.advertised_url(settings)
         self.session: aiohttp.ClientSession | None = None
 
     def check_here(self, read: StateReader, document: dict[str, Any], head: str | None
                    ) -> Preview:
-        return self.router.preview(document, read, time.time(), head)
+        return self.previews.preview(document, read, time.time(), head)
 
     def recipient_here(self, read: StateReader, who: tuple[str, str], head: str | None
                        ) -> Preview:
-        return self.router.recipient(who[0], who[1], read, time.time(), head)
+        return self.previews.recipient(who[0], who[1], read, time.time(), head)
 
     async def answer(self, items: list[Any], heads: list[str | None], forwarded: bool,
                      look: Look, forward: Forward) -> list[dict[str, Any]]:
@@ -265,14 +265,14 @@ class CheckService:
 Ready = Callable[[], bool]
 
 
-def routes(settings: Settings, router: GateProcessor, readers: Callable[[], StateReader],
+def routes(settings: Settings, previews: Previews, readers: Callable[[], StateReader],
            metrics: ApiMetrics, holder: PolicyHolder, table: CatalogReplica,
            ready: Ready) -> list[web.RouteDef]:
     """The check API's routes, for the aiohttp application of the process that answers: the
     worker's (Faust's web server) or the query server's. readers() gives, per request, the
     committed state of the partitions answered here; ready() says the catalog and the
     policy have been read (until then every tenant would look unknown)."""
-    service = CheckService(settings, router)
+    service = CheckService(settings, previews)
     tenants = Tenants(settings, holder, table)
     openapi = orjson.dumps(orjson.loads((contracts.schemas_dir() / "openapi.json")
                                         .read_bytes()))

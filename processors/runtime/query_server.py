@@ -65,7 +65,7 @@ from processors.runtime import check_api, cpu_slice, feed, gc_pauses
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.engine.state_store import PartitionStore, SecondaryBackend, rocks_path
 from processors.runtime.gate import recipient_state
-from processors.runtime.gate.processor import GateProcessor, StateReader
+from processors.runtime.gate.preview import Previews, StateReader
 from processors.runtime.logs import logging_config
 from processors.runtime.metrics import ApiMetrics, GateMetrics
 from processors.runtime.policy_feed import PolicyHolder
@@ -387,9 +387,8 @@ class QueryProcess:
         self.replicas = Replicas(primary_dir, secondary_dir)
         self.holder = PolicyHolder(load_policy(settings.policy_file))
         self.catalog = CatalogReplica()
-        # The router is asked only to preview: the stream's metrics it would keep go nowhere.
-        self.router = GateProcessor(settings, self.holder, self.catalog,
-                             GateMetrics(CollectorRegistry(), settings.tenant_label_cap))
+        self.previews = Previews(settings.partitions, self.holder, self.catalog,
+                                 settings.dedup_seconds > 0)
         self.registry = CollectorRegistry()
         self.api_metrics = ApiMetrics(self.registry)
         self.proxy = Proxy(worker_url)
@@ -402,7 +401,7 @@ class QueryProcess:
     def application(self) -> web.Application:
         app = web.Application()
         app.add_routes(check_api.routes(
-            self.settings, self.router, self.replicas.reader, self.api_metrics, self.holder,
+            self.settings, self.previews, self.replicas.reader, self.api_metrics, self.holder,
             self.catalog, lambda: all(self.caught_up().values())))
         app.add_routes([web.get("/metrics", self.metrics), web.get("/readyz", self.ready),
                         web.route("*", "/{path:.*}", self.proxy.handle)])

@@ -26,7 +26,6 @@ from processors.core.policy import state as st
 from processors.runtime.engine.partitioner import partition_for_bytes
 from processors.runtime.engine.records import Output, Record
 from processors.runtime.engine.state_store import open_store
-from processors.runtime.policy_feed import PolicyHolder
 from processors.settings import Topics
 from processors.tools.loadgen import Workload
 from tests.benchmarks.peers.common import Rules, apply_template, dead_letter
@@ -69,8 +68,8 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="router-cpu-"))
     stores = {p: open_store(args.store, data, p) for p in range(PARTITIONS)}
     if args.messaging_limit:
-        router.holder = PolicyHolder(limits_policy(args.messaging_limit))
-        router.local = stores.get
+        router.holder.current = limits_policy(args.messaging_limit)
+        router.attach(stores.get)
     pending: list[Record] = list(records)
     handled = outputs = 0
     profile = cProfile.Profile() if args.profile else None

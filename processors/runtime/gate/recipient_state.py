@@ -9,12 +9,42 @@ the caller in the transaction that commits the input.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import orjson
 
+from processors.core.enrich import parse_recipient
 from processors.core.policy import PolicySet, RecipientState
 from processors.core.policy import state as st
+from processors.core.policy.state import REDUCERS, state_key
 from processors.runtime.engine.state_store import PartitionStore
 from processors.runtime.gate import tenant_slots
+
+
+def recipient_identity(contract: str, document: dict[str, Any]) -> str | None:
+    """The E.164 number or BSUID a routed document is about; None when it is neither."""
+    if contract == "outbound_message":
+        return parse_recipient(document["recipient"], document.get("recipient_region")).identity
+    return parse_recipient(document[REDUCERS[contract][1]]).identity
+
+
+def recipient_key(contract: str, document: dict[str, Any]) -> str | None:
+    """tenant_id:identity of any routed contract; None when the recipient is not valid."""
+    identity = recipient_identity(contract, document)
+    return state_key(document["tenant_id"], identity) if identity else None
+
+
+def member_key(tenant_id: str, number: str, member: str) -> str:
+    """The record of a BSUID's state kept in its number's partition, beside the number's."""
+    return f"{tenant_id}:{number}#{member}"
+
+
+def user_state(tenant: str, head: str, head_state: RecipientState, members: Sequence[str],
+               load: Callable[[str], RecipientState], now: float) -> RecipientState:
+    """One user's state: its head identity's record and its linked BSUIDs' member records."""
+    return st.combine([head_state, *(load(member_key(tenant, head, member))
+                                     for member in members)], now)
 
 
 def load(store: PartitionStore, key: str) -> RecipientState:

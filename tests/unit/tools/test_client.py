@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from processors.runtime import kafka_clients
-from processors.runtime.gate.processor import recipient_key
+from processors.runtime.gate.recipient_state import recipient_key
 from processors.tools.client import (
     CheckUnavailable,
     GateChecks,

@@ -144,7 +144,6 @@ def test_a_tenant_ledger_stepped_into_by_every_task_is_written_once_a_batch() ->
     from processors.core.timeutil import format_rfc3339
     from processors.runtime.gate import recipient_state, tenant_slots
     from processors.runtime.gate.processor import GateProcessor
-    from processors.runtime.policy_feed import PolicyHolder
 
     broker = Broker(PARTITIONS)
     loop = route_loop(broker, set(range(PARTITIONS)))
@@ -153,7 +152,7 @@ def test_a_tenant_ledger_stepped_into_by_every_task_is_written_once_a_batch() ->
     document["parameters"]["messaging_limit"] = 10
     gate = loop.processor
     assert isinstance(gate, GateProcessor)
-    gate.holder = PolicyHolder(parse_policy(document))
+    gate.holder.current = parse_policy(document)
     tasks = loop.tasks
     assert tasks is not None
     gate.attach(lambda n: tasks.tasks[n].store if n in tasks.tasks else None)

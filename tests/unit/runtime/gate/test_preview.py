@@ -8,7 +8,7 @@ from typing import Any
 from processors.core.timeutil import format_rfc3339
 from processors.runtime.engine.partitioner import partition_for
 from processors.runtime.gate import recipient_state
-from processors.runtime.gate.processor import StateReader
+from processors.runtime.gate.preview import StateReader
 from tests.factories import inbound, message, preference
 from tests.unit.runtime.gate.test_routing_links import NUMBER, T0, TOPICS, X1, Cluster, send
 
@@ -38,7 +38,7 @@ def test_a_check_answers_what_the_stream_then_decides_and_records_nothing() -> N
     cluster.publish(TOPICS.preferences, preference(NUMBER, "stop", format_rfc3339(T0 - 60)), T0)
     checked = message(message_id="checked", recipient=NUMBER, created_at=format_rfc3339(T0))
     before = everything(cluster)
-    answers = [cluster.router.preview(checked, reader(cluster, {0, 1, 2, 3}), T0)
+    answers = [cluster.router.previews.preview(checked, reader(cluster, {0, 1, 2, 3}), T0)
                for _ in range(100)]
     assert everything(cluster) == before, "a check changed the state"
     record = answers[0].record
@@ -47,7 +47,7 @@ def test_a_check_answers_what_the_stream_then_decides_and_records_nothing() -> N
     assert all(answer == answers[0] for answer in answers)
     send(cluster, "checked", NUMBER, T0)  # the stream, right after
     assert same_decision(record, cluster.decisions["checked"])
-    again = cluster.router.preview(checked, reader(cluster, {0, 1, 2, 3}), T0).record
+    again = cluster.router.previews.preview(checked, reader(cluster, {0, 1, 2, 3}), T0).record
     assert again is not None and again["already_decided"] is True
 
 
@@ -57,7 +57,8 @@ def test_checks_use_no_pair_budget() -> None:
     free_form = message(message_id="x", recipient=NUMBER, kind="free_form", template=None,
                         created_at=format_rfc3339(T0))
     for _ in range(200):  # far past the pair budget of 45
-        record = cluster.router.preview(free_form, reader(cluster, {0, 1, 2, 3}), T0).record
+        record = cluster.router.previews.preview(free_form, reader(cluster, {0, 1, 2, 3}),
+                                                 T0).record
         assert record is not None and "error_code" not in record
     for index in range(45):
         send(cluster, f"s{index}", NUMBER, T0, kind="free_form", template=None)
@@ -67,7 +68,7 @@ def test_checks_use_no_pair_budget() -> None:
 def test_a_partition_held_elsewhere_is_named() -> None:
     cluster = Cluster()
     checked = message(message_id="m", recipient=NUMBER, created_at=format_rfc3339(T0))
-    answer = cluster.router.preview(checked, reader(cluster, set()), T0)
+    answer = cluster.router.previews.preview(checked, reader(cluster, set()), T0)
     assert answer.record is None and answer.partition == partition_for(f"acme:{NUMBER}", 4)
 
 
@@ -79,9 +80,9 @@ def test_a_linked_bsuid_is_checked_with_its_numbers_state_on_the_numbers_owner()
     checked = message(message_id="to-bsuid", recipient=X1, created_at=format_rfc3339(T0))
     bsuid_home = partition_for(f"acme:{X1}", 4)
     number_home = partition_for(f"acme:{NUMBER}", 4)
-    first = cluster.router.preview(checked, reader(cluster, {bsuid_home}), T0)
+    first = cluster.router.previews.preview(checked, reader(cluster, {bsuid_home}), T0)
     assert first.record is None and (first.partition, first.head) == (number_home, NUMBER)
-    answer = cluster.router.preview(checked, reader(cluster, {number_home}), T0,
+    answer = cluster.router.previews.preview(checked, reader(cluster, {number_home}), T0,
                                     head=first.head)
     assert answer.record is not None and answer.record["error_code"] == "MARKETING_OPTED_OUT"
     send(cluster, "to-bsuid", X1, T0)
@@ -97,7 +98,7 @@ def test_the_recipient_view_shows_the_users_state_from_every_identity() -> None:
     send(cluster, "reply", NUMBER, T0 - 1, kind="free_form", template=None)
     everywhere = reader(cluster, {0, 1, 2, 3})
     before = everything(cluster)
-    view = cluster.router.recipient("acme", X1, everywhere, T0).record
+    view = cluster.router.previews.recipient("acme", X1, everywhere, T0).record
     assert everything(cluster) == before, "asking changed the state"
     assert view is not None and view["user"] == NUMBER
     assert view["linked"][0]["identity"] == X1
@@ -111,8 +112,9 @@ def test_the_recipient_view_shows_the_users_state_from_every_identity() -> None:
     assert [p["sends_available"] for p in view["pair_rate"]] == [44]
     # The same user asked by its number, on the number's owner only.
     number_home = partition_for(f"acme:{NUMBER}", 4)
-    by_number = cluster.router.recipient("acme", NUMBER, reader(cluster, {number_home}), T0)
+    by_number = cluster.router.previews.recipient("acme", NUMBER,
+                                                  reader(cluster, {number_home}), T0)
     assert by_number.record is not None
     assert by_number.record["last_decisions"] == view["last_decisions"]
-    elsewhere = cluster.router.recipient("acme", NUMBER, reader(cluster, set()), T0)
+    elsewhere = cluster.router.previews.recipient("acme", NUMBER, reader(cluster, set()), T0)
     assert elsewhere.record is None and elsewhere.partition == number_home

@@ -10,7 +10,7 @@ from kafka.partitioner import murmur2 as kafka_python_murmur2
 from processors.core.policy import EMPTY
 from processors.core.policy import state as st
 from processors.runtime.engine.partitioner import partition_for
-from processors.runtime.gate.processor import recipient_key
+from processors.runtime.gate.recipient_state import recipient_key
 from tests.factories import inbound, message, preference, status
 
 KEEP = st.Retention(service_window_seconds=100, cooldown_seconds=50, dedup_seconds=30)

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from processors.core import contracts
 from processors.core.policy import load_policy
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from processors.runtime.catalog import CatalogReplica
@@ -56,6 +57,7 @@ class Cluster:
         self.queue: deque[Record] = deque()
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.decisions: dict[str, dict[str, Any]] = {}
+        self.envelopes: Counter[str] = Counter()  # kind -> how many crossed the topic
         self.rng = random.Random(seed) if seed is not None else None
 
     def publish(self, topic: str, value: dict[str, Any], now: float) -> None:
@@ -80,6 +82,11 @@ class Cluster:
             for output in out:
                 if output.topic == self.settings.repartition_topic:
                     assert output.partition is not None
+                    # Every envelope the gate writes follows its contract.
+                    problem = contracts.first_error("repartition_envelope",
+                                                    orjson.loads(output.value or b"{}"))
+                    assert problem is None, problem
+                    self.envelopes[orjson.loads(output.value or b"{}")["kind"]] += 1
                     self.enqueue(output.topic, output.partition, output.value)
                 elif output.topic in (TOPICS.accepted, TOPICS.rejected):
                     decision = orjson.loads(output.value or b"{}")

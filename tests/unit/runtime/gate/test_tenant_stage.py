@@ -15,9 +15,7 @@ from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
 from processors.runtime.engine.partitioner import partition_for
 from processors.runtime.engine.records import Output
-from processors.runtime.engine.state_store import PartitionStore
 from processors.runtime.gate import recipient_state, tenant_slots
-from processors.runtime.policy_feed import PolicyHolder
 from tests.factories import inbound
 from tests.unit.runtime.gate.test_routing_links import PARTITIONS, T0, TOPICS, Cluster, send
 
@@ -35,9 +33,9 @@ class Limited(Cluster):
                               .joinpath("default_policy.json").read_text())
         document = copy.deepcopy(document)
         document["parameters"]["messaging_limit"] = LIMIT
-        self.router.holder = PolicyHolder(parse_policy(document))
+        self.router.holder.current = parse_policy(document)
         if direct:
-            self.router.local = self.stores.get
+            self.router.attach(self.stores.get)
 
     def drain(self, now: float) -> None:
         super().drain(now)
@@ -134,15 +132,15 @@ def test_a_full_tenant_refuses_without_writing_its_ledger_again(
     cluster = Limited(direct=True)
     for index, user in enumerate(USERS[:LIMIT]):
         template(cluster, f"new-{index}", user, T0 + index)
-    written: list[bytes] = []
-    changed = cluster.router.changed
+    written: list[bytes | None] = []
+    flush = cluster.router.state.flush
 
-    def recorded(store: PartitionStore, out: list[Output],
-                 change: tuple[bytes, bytes | None]) -> None:
-        written.append(change[0])
-        changed(store, out, change)
+    def recorded(out: list[Output]) -> None:  # the changelog records each batch writes
+        before = len(out)
+        flush(out)
+        written.extend(o.key for o in out[before:] if o.topic == cluster.settings.changelog_topic)
 
-    monkeypatch.setattr(cluster.router, "changed", recorded)
+    monkeypatch.setattr(cluster.router.state, "flush", recorded)
     template(cluster, "refused", USERS[5], T0 + 10)
     assert cluster.code("refused") == "MESSAGING_LIMIT_REACHED"
     assert written == [f"acme:{USERS[5]}".encode()], "only the user's record (its outcome)"
