@@ -14,7 +14,7 @@ Every call comes from the stream thread, one batch at a time:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from processors.runtime.engine.records import Output, Record, Tally
@@ -50,8 +50,9 @@ class Processor(Protocol):
     def released(self, partitions: set[int]) -> None:
         """These partitions leave this worker."""
 
-    def sweep(self, store: PartitionStore, now: float) -> list[Output]:
-        """Expired state of a partition: changes to write (their changelog records)."""
+    def sweep(self, store: PartitionStore, now: float) -> Iterator[list[Output]]:
+        """Expired state of a partition: changes to write (their changelog records), a chunk
+        at a time; the engine commits each chunk before it asks for the next."""
 
     def committed_reader(self, store: PartitionStore) -> Callable[[str], Any]:
         """A partition's committed state by key, readable from any thread (the check API)."""

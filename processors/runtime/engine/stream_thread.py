@@ -433,16 +433,20 @@ class RouteLoop:
         assert self.tasks is not None and self.producer is not None
         now = time.time()
         for task in list(self.tasks.tasks.values()):
-            try:
-                if self.exactly_once:
-                    self.producer.begin_transaction()
-                self.collector.send(self.producer, self.processor.sweep(task.store, now))
-                ends = self.collector.flush(self.producer)
-                if self.exactly_once:
-                    self.producer.commit_transaction(KAFKA_CALL_SECONDS)
-                task.committed(ends)
-            except Exception as exc:
-                self.failed([(task, [])], exc)
+            # One transaction a chunk: a sweep that changes a whole partition holds one chunk's
+            # changes in memory at a time, not the partition's.
+            for chunk in self.processor.sweep(task.store, now):
+                try:
+                    if self.exactly_once:
+                        self.producer.begin_transaction()
+                    self.collector.send(self.producer, chunk)
+                    ends = self.collector.flush(self.producer)
+                    if self.exactly_once:
+                        self.producer.commit_transaction(KAFKA_CALL_SECONDS)
+                    task.committed(ends)
+                except Exception as exc:
+                    self.failed([(task, [])], exc)
+                    break  # the rest waits for the next sweep
 
     def maybe_measure_lag(self) -> None:
         """Input records not yet processed, per owned partition: end offset - position.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
@@ -336,13 +336,18 @@ class GateProcessor:
         tally[("dead_letter", record.topic, error.reason)] += 1
         return Output(self.settings.topics.dlq, key, value)
 
-    def sweep(self, store: PartitionStore, now: float) -> list[Output]:
-        kept, changes = recipient_state.sweep(store, self.holder.current,
-                                              self.settings.dedup_seconds, now)
+    def sweep(self, store: PartitionStore, now: float) -> Iterator[list[Output]]:
+        """Expired state of a partition deleted, a chunk of changelog records at a time."""
+        kept = removed = 0
+        for counted, changes in recipient_state.sweep(store, self.holder.current,
+                                                      self.settings.dedup_seconds, now):
+            kept, removed = counted, removed + len(changes)
+            if changes:
+                yield [Output(self.changelog, key, value, store.partition)
+                       for key, value in changes]
         self.metrics.state_entries.labels(str(store.partition)).set(kept)
         log.info("state sweep", extra={"event": "state_sweep", "partition": store.partition,
-                                       "kept": kept, "removed": len(changes)})
-        return [Output(self.changelog, key, value, store.partition) for key, value in changes]
+                                       "kept": kept, "removed": removed})
 
 
 def read_input(contract: str, record: Record, settings: Settings) -> list[Document]:

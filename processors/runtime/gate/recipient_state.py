@@ -9,7 +9,7 @@ the caller in the transaction that commits the input.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -72,9 +72,22 @@ def save(store: PartitionStore, key: str, state: RecipientState) -> tuple[bytes,
     return raw_key, value
 
 
-def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float,
-          now: float) -> tuple[int, list[tuple[bytes, bytes | None]]]:
-    """Drop what has expired in one partition; returns (entries kept, changelog records)."""
+# Changes a sweep commits in one transaction: a partition whose 125,000 records all changed at
+# once, in one transaction, took the pod from 514 MiB to 1,349 MiB (make bench-restore).
+SWEEP_CHUNK = 5_000
+
+
+def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float, now: float,
+          chunk: int = SWEEP_CHUNK) -> Iterator[tuple[int, list[tuple[bytes, bytes | None]]]]:
+    """Delete what has expired in one partition: (entries kept so far, changelog records),
+    at most `chunk` records at a time, each to be committed before the next is asked for; the
+    last has the partition's count of entries kept.
+
+    A recipient's record is deleted once nothing in it can change a decision; one that still
+    holds something is left as it is, even if part of it has expired: every rule reads it
+    against the clock, so the expired part changes nothing, and it goes the next time the
+    record is written. Rewriting it here wrote nearly every record of a busy partition at
+    each sweep (an accepted send's pair budget expires within minutes)."""
     changes: list[tuple[bytes, bytes | None]] = []
     kept = 0
     for raw_key, raw_value in store.items():
@@ -84,11 +97,15 @@ def sweep(store: PartitionStore, policies: PolicySet, dedup_seconds: float,
                 store.put(raw_key, value)
                 changes.append((raw_key, value))
             kept += kept_it
-            continue
-        key = raw_key.decode("utf-8")
-        state = st.from_json(orjson.loads(raw_value))
-        pruned = st.prune(state, now, retention(policies, key.split(":", 1)[0], dedup_seconds))
-        if pruned is not state:
-            changes.append(save(store, key, pruned))
-        kept += not pruned.is_empty()
-    return kept, changes
+        else:
+            key = raw_key.decode("utf-8")
+            state = st.from_json(orjson.loads(raw_value))
+            keep = retention(policies, key.split(":", 1)[0], dedup_seconds)
+            if st.prune(state, now, keep).is_empty():
+                changes.append(save(store, key, st.EMPTY))
+            else:
+                kept += 1
+        if len(changes) >= chunk:
+            yield kept, changes
+            changes = []
+    yield kept, changes

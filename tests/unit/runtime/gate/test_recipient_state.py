@@ -123,3 +123,31 @@ def test_decided_ids_stored_before_outcomes_were_kept_still_load() -> None:
     state = st.from_json(orjson.loads(old))
     assert state.decided == ((5.0, "m-1", "?"),)
     assert st.already_decided(state, "m-1")
+
+
+def test_a_sweep_deletes_records_with_nothing_left_a_chunk_at_a_time() -> None:
+    from processors.core.policy import load_policy
+    from processors.runtime.engine.state_store import MemoryBackend, PartitionStore
+    from processors.runtime.gate import recipient_state
+
+    store = PartitionStore(0, MemoryBackend())
+    policies = load_policy()
+    window = policies.base.parameters.service_window_seconds
+    # 7 records that have expired entirely, 3 with an expired part beside a live opt-out
+    for n in range(7):
+        recipient_state.save(store, f"acme:+1416555{n:04d}", st.with_inbound(EMPTY, 1000.0))
+    for n in range(3):
+        live = st.apply_preference(EMPTY, preference(f"+1202555{n:04d}", "stop",
+                                                     "2026-01-01T00:00:00Z"))
+        recipient_state.save(store, f"acme:+1202555{n:04d}", st.with_inbound(live, 1000.0))
+    store.committed(1)
+    before = dict(store.items())
+    chunks = list(recipient_state.sweep(store, policies, 3600, 1000.0 + window + 1, chunk=3))
+    assert [len(changes) for _, changes in chunks] == [3, 3, 1]
+    assert chunks[-1][0] == 3  # kept: the three with an opt-out
+    assert all(value is None for _, changes in chunks for _, value in changes)
+    store.committed(2)
+    after = dict(store.items())
+    # Left as they were: the expired inbound time no longer opens a window, and goes the next
+    # time the record is written.
+    assert after == {key: value for key, value in before.items() if key.startswith(b"acme:+1202")}

@@ -94,7 +94,8 @@ def test_a_sweep_drops_closed_slots_and_ledger_minutes() -> None:
         template(cluster, f"m-{index}", user, T0)
     stage = cluster.stores[partition_for(tenant_slots.ledger_key("acme"), PARTITIONS)]
     assert sum(key.startswith(tenant_slots.PREFIX) for key, _ in stage.items()) == 3
-    changes = cluster.router.sweep(stage, T0 + 60 + 86400)
+    changes = [change for chunk in cluster.router.sweep(stage, T0 + 60 + 86400)
+               for change in chunk]
     stage.committed(stage.checkpoint() + 1)
     assert {change.value for change in changes} == {None}
     assert not [key for key, _ in stage.items() if key.startswith(tenant_slots.PREFIX)]
