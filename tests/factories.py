@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from processors.core.policy import PolicySet
 
 NOW = "2026-11-26T12:00:00Z"
 
@@ -54,3 +57,25 @@ def meta_body(name: str) -> dict[str, Any]:
     """A Meta webhook body from tests/fixtures/meta_webhook/, shaped as Meta documents it."""
     body: dict[str, Any] = json.loads((FIXTURES / "meta_webhook" / f"{name}.json").read_text())
     return body
+
+
+def policy_document(**changes: Any) -> dict[str, Any]:
+    """The packaged policy document with changes: a path of keys joined by __ -> its value,
+    e.g. parameters__messaging_limit=10 or rules__MESSAGING_LIMIT_REACHED__mode="monitor"."""
+    from processors.core.policy import load_policy
+
+    document: dict[str, Any] = json.loads(json.dumps(dict(load_policy().document)))
+    for path, value in changes.items():
+        target = document
+        keys = path.split("__")
+        for key in keys[:-1]:
+            target = target.setdefault(key, {})
+        target[keys[-1]] = value
+    return document
+
+
+def policy_with(**changes: Any) -> PolicySet:
+    """The packaged policy set with changes (policy_document's paths)."""
+    from processors.core.policy import parse_policy
+
+    return parse_policy(policy_document(**changes))

@@ -56,12 +56,13 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
-from processors.core.policy import PolicySet, load_policy, parse_policy
+from processors.core.policy import PolicySet, load_policy
 from processors.runtime import kafka_clients
 from processors.runtime.engine.stream_thread import PHASES
 from processors.runtime.topics import create_missing
 from processors.tools.loadgen import BSUID_SHARE, Workload, identity_mix
 from tests.e2e import conftest as harness
+from tests.factories import policy_with
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ("outbound", "statuses", "inbound", "preferences", "templates")
@@ -455,10 +456,8 @@ class PhaseTotals:
 
 def limits_policy(limit: int) -> PolicySet:
     """The packaged policy with every tenant's messaging limit pinned."""
-    document = json.loads(json.dumps(dict(load_policy().document)))
-    document["parameters"]["messaging_limit"] = limit
-    document["version"] += "-bench-limits"
-    return parse_policy(document)
+    version = f"{load_policy().version}-bench-limits"
+    return policy_with(parameters__messaging_limit=limit, version=version)
 
 
 def limits_env(limit: int) -> dict[str, str]:

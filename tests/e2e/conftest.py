@@ -48,7 +48,7 @@ def bootstrap() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     result = subprocess.run([str(REPO / "deploy/local/kafka.sh"), "up"], capture_output=True,
-                            text=True, timeout=600,
+                            text=True, timeout=240,
                             env={**os.environ, "PYTHON": sys.executable})
     assert result.returncode == 0, f"local Kafka did not start:\n{result.stderr}"
     return result.stdout.strip().splitlines()[-1]

@@ -128,7 +128,7 @@ class Broker:
 
     def up(self) -> None:
         result = subprocess.run([*self.network.exec("kafka"), str(REPO / "deploy/local/kafka.sh"),
-                                 "up"], env=self.env, capture_output=True, text=True, timeout=600)
+                                 "up"], env=self.env, capture_output=True, text=True, timeout=240)
         if result.returncode != 0:
             raise RuntimeError(f"the namespaced broker did not start:\n{result.stderr}")
 

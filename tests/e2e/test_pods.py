@@ -49,7 +49,9 @@ from tests.e2e.pods import (
 from tests.e2e.test_live_state import free_form, new_recipient, now_rfc3339
 from tests.factories import inbound, template_entry
 
-pytestmark = pytest.mark.e2e
+# A rolling restart of three pods and a takeover after the session timeout take minutes; every
+# wait inside has its own, shorter deadline.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 PODS = 3
 USERS = 300

@@ -88,8 +88,9 @@ def secure_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBr
         "KAFKA_LOCAL_ADMIN_PASSWORD": secrets.token_urlsafe(16),
         "KAFKA_LOCAL_SCRAM_USERS": f"{USER}:{password}",
     }
+    # Below pytest-timeout's 300 s, so that a broker that never starts says why.
     started = subprocess.run([str(KAFKA_SH), "up"], env=env, capture_output=True, text=True,
-                             timeout=600)
+                             timeout=240)
     try:
         assert started.returncode == 0, f"secure Kafka did not start:\n{started.stderr}"
         assert started.stdout.strip().splitlines()[-1] == f"127.0.0.1:{port}"

@@ -3,7 +3,6 @@ rate limit (issue 12), through the pure core and the offline check: no broker.""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from processors.cli.main import main
 from processors.core import contracts, outputs
 from processors.core.enrich import BSUID, PARENT_BSUID, PHONE, parse_recipient
-from processors.core.policy import EMPTY, PolicySet, decide, enrich, load_policy, parse_policy
+from processors.core.policy import EMPTY, PolicySet, decide, enrich, load_policy
 from processors.core.policy import identity as ids
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
@@ -25,6 +24,7 @@ from tests.factories import (
     inbound,
     message,
     meta_body,
+    policy_with,
     preference,
     status,
     template_entry,
@@ -99,16 +99,6 @@ class Run:
     def dead(self) -> list[str]:
         return [r["reason"] for r in self.results if r["decision"] == "dead_letter"]
 
-
-def policy_with(**changes: Any) -> PolicySet:
-    document: dict[str, Any] = copy.deepcopy(dict(POLICY.document))
-    for path, value in changes.items():
-        target = document
-        keys = path.split("__")
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
-    return parse_policy(document)
 
 
 # --- parsing a BSUID -----------------------------------------------------------------------

@@ -3,19 +3,19 @@ and the final verdict, and the in-memory slots of one tenant."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import pytest
 
 from processors.core import contracts
 from processors.core.judge import Verdict, judge
-from processors.core.policy import EMPTY, Policy, PolicySet, load_policy, parse_policy
+from processors.core.policy import EMPTY, Policy, load_policy
 from processors.core.policy import messaging_limit as ml
 from processors.core.policy import state as st
 from processors.core.policy.state import RecipientState
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from tests.factories import NOW, inbound, message, template_entry
+from tests.factories import policy_with as policies
 
 POLICY = load_policy()
 CLOCK = parse_rfc3339(NOW)
@@ -23,16 +23,6 @@ CA = "+14165550123"
 UTILITY = template_entry("promo", "UTILITY")
 DAY = ml.WINDOW_SECONDS
 
-
-def policies(**changes: Any) -> PolicySet:
-    document: dict[str, Any] = copy.deepcopy(dict(POLICY.document))
-    for path, value in changes.items():
-        target = document
-        keys = path.split("__")
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
-    return parse_policy(document)
 
 
 def base(**changes: Any) -> Policy:

@@ -3,7 +3,6 @@ tenant's slots, rule MESSAGING_LIMIT_REACHED after judge, and the report. No bro
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -12,12 +11,12 @@ import orjson
 import pytest
 
 from processors.cli.main import main
-from processors.core.policy import PolicySet, load_policy, parse_policy
+from processors.core.policy import PolicySet, load_policy
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from processors.settings import Topics
 from processors.tools.offline import OfflineCheck, TenantLimit
 from processors.tools.report import render
-from tests.factories import inbound, message, meta_body, status, template_entry
+from tests.factories import inbound, message, meta_body, policy_with, status, template_entry
 
 POLICY = load_policy()
 TOPICS = Topics()
@@ -57,16 +56,6 @@ def tier(value: str, seconds: float = 0, tenant: str = "acme") -> dict[str, Any]
                    {"event": "UPGRADE", "max_daily_conversations_per_business": value},
                    seconds, tenant)
 
-
-def policy_with(**changes: Any) -> PolicySet:
-    document: dict[str, Any] = copy.deepcopy(dict(POLICY.document))
-    for path, value in changes.items():
-        target = document
-        keys = path.split("__")
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
-    return parse_policy(document)
 
 
 class Run:

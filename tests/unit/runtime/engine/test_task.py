@@ -3,8 +3,6 @@ is kept, and the batch read again is decided once."""
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from typing import Any
 
 import orjson
@@ -140,19 +138,16 @@ def test_records_of_a_partition_no_longer_owned_are_neither_decided_nor_committe
 
 
 def test_a_tenant_ledger_stepped_into_by_every_task_is_written_once_a_batch() -> None:
-    from processors.core.policy import parse_policy
     from processors.core.timeutil import format_rfc3339
     from processors.runtime.gate import recipient_state, tenant_slots
     from processors.runtime.gate.processor import GateProcessor
+    from tests.factories import policy_with
 
     broker = Broker(PARTITIONS)
     loop = route_loop(broker, set(range(PARTITIONS)))
-    document = json.loads(resources.files("processors.core.policy")
-                          .joinpath("default_policy.json").read_text())
-    document["parameters"]["messaging_limit"] = 10
     gate = loop.processor
     assert isinstance(gate, GateProcessor)
-    gate.holder.current = parse_policy(document)
+    gate.holder.current = policy_with(parameters__messaging_limit=10)
     tasks = loop.tasks
     assert tasks is not None
     gate.attach(lambda n: tasks.tasks[n].store if n in tasks.tasks else None)

@@ -4,19 +4,14 @@ holds it); the same answers as the offline check's in both ways."""
 
 from __future__ import annotations
 
-import copy
-import json
-from importlib import resources
-
 import pytest
 
-from processors.core.policy import parse_policy
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
 from processors.runtime.engine.partitioner import partition_for
 from processors.runtime.engine.records import Output
 from processors.runtime.gate import recipient_state, tenant_slots
-from tests.factories import inbound
+from tests.factories import inbound, policy_with
 from tests.unit.runtime.gate.test_routing_links import PARTITIONS, T0, TOPICS, Cluster, send
 
 USERS = [f"+55119123456{n:02d}" for n in range(10)]
@@ -29,11 +24,7 @@ class Limited(Cluster):
 
     def __init__(self, direct: bool) -> None:
         super().__init__()
-        document = json.loads(resources.files("processors.core.policy")
-                              .joinpath("default_policy.json").read_text())
-        document = copy.deepcopy(document)
-        document["parameters"]["messaging_limit"] = LIMIT
-        self.router.holder.current = parse_policy(document)
+        self.router.holder.current = policy_with(parameters__messaging_limit=LIMIT)
         if direct:
             self.router.attach(self.stores.get)
 
