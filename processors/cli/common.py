@@ -30,3 +30,8 @@ def kafka_ready(command: str, settings: Settings) -> bool:
         fail(command, problem)
         return False
     return True
+
+
+def env_epilog(variables: tuple[str, ...]) -> str:
+    """The --help epilog naming the environment variables a command reads."""
+    return "environment variables read: " + ", ".join(variables)
