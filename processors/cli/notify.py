@@ -6,7 +6,7 @@ import argparse
 import contextlib
 import sys
 
-from processors.cli.common import env_epilog, kafka_ready, settings_for
+from processors.cli.common import kafka_ready, settings_for
 
 # The environment the command reads (the broker, its security, the topic names).
 ENVIRONMENT = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_*", "OUTBOUND_GATE_TOPIC_REJECTED",
@@ -32,7 +32,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "with the consumer's offsets: a restart resumes after the last settled rejection,\n"
             "and a rejection already settled is never sent or dead-lettered again."
         ),
-        epilog=env_epilog(ENVIRONMENT),
     )
     parser.add_argument("--webhook", metavar="URL", help="POST notifications here (JSON)")
     parser.add_argument("--group", default="outbound-gate-notifier",

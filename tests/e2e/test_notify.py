@@ -230,6 +230,15 @@ def test_every_rejection_is_delivered_or_dead_lettered_once_through_a_sigkill(
     for message_id, seen in repeated.items():
         assert seen.first_ok_at is not None
         assert state.killed_at - seen.first_ok_at < 2.0, (message_id, repeated)
+    # The dead-letter tools read the notifier's letters too, and list them as JSON.
+    listed = subprocess.run(
+        [sys.executable, "-m", "processors.cli.main", "dlq", "list", "--json"],
+        env={**env, "OUTBOUND_GATE_TOPIC_DLQ": topics.notifications_dlq},
+        capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    rows = [orjson.loads(line) for line in listed.stdout.splitlines()]
+    assert sorted(row["reason"] for row in rows) == ["refused"] * SCENARIOS["bad"]
+    assert {row["topic"] for row in rows} == {topics.rejected}
     text = log.read_text() + third.stderr
     assert NUMBER not in text and NUMBER[1:] not in text
     print(f"\nnotifier: {len(ids)} rejections, {settled_before_kill} delivered before the "
