@@ -25,6 +25,7 @@ from outbound_gate_client import (
     CheckUnavailable,
     GateChecks,
     GateClientError,
+    GateUnreachable,
     InvalidMessage,
     InvalidRecipient,
     PublishError,
@@ -36,7 +37,7 @@ from processors.core.enrich import parse_recipient
 from processors.runtime.kafka_security import client_options
 from processors.settings import KafkaSecurity, Topics
 
-__all__ = ["CheckRefused", "CheckUnavailable", "GateChecks", "GateClientError",
+__all__ = ["CheckRefused", "CheckUnavailable", "GateChecks", "GateClientError", "GateUnreachable",
            "InvalidMessage", "InvalidRecipient", "OutboundProducer", "PublishError",
            "gate_key", "recipient_path"]
 

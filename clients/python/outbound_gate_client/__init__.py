@@ -6,6 +6,7 @@ from outbound_gate_client.errors import (
     CheckRefused,
     CheckUnavailable,
     GateClientError,
+    GateUnreachable,
     InvalidMessage,
     InvalidRecipient,
     PublishError,
@@ -24,6 +25,7 @@ from outbound_gate_client.types import (
 __version__ = "0.1.0"
 __all__ = [
     "OPERATIONS", "PROBLEM_TYPES", "Batch", "CheckAnswer", "CheckRefused", "CheckUnavailable",
-    "GateChecks", "GateClientError", "InvalidMessage", "InvalidRecipient", "OutboundProducer",
+    "GateChecks", "GateClientError", "GateUnreachable", "InvalidMessage", "InvalidRecipient",
+    "OutboundProducer",
     "Problem", "PublishError", "Recipient", "Unavailable", "recipient_path",
 ]

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import httpx
 
-from outbound_gate_client.errors import CheckRefused, CheckUnavailable
+from outbound_gate_client.errors import CheckRefused, CheckUnavailable, GateUnreachable
 from outbound_gate_client.types import OPERATIONS, CheckAnswer, Recipient, Unavailable
 
 Checked = CheckAnswer | list[CheckAnswer | Unavailable]
@@ -33,8 +33,9 @@ class GateChecks:
     A 503 for the whole request (the partition is moving between workers, its new owner is
     restoring) is asked again after the server's Retry-After, at most `retries` times and
     never waiting more than `max_wait` seconds in all; then CheckUnavailable is raised. Other
-    errors raise CheckRefused. One connection pool serves every sync call, another every
-    async call of one event loop; close() / aclose() (or `with` / `async with`) release them."""
+    errors raise CheckRefused; no answer at all (refused, timed out) GateUnreachable. One
+    connection pool serves every sync call, another every async call of one event loop;
+    close() / aclose() (or `with` / `async with`) release them."""
 
     def __init__(self, base_url: str, token: str, timeout: float = 5.0, retries: int = 3,
                  max_wait: float = 10.0, sleep: Callable[[float], None] = time.sleep,
@@ -125,6 +126,9 @@ class GateChecks:
             try:
                 response = self._sync_client().request(method, self.base + path,
                                                        content=body_of(sent))
+            except httpx.TransportError as exc:
+                raise unreachable(self.base, exc) from exc
+            try:
                 return answer_of(response)
             except CheckUnavailable as unavailable:
                 pause = self._pause(unavailable, attempt, waited)
@@ -138,12 +142,19 @@ class GateChecks:
             try:
                 response = await self._async_client().request(method, self.base + path,
                                                               content=body_of(sent))
+            except httpx.TransportError as exc:
+                raise unreachable(self.base, exc) from exc
+            try:
                 return answer_of(response)
             except CheckUnavailable as unavailable:
                 pause = self._pause(unavailable, attempt, waited)
             await self.sleep_async(pause)
             waited += pause
         raise AssertionError("unreachable")
+
+
+def unreachable(base: str, error: httpx.TransportError) -> GateUnreachable:
+    return GateUnreachable(f"no answer from {base}: {type(error).__name__}: {error}")
 
 
 def recipient_path(tenant_id: str, identity: str) -> str:

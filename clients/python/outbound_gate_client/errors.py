@@ -37,3 +37,8 @@ class CheckUnavailable(GateClientError):
     def __init__(self, reason: str, retry_after: float) -> None:
         super().__init__(f"{reason} (retry after {retry_after:g} s)")
         self.retry_after = retry_after
+
+
+class GateUnreachable(GateClientError):
+    """No HTTP answer at all: the connection was refused or timed out (the gate's URL, the
+    network, or a worker that is down)."""

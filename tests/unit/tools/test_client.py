@@ -185,3 +185,14 @@ def test_a_refusal_names_its_problem_type(scripted: http.server.HTTPServer) -> N
     assert refused.value.status == 400
     assert refused.value.type == "urn:outbound-gate:problem:invalid-request"
     assert refused.value.reason == "unknown tenant_id 'nobody'"
+
+
+def test_no_answer_at_all_is_gate_unreachable() -> None:
+    from processors.tools.client import GateUnreachable
+    from tests.e2e.conftest import free_port
+
+    checks = GateChecks(f"http://127.0.0.1:{free_port()}", "t", timeout=2)
+    with pytest.raises(GateUnreachable, match="no answer from"):
+        checks.check(MESSAGE)
+    with pytest.raises(GateUnreachable):
+        asyncio.run(checks.check_async(MESSAGE))
