@@ -75,8 +75,9 @@ def run(args: argparse.Namespace) -> int:
     topics = settings.topics
     sender = WebhookSender(args.webhook, args.timeout) if args.webhook else None
     try:
+        # The rejected topic too: before the first worker ran, --once would wait for it forever.
         create_missing(settings.bootstrap_servers,
-                       [topics.notifications_dlq, topics.notifications_settled],
+                       [topics.rejected, topics.notifications_dlq, topics.notifications_settled],
                        settings.partitions, settings.replication_factor,
                        compacted=[topics.notifications_settled], security=settings.security)
         settled = settled_keys(read_to_end(settings, topics.notifications_settled, 120))
