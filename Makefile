@@ -11,9 +11,11 @@ export PYTHON := $(abspath $(BIN)/python)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# The client first: the server depends on outbound-gate-client, which is in this repository.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e clients/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
@@ -29,7 +31,7 @@ run: install
 	@export KAFKA_BOOTSTRAP_SERVERS=$$($(KAFKA) up) && $(BIN)/outbound-gate demo
 
 lint: install
-	$(BIN)/ruff check processors tests
+	$(BIN)/ruff check processors tests clients
 
 typecheck: install
 	$(BIN)/mypy

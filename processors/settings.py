@@ -202,6 +202,10 @@ class Topics:
     policy: str = "outbound-gate.policy"
     # Meta's webhook bodies of every field on one topic (they are read on the four above too).
     webhooks: str = "whatsapp.webhooks"
+    # The notifier's: notifications not delivered (with the receiver's answer), and each
+    # rejection's settlement (compacted, keyed by idempotency key: its de-duplication).
+    notifications_dlq: str = "outbound.notifications.dlq"
+    notifications_settled: str = "outbound.notifications.settled"
 
     def contracts(self) -> dict[str, str]:
         """Input topic -> the contract its values follow."""

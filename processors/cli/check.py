@@ -18,7 +18,10 @@ import orjson
 from processors.core.policy import PolicyError, load_policy
 from processors.core.timeutil import BadTimestamp, format_rfc3339, parse_rfc3339
 from processors.settings import SettingsError, from_env
-from processors.tools.offline import OfflineCheck
+from processors.tools.offline import OfflineCheck, Summary
+
+EXIT_FAILED_ON = 3  # a decision of a --fail-on kind occurred (documented in the README)
+FAIL_ON = ("rejected", "dead_letter", "monitored")
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,12 +35,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "applied in file order. On those topics the value may be Meta's webhook body as Meta "
             "sent it, with \"headers\": {\"tenant_id\": ...} (else $OUTBOUND_GATE_TENANT_MAP) "
             "naming the tenant, as live. Writes one JSON line per outbound message (and one "
-            "dead_letter line per bad line); a summary goes to stderr. Exit 0 when the file was "
-            "read to the end, whatever was decided."
+            "dead_letter line per bad line); a summary goes to stderr (--json: as one JSON "
+            f"object). Exit 0 when the file was read to the end, {EXIT_FAILED_ON} when it was "
+            "and a decision of a --fail-on kind occurred, 1 for a file that cannot be read or "
+            "written, 2 for usage errors."
         ),
     )
     parser.add_argument("file", help="JSON-lines input, or - for standard input")
     parser.add_argument("--output", "-o", help="write decisions here instead of stdout")
+    parser.add_argument("--fail-on", action="append", choices=FAIL_ON, default=[],
+                        help=f"exit {EXIT_FAILED_ON} when any decision of this kind occurs "
+                             "(rejected, dead_letter, or monitored: accepted with a "
+                             "monitor-mode rule that fired); repeat for several")
+    parser.add_argument("--json", action="store_true",
+                        help="the summary on stderr as one JSON object (and no progress bar)")
     parser.add_argument("--at", metavar="RFC3339",
                         help="decide every message at this fixed time instead of its "
                              "scheduled_at / created_at")
@@ -157,9 +168,9 @@ def run(args: argparse.Namespace) -> int:
                 for result in check.run(preload):
                     sink.write(orjson.dumps(result) + b"\n")
             size = os.fstat(source.fileno()).st_size if args.file != "-" else 0
-            progress = Progress(size)
+            progress = Progress(0 if args.json else size)
             lines = csv_messages(source, args, format_rfc3339(at or time.time()), progress) \
-                if fmt == "csv" else source
+                if fmt == "csv" else json_lines(source, progress)
             for result in check.run(lines):
                 sink.write(orjson.dumps(result) + b"\n")
                 if result.get("decision") == "rejected" and len(rejected) < 200:
@@ -168,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             print(f"outbound-gate check: read/write failed: {exc}", file=sys.stderr)
             return 1
-    print(check.summary.render(), file=sys.stderr)
+    if not args.json:
+        print(check.summary.render(), file=sys.stderr)
     if args.report:
         from processors.tools.report import render
 
@@ -179,5 +191,29 @@ def run(args: argparse.Namespace) -> int:
             print(f"outbound-gate check: cannot write {args.report}: {exc.strerror}",
                   file=sys.stderr)
             return 1
-        print(f"report written to {args.report}", file=sys.stderr)
+        if not args.json:
+            print(f"report written to {args.report}", file=sys.stderr)
+    failed = failed_on(check.summary, args.fail_on)
+    if args.json:
+        print(orjson.dumps({**check.summary.as_dict(), "report": args.report,
+                            "failed_on": failed}).decode(), file=sys.stderr)
+    if failed:
+        if not args.json:
+            print(f"failing: {', '.join(failed)} occurred (--fail-on)", file=sys.stderr)
+        return EXIT_FAILED_ON
     return 0
+
+
+def failed_on(summary: Summary, kinds: list[str]) -> list[str]:
+    """The --fail-on kinds that occurred."""
+    counts = {"rejected": summary.decisions["rejected"],
+              "dead_letter": summary.decisions["dead_letter"],
+              "monitored": sum(summary.monitored.values())}
+    return [kind for kind in FAIL_ON if kind in kinds and counts[kind]]
+
+
+def json_lines(source: IO[bytes], progress: Progress) -> Iterator[bytes]:
+    """The lines of a JSON-lines file, moving the progress bar as they are read."""
+    for line in source:
+        progress.update(source)
+        yield line

@@ -30,3 +30,31 @@ def kafka_ready(command: str, settings: Settings) -> bool:
         fail(command, problem)
         return False
     return True
+
+
+KAFKA = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
+         "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD(_FILE)", "KAFKA_SSL_* (CAFILE, CERTFILE, "
+         "KEYFILE, KEY_PASSWORD, CHECK_HOSTNAME)")
+# Command -> the environment variables it reads, named by its --help (the worker lists all).
+COMMAND_ENV: dict[str, tuple[str, ...]] = {
+    "check": ("OUTBOUND_GATE_POLICY_FILE (unless --policy)", "OUTBOUND_GATE_TENANT_MAP",
+              "OUTBOUND_GATE_MAX_MESSAGE_BYTES", "OUTBOUND_GATE_TOPIC_<NAME> (envelopes' topics)",
+              "OUTBOUND_GATE_SCHEMAS_DIR"),
+    "demo": (*KAFKA, "OUTBOUND_GATE_TOPIC_<NAME>", "OUTBOUND_GATE_WEB_PORT",
+             "and every other variable of the worker it starts"),
+    "policy": (*KAFKA, "OUTBOUND_GATE_TOPIC_POLICY (publish, export)"),
+    "catalog": (*KAFKA, "OUTBOUND_GATE_TOPIC_TEMPLATES", "OUTBOUND_GATE_PARTITIONS",
+                "OUTBOUND_GATE_REPLICATION_FACTOR"),
+    "loadgen": (*KAFKA, "OUTBOUND_GATE_TOPIC_<NAME>", "OUTBOUND_GATE_PARTITIONS",
+                "OUTBOUND_GATE_REPLICATION_FACTOR"),
+    "dlq": (*KAFKA, "OUTBOUND_GATE_TOPIC_DLQ (the notifier's: OUTBOUND_GATE_TOPIC_DLQ="
+            "outbound.notifications.dlq)"),
+    "notify": (*KAFKA, "OUTBOUND_GATE_TOPIC_REJECTED", "OUTBOUND_GATE_TOPIC_NOTIFICATIONS_DLQ",
+               "OUTBOUND_GATE_TOPIC_NOTIFICATIONS_SETTLED", "OUTBOUND_GATE_PARTITIONS",
+               "OUTBOUND_GATE_REPLICATION_FACTOR"),
+}
+
+
+def env_epilog(command: str) -> str:
+    """The --help epilog naming the environment variables a command reads."""
+    return "environment variables read: " + "; ".join(COMMAND_ENV[command])

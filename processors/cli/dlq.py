@@ -33,6 +33,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--reason", help="only letters with this reason (list, replay)")
     parser.add_argument("--all", action="store_true", help="replay every (matching) letter")
     parser.add_argument("--dry-run", action="store_true", help="replay: say what would be sent")
+    parser.add_argument("--json", action="store_true",
+                        help="list: one JSON object per letter on stdout (at, reason, topic, "
+                             "partition, offset, error, failed_at), no raw value")
     parser.set_defaults(run=run)
 
 
@@ -80,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         letters = [(w, letter) for w, letter in _letters(settings.bootstrap_servers, dlq,
                                                          settings.security)
                    if not args.reason or letter.get("reason") == args.reason]
+        if args.action == "list" and args.json:
+            for where, letter in letters:
+                print(orjson.dumps({"at": where, **{name: letter.get(name) for name in (
+                    "reason", "topic", "partition", "offset", "error", "failed_at")}}).decode())
+            return 0
         if args.action == "list":
             for where, letter in letters:
                 print(f"{where}\t{letter.get('reason')}\tfrom {letter.get('topic')}:"

@@ -7,6 +7,7 @@ import sys
 
 from processors import __version__
 from processors.cli import catalog, check, demo, dlq, loadgen, notify, policy, worker
+from processors.cli.common import COMMAND_ENV, env_epilog
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +25,9 @@ def parser() -> argparse.ArgumentParser:
     loadgen.add_parser(subparsers)
     dlq.add_parser(subparsers)
     notify.add_parser(subparsers)
+    for name, command in subparsers.choices.items():
+        if name in COMMAND_ENV:  # the worker's own --help lists every variable
+            command.epilog = env_epilog(name)
     return root
 
 

@@ -32,17 +32,29 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("action", choices=["validate", "publish", "export"])
     parser.add_argument("file", help="policy document (JSON); for export, where to write it")
+    parser.add_argument("--json", action="store_true",
+                        help="validate: the verdict as one JSON object on stdout "
+                             '({"valid": true, "id", "version", "tenants"} or '
+                             '{"valid": false, "error"}), exit code as without it')
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "export":
         return export(args.file)
+    as_json = args.json and args.action == "validate"
     try:
         policies = load_policy(args.file)
     except PolicyError as exc:
-        print(f"outbound-gate policy: {exc}", file=sys.stderr)
+        if as_json:
+            print(orjson.dumps({"valid": False, "error": str(exc)}).decode())
+        else:
+            print(f"outbound-gate policy: {exc}", file=sys.stderr)
         return 1
+    if as_json:
+        print(orjson.dumps({"valid": True, "id": policies.id, "version": policies.version,
+                            "tenants": sorted(policies.tenants)}).decode())
+        return 0
     tenants = ", ".join(sorted(policies.tenants)) or "none"
     print(f"valid: policy {policies.id} version {policies.version} "
           f"(tenant overrides: {tenants})")

@@ -111,3 +111,38 @@ def first_error(name: str, document: Any) -> str | None:
     if len(message) > 300:
         message = message[:300] + "..."
     return f"{where}: {message}"
+
+
+def openapi_document() -> dict[str, Any]:
+    """The check API's OpenAPI document as the workers serve it: schemas/openapi.json with the
+    schema files it names by file name (outbound-message.schema.json) copied into
+    components.schemas, so that every $ref is a pointer into the document itself (a client
+    that fetched only /v1/openapi.json resolves them all)."""
+    document: dict[str, Any] = json.loads((schemas_dir() / "openapi.json").read_text())
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+
+    def bundled(node: Any, base: str) -> Any:
+        if isinstance(node, list):
+            return [bundled(item, base) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {key: bundled(value, base) for key, value in node.items()}
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#") and base:
+            out["$ref"] = base + ref[1:]  # a pointer inside a copied file, now inside this
+        elif isinstance(ref, str) and not ref.startswith("#"):
+            name = "".join(part.title() for part in
+                           ref.removesuffix(".json").removesuffix(".schema").split("-"))
+            if name not in components:
+                copied = {k: v for k, v in json.loads((schemas_dir() / ref).read_text()).items()
+                          if k not in ("$schema", "$id")}
+                components[name] = {}  # claimed before the walk: a file that names itself
+                components[name] = bundled(copied, f"#/components/schemas/{name}")
+            out["$ref"] = f"#/components/schemas/{name}"
+        return out
+
+    paths = bundled(document.get("paths", {}), "")
+    document["components"]["schemas"] = {**components, **{
+        name: bundled(schema_, "") for name, schema_ in list(components.items())}}
+    document["paths"] = paths
+    return document

@@ -56,13 +56,36 @@ FORWARDED = "X-Outbound-Gate-Forwarded"  # value: JSON list of head identities (
 FORWARD_TIMEOUT_SECONDS = 5.0
 
 
+# RFC 9457 problem types: stable, one per kind of error (schemas/openapi.json, Problem).
+PROBLEM_TYPE = "urn:outbound-gate:problem:"
+PROBLEM_TITLES = {
+    "unauthorized": "Not authorised",
+    "invalid-request": "Not a valid request",
+    "unknown-tenant": "Unknown tenant",
+    "invalid-identity": "Not a phone number or business-scoped user ID",
+    "too-large": "Request too large",
+    "unavailable": "No answer now",
+}
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(kind: str, status: int, detail: str) -> dict[str, Any]:
+    """An error body (RFC 9457): type and title per kind, the status, one line of detail."""
+    return {"type": PROBLEM_TYPE + kind, "title": PROBLEM_TITLES[kind], "status": status,
+            "detail": detail}
+
+
 class Refused(Exception):
     """A request answered with an error status and a one-line reason."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, kind: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.kind = kind or ("too-large" if status == 413 else "invalid-request")
+
+    def body(self) -> dict[str, Any]:
+        return problem(self.kind, self.status, self.reason)
 
 
 class Owners:
@@ -161,7 +184,7 @@ async def read_messages(request: web.BaseRequest) -> tuple[list[dict[str, Any]],
 
 
 def unavailable(reason: str) -> dict[str, Any]:
-    return {"status": 503, "error": reason, "retry_after_seconds": RETRY_SECONDS}
+    return {**problem("unavailable", 503, reason), "retry_after_seconds": RETRY_SECONDS}
 
 
 # One lookup of one item here: a Preview (an answer, or the partition whose owner can answer).
@@ -254,9 +277,12 @@ class CheckService:
                 if response.status == 200 and isinstance(answer, dict):
                     results = answer.get("results")
                     return list(results) if isinstance(results, list) else answer
-                reason = answer.get("error") if isinstance(answer, dict) else None
+                # "error": what a worker of an earlier version answers, during a roll-out.
+                reason = (answer.get("detail") or answer.get("error")
+                          if isinstance(answer, dict) else None)
                 if response.status in (400, 404) and isinstance(answer, dict):
-                    return {"status": response.status, "error": reason}
+                    return answer if "type" in answer else problem(
+                        "invalid-request", response.status, str(reason))
                 return unavailable(f"the owner answered {response.status}: {reason}")
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
             return unavailable(f"the owner at {url} did not answer ({type(exc).__name__})")
@@ -274,8 +300,7 @@ def routes(settings: Settings, previews: Previews, readers: Callable[[], StateRe
     policy have been read (until then every tenant would look unknown)."""
     service = CheckService(settings, previews)
     tenants = Tenants(settings, holder, table)
-    openapi = orjson.dumps(orjson.loads((contracts.schemas_dir() / "openapi.json")
-                                        .read_bytes()))
+    openapi = orjson.dumps(contracts.openapi_document())
     requests = {(endpoint, status): metrics.requests.labels(endpoint, str(status))
                 for endpoint in ("check", "recipients") for status in (200, 400, 401, 413, 503)}
     latencies = {endpoint: metrics.latency.labels(endpoint)
@@ -287,14 +312,14 @@ def routes(settings: Settings, previews: Previews, readers: Callable[[], StateRe
         (counter or metrics.requests.labels(endpoint, str(status))).inc()
         latencies[endpoint].observe(time.monotonic() - started)
         return web.Response(body=orjson.dumps(body), status=status, charset="utf-8",
-                            content_type="application/json",
+                            content_type="application/json" if status == 200 else PROBLEM_JSON,
                             headers={"Retry-After": str(RETRY_SECONDS)} if status == 503
                             else None)
 
     def refused(request: web.BaseRequest) -> tuple[int, Any] | None:
         refusal = bearer_refusal(request, settings.api_token)
         if refusal is not None:
-            return 401, {"error": refusal}
+            return 401, problem("unauthorized", 401, refusal)
         if not ready():
             return 503, unavailable("the worker is starting: the template catalog or the "
                                     "policy is not read yet")
@@ -317,9 +342,10 @@ def routes(settings: Settings, previews: Previews, readers: Callable[[], StateRe
             for index, document in enumerate(documents):
                 if document["tenant_id"] not in tenants:
                     where = f"message {index}: " if batch else ""
-                    raise Refused(400, f"{where}unknown tenant_id {document['tenant_id']!r}")
-        except Refused as problem:
-            return problem.status, {"error": problem.reason}
+                    raise Refused(400, f"{where}unknown tenant_id {document['tenant_id']!r}",
+                                  "unknown-tenant")
+        except Refused as bad:
+            return bad.status, bad.body()
         forwarded = FORWARDED in request.headers
         results = await service.answer(
             documents, heads, forwarded, partial(service.check_here, readers()),
@@ -341,14 +367,15 @@ def routes(settings: Settings, previews: Previews, readers: Callable[[], StateRe
         tenant, identity = request.match_info["tenant"], request.match_info["identity"]
         try:
             heads = parse_heads(request.headers.get(FORWARDED), 1)
-        except Refused as problem:
-            return problem.status, {"error": problem.reason}
+        except Refused as bad:
+            return bad.status, bad.body()
         if tenant not in tenants:
-            return 400, {"error": f"unknown tenant_id {tenant!r}"}
+            return 400, problem("unknown-tenant", 400, f"unknown tenant_id {tenant!r}")
         parsed = parse_recipient(identity)
         if parsed.identity is None:  # its problem names no digits
-            return 400, {"error": "the identity is neither a valid phone number (E.164) "
-                                  "nor a valid business-scoped user ID"}
+            return 400, problem("invalid-identity", 400,
+                                "the identity is neither a valid phone number (E.164) "
+                                "nor a valid business-scoped user ID")
         results = await service.answer(
             [(tenant, parsed.identity)], heads, FORWARDED in request.headers,
             partial(service.recipient_here, readers()),

@@ -349,7 +349,7 @@ class Proxy:
 
 def starting(reason: str) -> web.Response:
     return web.Response(status=503, body=orjson.dumps(check_api.unavailable(reason)),
-                        content_type="application/json",
+                        content_type=check_api.PROBLEM_JSON,
                         headers={"Retry-After": str(check_api.RETRY_SECONDS)})
 
 

@@ -69,8 +69,9 @@ def wait_until_led(admin: Any, names: list[str], timeout_ms: int) -> None:
 
 
 def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
-    """The gate's topics: the catalog, the policy and the state changelog compacted, the
-    policy in one partition (every worker reads all of it, in order)."""
+    """The gate's topics: the catalog, the policy, the state changelog and the notifier's
+    settlements compacted, the policy in one partition (every worker reads all of it, in
+    order)."""
     topics = settings.topics
     return create_missing(
         settings.bootstrap_servers,
@@ -78,6 +79,6 @@ def ensure_topics(settings: Settings, timeout_ms: int = 30_000) -> list[str]:
          settings.catalog_changelog_topic],
         settings.partitions, settings.replication_factor,
         compacted=[topics.templates, topics.policy, settings.changelog_topic,
-                   settings.catalog_changelog_topic],
+                   settings.catalog_changelog_topic, topics.notifications_settled],
         single_partition=[topics.policy],
         timeout_ms=timeout_ms, security=settings.security)

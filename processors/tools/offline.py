@@ -58,6 +58,20 @@ class Summary:
     # Per tenant whose messaging limit was in force (known and not unlimited) for a send.
     messaging_limits: dict[str, TenantLimit] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, object]:
+        """The summary as JSON (`check --json`)."""
+        return {"decisions": dict(self.decisions), "rejected_by_code": dict(self.error_codes),
+                "monitored": dict(self.monitored),
+                "countries": {country: {"messages": count,
+                                        "rejected": self.rejected_countries[country]}
+                              for country, count in self.countries.items()},
+                "rejected_by_category": dict(self.rejected_categories),
+                "messaging_limits": {tenant: {"slots_used": use.used, "limit": use.limit,
+                                              "peak": use.peak, "refused": use.refused}
+                                     for tenant, use in sorted(self.messaging_limits.items())},
+                "state_events": self.state_events,
+                "before_recategorization": self.before_recategorization}
+
     def render(self) -> str:
         lines = ["decisions: " + (", ".join(f"{k}={v}" for k, v in sorted(self.decisions.items()))
                                   or "none")]

@@ -13,12 +13,14 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 
+from processors.core import contracts
 from processors.core.enrich import parse_recipient
 from processors.runtime.engine.partitioner import partition_for
 from processors.tools.client import CheckRefused, GateChecks
@@ -75,7 +77,7 @@ def user_on(partitions: set[int]) -> str:
             return number
 
 
-def without(record: dict[str, Any]) -> dict[str, Any]:
+def without(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in VOLATILE}
 
 
@@ -132,9 +134,15 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
     assert statuses == {"no token": 401, "wrong token": 401, "bad JSON": 400,
                         "wrong schema": 400, "10 MB": 413, "too many": 413,
                         "unknown tenant": 400}
-    for what, (_, _, body) in refusals.items():
-        assert isinstance(body["error"], str) and "\n" not in body["error"], what
-        assert opened[0] not in body["error"]
+    kinds = {"no token": "unauthorized", "wrong token": "unauthorized",
+             "bad JSON": "invalid-request", "wrong schema": "invalid-request",
+             "10 MB": "too-large", "too many": "too-large", "unknown tenant": "unknown-tenant"}
+    for what, (status, headers, body) in refusals.items():
+        assert body["type"] == f"urn:outbound-gate:problem:{kinds[what]}", (what, body)
+        assert body["status"] == status and isinstance(body["title"], str), what
+        assert headers["Content-Type"].startswith("application/problem+json"), what
+        assert isinstance(body["detail"], str) and "\n" not in body["detail"], what
+        assert opened[0] not in body["detail"]
     # The client (sync and async) says the same; its errors name the problem.
     checks = GateChecks(first.base_url, TOKEN)
     sync_answer = checks.check(batch[0])
@@ -147,17 +155,19 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
     with pytest.raises(CheckRefused) as refused:
         GateChecks(first.base_url, "nope").check(batch[0])
     assert refused.value.status == 401
+    assert refused.value.type == "urn:outbound-gate:problem:unauthorized"
 
     # Every answer has the shape the OpenAPI document (served by the worker) says.
     status, _, served = check_get(second, "/v1/openapi.json")
     kept = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "openapi.json")
                       .read_text())
-    assert status == 200 and served == kept
+    # Served with the schema files it names inside it: every $ref resolves in the document.
+    assert status == 200 and served == contracts.openapi_document()
     shapes = {"answer": ("CheckAnswer", sync_answer), "batch": ("Batch", answer),
-              **{what: ("Error", body) for what, (_, _, body) in refusals.items()}}
+              **{what: ("Problem", body) for what, (_, _, body) in refusals.items()}}
     for what, (name, body) in shapes.items():
         validator = Draft202012Validator({"$ref": f"#/components/schemas/{name}",
-                                          "components": kept["components"]})
+                                          "components": served["components"]})
         errors = [e.message for e in validator.iter_errors(body)]
         assert not errors, f"{what}: {errors}"
     responses = kept["paths"]["/v1/check"]["post"]["responses"]
@@ -193,9 +203,12 @@ def test_either_worker_answers_as_the_stream_then_decides(bootstrap: str,
     }
     assert {what: status for what, (status, _, _) in asked.items()} == {
         "no token": 401, "unknown tenant": 400, "not an identity": 400}
+    asked_kinds = {"no token": "unauthorized", "unknown tenant": "unknown-tenant",
+                   "not an identity": "invalid-identity"}
     for what, (_, _, body) in asked.items():
-        assert isinstance(body["error"], str) and "\n" not in body["error"], what
-        assert e164[1:] not in body["error"], what
+        assert body["type"] == f"urn:outbound-gate:problem:{asked_kinds[what]}", what
+        assert isinstance(body["detail"], str) and "\n" not in body["detail"], what
+        assert e164[1:] not in body["detail"], what
     assert set(kept["paths"]["/v1/recipients/{tenant}/{identity}"]["get"]["responses"]) >= {
         "200", "400", "401", "503"}
 
@@ -253,7 +266,8 @@ def test_checks_during_rebalances_are_right_or_503(bootstrap: str, tmp_path: Pat
     assert statuses[200] > 0
     for user, status, headers, body in answers:
         if status == 503:
-            assert headers.get("Retry-After") == "1" and isinstance(body["error"], str)
+            assert headers.get("Retry-After") == "1" and isinstance(body["detail"], str)
+            assert body["type"] == "urn:outbound-gate:problem:unavailable"
         else:
             assert body["decision"] == expected[user], (user, body)
     for gate in (first, third):

@@ -1,4 +1,5 @@
-"""The producer helper for upstream services (processors.tools.client), without a broker."""
+"""The client (outbound_gate_client, re-exported with the gate's checks by
+processors.tools.client), without a broker."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import outbound_gate_client.producer
 import pytest
 
-from processors.runtime import kafka_clients
 from processors.runtime.gate.recipient_state import recipient_key
 from processors.tools.client import (
+    CheckRefused,
     CheckUnavailable,
     GateChecks,
     InvalidMessage,
@@ -66,7 +68,7 @@ class FakeProducer:
 
 
 def test_send_to_a_bsuid_is_keyed_by_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(kafka_clients, "KafkaProducer", FakeProducer)
+    monkeypatch.setattr(outbound_gate_client.producer, "KafkaProducer", FakeProducer)
     with OutboundProducer("127.0.0.1:9", topic="out") as gate:
         assert gate.send(message(recipient="BR.1502576394655843",
                                  template={"name": "notice", "language": "pt_BR"})) == (3, 0)
@@ -85,15 +87,25 @@ def test_send_to_a_bsuid_is_keyed_by_it(monkeypatch: pytest.MonkeyPatch) -> None
 # ---- GateChecks: a 503 is asked again after its Retry-After, bounded --------------------------
 
 
+PROBLEMS = {
+    503: {"type": "urn:outbound-gate:problem:unavailable", "title": "No answer now",
+          "status": 503, "detail": "partition 3 is moving"},
+    400: {"type": "urn:outbound-gate:problem:invalid-request", "title": "Not a valid request",
+          "status": 400, "detail": "unknown tenant_id 'nobody'"},
+}
+
+
 class Scripted(http.server.BaseHTTPRequestHandler):
     """Answers each request with the next (status, Retry-After) of the server's script."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, so that connection reuse shows
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         self.server.asked += 1  # type: ignore[attr-defined]
+        self.server.peers.add(self.client_address)  # type: ignore[attr-defined]
         status, retry_after = self.server.script.pop(0)  # type: ignore[attr-defined]
-        body = (orjson.dumps({"decision": "accepted"}) if status == 200
-                else orjson.dumps({"status": 503, "error": "partition 3 is moving"}))
+        body = orjson.dumps({"decision": "accepted"} if status == 200 else PROBLEMS[status])
         self.send_response(status)
         if retry_after is not None:
             self.send_header("Retry-After", retry_after)
@@ -107,8 +119,11 @@ class Scripted(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted() -> Iterator[http.server.HTTPServer]:
-    server = http.server.HTTPServer(("127.0.0.1", 0), Scripted)
+    # Threads: a kept-alive connection the client has not closed does not hold up shutdown.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
+    server.daemon_threads = True
     server.asked = 0  # type: ignore[attr-defined]
+    server.peers = set()  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -130,16 +145,17 @@ MESSAGE = {"message_id": "m-1"}
 def test_a_503_is_asked_again_after_its_retry_after(scripted: http.server.HTTPServer) -> None:
     scripted.script = [(503, "2"), (503, None), (200, None)]  # type: ignore[attr-defined]
     slept: list[float] = []
-    answer = checks_of(scripted, slept).check(MESSAGE)
+    answer: Any = checks_of(scripted, slept).check(MESSAGE)
     assert answer == {"decision": "accepted"}
     assert slept == [2.0, 1.0]  # the server's Retry-After, else one second
     assert scripted.asked == 3  # type: ignore[attr-defined]
+    assert len(scripted.peers) == 1  # type: ignore[attr-defined]  # one pooled connection
 
 
 def test_the_async_call_retries_the_same_way(scripted: http.server.HTTPServer) -> None:
     scripted.script = [(503, "0.5"), (200, None)]  # type: ignore[attr-defined]
     slept: list[float] = []
-    answer = asyncio.run(checks_of(scripted, slept).check_async(MESSAGE))
+    answer: Any = asyncio.run(checks_of(scripted, slept).check_async(MESSAGE))
     assert answer == {"decision": "accepted"}
     assert slept == [0.5]
 
@@ -160,3 +176,23 @@ def test_retries_never_wait_past_max_wait(scripted: http.server.HTTPServer) -> N
         checks_of(scripted, slept, max_wait=6).check(MESSAGE)
     assert raised.value.retry_after == 4
     assert slept == [4.0]  # a second wait of 4 s would have made 8 s, over max_wait
+
+
+def test_a_refusal_names_its_problem_type(scripted: http.server.HTTPServer) -> None:
+    scripted.script = [(400, None)]  # type: ignore[attr-defined]
+    with pytest.raises(CheckRefused) as refused:
+        checks_of(scripted, []).check(MESSAGE)
+    assert refused.value.status == 400
+    assert refused.value.type == "urn:outbound-gate:problem:invalid-request"
+    assert refused.value.reason == "unknown tenant_id 'nobody'"
+
+
+def test_no_answer_at_all_is_gate_unreachable() -> None:
+    from processors.tools.client import GateUnreachable
+    from tests.e2e.conftest import free_port
+
+    checks = GateChecks(f"http://127.0.0.1:{free_port()}", "t", timeout=2)
+    with pytest.raises(GateUnreachable, match="no answer from"):
+        checks.check(MESSAGE)
+    with pytest.raises(GateUnreachable):
+        asyncio.run(checks.check_async(MESSAGE))
