@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -477,6 +478,36 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "kernel": platform.release()}
 
 
+def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: int,
+              events: int, timeout: float, workload: dict[str, Any]) -> None:
+    """This tree's gate (A) and another checkout's (B) on the same data, ABBA: machines are
+    shared and noisy, so only the ratio of figures taken side by side means anything."""
+    order = [side for _ in range(args.pairs) for side in ("A", "B", "B", "A")]
+    runs: dict[str, list[int]] = {"A": [], "B": []}
+    for index, side in enumerate(order):
+        extra = {"PYTHONPATH": str(Path(args.ab).resolve())} if side == "B" else None
+        gates, outputs = start_gate(bootstrap, prefix, f"ab-{side.lower()}{index}", extra=extra)
+        try:
+            span = wait_committed(bootstrap, outputs, outbound,
+                                  [gate.process for gate in gates], timeout)
+        finally:
+            for gate in gates:
+                harness.stop_worker(gate)
+        runs[side].append(round(events / span))
+        log(f"  {side} ({'this tree' if side == 'A' else args.ab}): "
+            f"{runs[side][-1]:,} events/s")
+    median = {side: statistics.median(values) for side, values in runs.items()}
+    summary = {"events": events, "partitions": PARTITIONS, "workload": workload,
+               "a": {"tree": str(harness.REPO), "events_per_s": runs["A"]},
+               "b": {"tree": args.ab, "events_per_s": runs["B"]},
+               "ratio_a_to_b": round(median["A"] / median["B"], 3), "machine": machine(),
+               "command": " ".join(["python -m tests.benchmarks.throughput", *sys.argv[1:]])}
+    out = args.output or RESULTS / "ab.json"
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    drop_topics(bootstrap, prefix)
+    print(f"A {runs['A']} B {runs['B']} events/s; median A/B {summary['ratio_a_to_b']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -500,7 +531,12 @@ def main() -> None:
                              "measured maximum) and at 1,000/s, the floor once and the gate "
                              "with and without messaging limits in ABBA order (gate, limits, "
                              "limits, gate), --pairs times; writes results/latency-abba.json")
-    parser.add_argument("--pairs", type=int, default=1, help="ABBA rounds with --latency-only")
+    parser.add_argument("--pairs", type=int, default=1,
+                        help="ABBA rounds with --latency-only or --ab")
+    parser.add_argument("--ab", metavar="TREE",
+                        help="A/B: the gate of this tree against the gate of another checkout "
+                             "(its workers run with PYTHONPATH=TREE), ABBA rounds on the same "
+                             "preloaded data; throughput only")
     args = parser.parse_args()
     if args.latency_only:
         latency_abba(args)
@@ -526,6 +562,9 @@ def main() -> None:
     results: dict[str, Any] = {}
     default = ["ceiling", "gate", "gate_limits", "gate_at_least_once", "faust_plain", "quix"]
     limits = limits_env(args.messaging_limit)
+    if args.ab:
+        ab_rounds(args, bootstrap, prefix, outbound, events, timeout, workload_mix)
+        return
     for name in args.only or (default if args.quick else [*default, "gate_2_workers"]):
         log(f"  {name}")
         if name.startswith("gate"):
