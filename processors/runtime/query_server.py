@@ -61,7 +61,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from yarl import URL
 
 from processors.core.policy import RecipientState, load_policy
-from processors.runtime import check_api, cpu_slice, feed, gc_pauses, recipient_state
+from processors.runtime import check_api, feed, gc_pauses, recipient_state
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.logs import logging_config
 from processors.runtime.metrics import ApiMetrics, GateMetrics
@@ -85,9 +85,6 @@ CATCH_UP_SECONDS = 0.05
 # spell then replays at most this much of the worker's writes; with no checks coming the query
 # server used 0.02 cores for it at 3,500 events/s (0.03-0.04 every CATCH_UP_SECONDS).
 KEEP_CAUGHT_UP_SECONDS = 0.25
-# How often the query server looks whether its thread used more of a core than its real-time
-# priority allows (OUTBOUND_GATE_QUERY_RT_MAX_PERCENT): a flood starves the stream that long.
-REALTIME_GUARD_SECONDS = 1.0
 # Not passed on between the client and the worker (RFC 9110 7.6.1), or set by aiohttp itself.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host",
@@ -462,20 +459,6 @@ class QueryProcess:
             self.replicas.catch_up_stale()
             await asyncio.sleep(KEEP_CAUGHT_UP_SECONDS)  # a period, not a synchronisation
 
-    async def guard_realtime(self) -> None:
-        """Holds the thread's real-time priority only while checks use at most the allowed
-        share of a core (cpu_slice.RealtimeGuard); runs on the event loop's thread, whose CPU
-        time it reads."""
-        settings = self.settings
-        guard = cpu_slice.RealtimeGuard(
-            settings.query_rt_max_percent / 100,
-            take=lambda: cpu_slice.request_realtime(settings.query_rt_priority),
-            release=lambda: cpu_slice.release_realtime(settings.query_slice_us))
-        self.api_metrics.realtime.set(1)
-        while True:
-            await asyncio.sleep(REALTIME_GUARD_SECONDS)  # a period, not a synchronisation
-            guard.look("query server", "query_realtime", self.api_metrics.realtime.set)
-
     async def sweep_frozen_objects(self) -> None:
         # As the worker: survivors of full collections are frozen (gc_pauses.install in
         # serve), and collected for good once a period.
@@ -510,8 +493,6 @@ class QueryProcess:
             asyncio.create_task(self.sweep_frozen_objects()),
             asyncio.create_task(self.keep_caught_up()),
         ]
-        if cpu_slice.is_realtime():
-            tasks.append(asyncio.create_task(self.guard_realtime()))
         runner = web.AppRunner(self.application(), access_log=None)
         await runner.setup()
         try:
@@ -537,17 +518,6 @@ def serve(settings: Settings, worker_url: str, pipe: Connection, parent_pid: int
     # Its parse caches fill as the worker's do: a full collection walked them all, 58-130 ms
     # with every check in flight waiting (docs/performance.md, "Check API under load").
     gc_pauses.install()
-    # Checks wait less for a busy core (the event loop runs on this thread): a short slice,
-    # and, when asked, a real-time priority where the process may take one (the slice is kept
-    # for when the guard hands the priority back).
-    refused = cpu_slice.request(settings.query_slice_us)
-    log.info("query server's CPU slice %s", "set" if refused is None else f"not set: {refused}",
-             extra={"event": "query_slice", "slice_ns": cpu_slice.current_ns()})
-    refused = cpu_slice.request_realtime(settings.query_rt_priority)
-    log.info("query server's real-time priority %s",
-             "taken" if refused is None else f"not taken: {refused}",
-             extra={"event": "query_realtime", "realtime": refused is None,
-                    "priority": settings.query_rt_priority})
     try:
         asyncio.run(QueryProcess(settings, worker_url, pipe, parent_pid).run())
     except Exception:
