@@ -353,7 +353,7 @@ class Settings:
         "across its restarts: on Kubernetes the StatefulSet pod name; unset: dynamic "
         "membership (every restart is two rebalances)")
     # Checks answered in the worker took the stream thread's GIL: at 500 checks/s the stream
-    # ran at half speed (docs/performance.md, "Check API under load").
+    # ran at half speed (ee3fbef:docs/performance.md, "Check API under load").
     query_server: bool = setting(
         "OUTBOUND_GATE_QUERY_SERVER", True,
         "with the rocksdb store, answer the check API in a process of its own (the query "
@@ -394,7 +394,7 @@ class Settings:
     # librdkafka's default (fetch.min.bytes 1) answers a fetch as soon as one record is there:
     # with upstream producers that send each message alone, the route consumer fetched once per
     # produce request (600/s at 1,000 events/s), the broker's largest cost on a small machine
-    # (docs/performance.md, "Third look").
+    # (ee3fbef:docs/performance.md, "Third look").
     fetch_wait_ms: int = setting(
         "OUTBOUND_GATE_FETCH_WAIT_MS", 10,
         "how long the broker holds the route consumer's fetch to gather records (unless 1 MB "
@@ -403,13 +403,14 @@ class Settings:
         "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 10,
         "the broker aborts a transaction left open by a dead worker after this (its partitions'"
         " next owner waits for it)", minimum=5)
-    # Python's default is 5,000 us: each time the HTTP thread asked for the GIL back while the
-    # stream thread decided a batch, a check waited up to that (docs/performance.md, "Check API
-    # under load").
-    switch_interval_us: int = setting(
-        "OUTBOUND_GATE_SWITCH_INTERVAL_US", 1000,
-        "longest a thread of the worker keeps Python's GIL while another waits for it "
-        "(sys.setswitchinterval), microseconds; Python's own default is 5000", minimum=100)
+    # A full collection walks every tracked object holding the GIL; with the caches filled it
+    # paused the routing 56-75 ms, frozen survivors 25-33 ms (tests.benchmarks.router_cpu
+    # --events 200000, with and without --gc-freeze; docs/performance.md, "Knobs").
+    gc_freeze: bool = setting(
+        "OUTBOUND_GATE_GC_FREEZE", True,
+        "freeze what survives each full garbage collection (gc.freeze), in the worker and the "
+        "query server, so that the next ones walk only newer objects; frozen cyclic garbage is "
+        "freed only by a sweep every 10 minutes")
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = setting(

@@ -1,10 +1,9 @@
 """The query server: the check API answered in a process of its own, a read replica of the
 worker's stores (Kafka Streams calls these reads interactive queries).
 
-Why a process: answered on the worker's event loop, every check took the GIL the stream thread
-needs (~0.7 ms of it per check, and a hand-off at every socket read and write): at 500 checks/s
-the stream ran at half speed and checks waited seconds (docs/performance.md, "Check API under
-load"). Here checks have an interpreter, and a GIL, of their own.
+Why a process: answered on the worker's event loop, every check takes the GIL the stream thread
+needs. Here checks have an interpreter, and a GIL, of their own: what that pays and costs, side
+by side, is in docs/performance.md ("Knobs and their risks", OUTBOUND_GATE_QUERY_SERVER).
 
 - **The port.** The query server owns the worker's HTTP port (OUTBOUND_GATE_WEB_HOST/PORT) and
   answers /v1/check, /v1/recipients and /v1/openapi.json itself; Faust's web server listens on
@@ -78,7 +77,7 @@ PARENT_CHECK_SECONDS = 1.0  # how often the query server looks whether the worke
 PROXY_TIMEOUT_SECONDS = 30.0  # a /metrics scrape of a busy worker can take a while
 # A partition is caught up with the worker's store at most this often: caught up for every
 # request, catching up was a fifth of the query server's CPU at 500 checks/s beside a busy
-# stream (docs/performance.md, "Check API under load"). A check may then miss what the
+# stream (ee3fbef:docs/performance.md, "Check API under load"). A check may then miss what the
 # worker committed in the last 50 ms: it races with the stream anyway.
 CATCH_UP_SECONDS = 0.05
 # Between requests each partition is caught up at most this often: a request after a quiet
@@ -286,7 +285,8 @@ class Replicas:
         """Catches up each partition not caught up within catch_up_seconds; how many. Run
         between requests, so that a request after a quiet spell does not replay everything
         the worker wrote meanwhile (at 3,500 events/s, 30 s of it made the first second of
-        checks after it reach p99 100-180 ms: docs/performance.md, "Check API under load")."""
+        checks after it reach p99 100-180 ms: ee3fbef:docs/performance.md, "Check API under
+        load")."""
         now = time.monotonic()
         done = 0
         for partition, (_, backend) in list(self.stores.items()):
@@ -464,7 +464,8 @@ class QueryProcess:
         # serve), and collected for good once a period.
         while True:
             await asyncio.sleep(gc_pauses.SWEEP_SECONDS)  # a period, not a synchronisation
-            gc_pauses.sweep()
+            if gc_pauses.installed():  # OUTBOUND_GATE_GC_FREEZE
+                gc_pauses.sweep()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -516,8 +517,9 @@ def serve(settings: Settings, worker_url: str, pipe: Connection, parent_pid: int
     # Ctrl-C reaches the whole process group: the worker stops this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Its parse caches fill as the worker's do: a full collection walked them all, 58-130 ms
-    # with every check in flight waiting (docs/performance.md, "Check API under load").
-    gc_pauses.install()
+    # with every check in flight waiting (ee3fbef:docs/performance.md, "Check API under load").
+    if settings.gc_freeze:
+        gc_pauses.install()
     try:
         asyncio.run(QueryProcess(settings, worker_url, pipe, parent_pid).run())
     except Exception:

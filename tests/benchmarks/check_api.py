@@ -93,7 +93,7 @@ STOP_POLL_EVERY = 25  # the client looks for a stop command every this many chec
 #
 # Raw keep-alive HTTP/1.1 over asyncio protocols, one request in flight per connection, requests
 # built once as bytes: the client shares the two cores with what it measures, and aiohttp's
-# client took ~0.2 cores at 500 checks/s (docs/performance.md, "Check API under load").
+# client took ~0.2 cores at 500 checks/s (ee3fbef:docs/performance.md, "Check API under load").
 
 # (due - origin, latency ms, service ms, status, outcome)
 Sample = tuple[float, float, float, int, str]

@@ -27,7 +27,8 @@ ALL = [*GATE.values(), *SECURITY.values()]
 INTEGERS = [spec for spec in ALL if spec.minimum is not None]
 
 # The variables the gate reads, in the --help order: none may disappear or be renamed unnoticed
-# (issue 32 removed the five real-time priority and CPU-slice settings on purpose).
+# (issue 32 removed the five real-time priority and CPU-slice settings and
+# OUTBOUND_GATE_SWITCH_INTERVAL_US on purpose).
 VARIABLES = [
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
     "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE",
@@ -42,7 +43,7 @@ VARIABLES = [
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", "OUTBOUND_GATE_TENANT_LABEL_CAP",
     "OUTBOUND_GATE_PROCESSING_GUARANTEE", "OUTBOUND_GATE_BATCH_RECORDS",
     "OUTBOUND_GATE_FETCH_WAIT_MS", "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS",
-    "OUTBOUND_GATE_SWITCH_INTERVAL_US", "OUTBOUND_GATE_TENANT_MAP",
+    "OUTBOUND_GATE_GC_FREEZE", "OUTBOUND_GATE_TENANT_MAP",
     "OUTBOUND_GATE_TOPIC_OUTBOUND", "OUTBOUND_GATE_TOPIC_ACCEPTED", "OUTBOUND_GATE_TOPIC_REJECTED",
     "OUTBOUND_GATE_TOPIC_DLQ", "OUTBOUND_GATE_TOPIC_TEMPLATES", "OUTBOUND_GATE_TOPIC_STATUSES",
     "OUTBOUND_GATE_TOPIC_INBOUND", "OUTBOUND_GATE_TOPIC_PREFERENCES", "OUTBOUND_GATE_TOPIC_POLICY",
@@ -60,7 +61,7 @@ DEFAULTS = {
     "session_timeout_seconds": 15, "tenant_label_cap": 500,
     "processing_guarantee": "exactly_once", "batch_records": 500,
     "fetch_wait_ms": 10,
-    "transaction_timeout_seconds": 10, "switch_interval_us": 1000, "tenant_map": {},
+    "transaction_timeout_seconds": 10, "gc_freeze": True, "tenant_map": {},
 }
 MINIMUMS = {
     "OUTBOUND_GATE_PARTITIONS": 1, "OUTBOUND_GATE_REPLICATION_FACTOR": 1,
@@ -69,7 +70,7 @@ MINIMUMS = {
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS": 1, "OUTBOUND_GATE_DEDUP_SECONDS": 0,
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": 6, "OUTBOUND_GATE_TENANT_LABEL_CAP": 1,
     "OUTBOUND_GATE_BATCH_RECORDS": 1, "OUTBOUND_GATE_FETCH_WAIT_MS": 0,
-    "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": 5, "OUTBOUND_GATE_SWITCH_INTERVAL_US": 100,
+    "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": 5,
 }
 
 

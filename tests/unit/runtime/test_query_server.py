@@ -343,9 +343,11 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)  # pacing between polls of a condition with a deadline
 
 
-def test_the_query_server_freezes_what_survives_its_full_collections(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Its parse caches fill as the worker's do: a full collection must not walk them each time.
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_query_server_freezes_what_survives_its_full_collections_unless_told_not_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, freeze: bool) -> None:
+    # Its parse caches fill as the worker's do: a full collection must not walk them each time
+    # (OUTBOUND_GATE_GC_FREEZE, on by default).
     seen: list[bool] = []
 
     async def run(self: QueryProcess) -> None:
@@ -356,8 +358,9 @@ def test_the_query_server_freezes_what_survives_its_full_collections(
     monkeypatch.setattr(signal, "signal", lambda number, handler: None)
     reader, writer = multiprocessing.Pipe(duplex=False)
     try:
-        query_server.serve(settings_for(tmp_path), "http://127.0.0.1:9", reader, os.getpid())
-        assert seen == [True]
+        settings = dataclasses.replace(settings_for(tmp_path), gc_freeze=freeze)
+        query_server.serve(settings, "http://127.0.0.1:9", reader, os.getpid())
+        assert seen == [freeze]
     finally:
         writer.close()
         if gc_pauses.installed():
