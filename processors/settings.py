@@ -357,34 +357,11 @@ class Settings:
         "across its restarts: on Kubernetes the StatefulSet pod name; unset: dynamic "
         "membership (every restart is two rebalances)")
     # Checks answered in the worker took the stream thread's GIL: at 500 checks/s the stream
-    # ran at half speed (docs/performance.md, "Check API under load").
+    # ran at half speed (ee3fbef:docs/performance.md, "Check API under load").
     query_server: bool = setting(
         "OUTBOUND_GATE_QUERY_SERVER", True,
         "with the rocksdb store, answer the check API in a process of its own (the query "
         "server) that owns the HTTP port and passes every other path to the worker")
-    # On busy cores a check waited in the run queue far longer than it took to answer
-    # (docs/performance.md, "Check API under load"); a shorter slice lets it run sooner
-    # without giving it more CPU (processors/runtime/cpu_slice.py).
-    query_slice_us: int = setting(
-        "OUTBOUND_GATE_QUERY_SLICE_US", 200,
-        "CPU time slice the query server's thread asks Linux for (sched_setattr, kernel 6.12 "
-        "and later), microseconds: shorter than the default (~1-3 ms) so that a check waits "
-        "less for a busy core (clamped to 100-100,000); 0 leaves the kernel's default", minimum=0)
-    # With the short slice alone checks wait for a core behind a busy stream and broker; a
-    # real-time thread runs at once. Alone it cost the stream its pace (docs/performance.md,
-    # "Seventh look"); with the stream thread at the same priority both did better than with
-    # neither in every side-by-side run ("Eighth look"), hence both by default, guarded.
-    query_rt_priority: int = setting(
-        "OUTBOUND_GATE_QUERY_RT_PRIORITY", 1,
-        "real-time priority (SCHED_RR, 1-99) the query server's thread takes where the process "
-        "may (CAP_SYS_NICE, or an RLIMIT_RTPRIO the admin raised: systemd LimitRTPRIO=, "
-        "ulimit -r): checks run as they arrive, ahead of the stream; refused, it keeps the "
-        "short slice alone; 0: never asked for", minimum=0)
-    query_rt_max_percent: int = setting(
-        "OUTBOUND_GATE_QUERY_RT_MAX_PERCENT", 50,
-        "the query server's thread gives its real-time priority back for as long as it uses "
-        "more than this percentage of a core (looked at every second), so that a flood of "
-        "checks cannot starve the stream", minimum=1)
     api_token: str | None = setting(
         "OUTBOUND_GATE_API_TOKEN", None,
         "bearer token of the check API (/v1/...); unset: the API answers 401", secret=True)
@@ -421,7 +398,7 @@ class Settings:
     # librdkafka's default (fetch.min.bytes 1) answers a fetch as soon as one record is there:
     # with upstream producers that send each message alone, the route consumer fetched once per
     # produce request (600/s at 1,000 events/s), the broker's largest cost on a small machine
-    # (docs/performance.md, "Third look").
+    # (ee3fbef:docs/performance.md, "Third look").
     fetch_wait_ms: int = setting(
         "OUTBOUND_GATE_FETCH_WAIT_MS", 10,
         "how long the broker holds the route consumer's fetch to gather records (unless 1 MB "
@@ -430,28 +407,14 @@ class Settings:
         "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS", 10,
         "the broker aborts a transaction left open by a dead worker after this (its partitions'"
         " next owner waits for it)", minimum=5)
-    # Python's default is 5,000 us: each time the HTTP thread asked for the GIL back while the
-    # stream thread decided a batch, a check waited up to that (docs/performance.md, "Check API
-    # under load").
-    switch_interval_us: int = setting(
-        "OUTBOUND_GATE_SWITCH_INTERVAL_US", 1000,
-        "longest a thread of the worker keeps Python's GIL while another waits for it "
-        "(sys.setswitchinterval), microseconds; Python's own default is 5000", minimum=100)
-    # Paced below its maximum, the stream is bound by its transactions' round trips, and a
-    # thread that waits in the run queue behind the broker, the load and a real-time query
-    # server lengthens each one (docs/performance.md, "Eighth look"): a real-time stream
-    # thread runs as soon as a reply arrives.
-    stream_rt_priority: int = setting(
-        "OUTBOUND_GATE_STREAM_RT_PRIORITY", 1,
-        "real-time priority (SCHED_RR, 1-99) the stream thread takes where the process may "
-        "(as OUTBOUND_GATE_QUERY_RT_PRIORITY): it decides and commits as soon as it can run, "
-        "ahead of every normal thread; the Kafka clients' own threads stay on the normal "
-        "policy; 0: never asked for", minimum=0)
-    stream_rt_max_percent: int = setting(
-        "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT", 80,
-        "the stream thread gives its real-time priority back for as long as it uses more "
-        "than this percentage of a core (looked at every second): draining a backlog, it "
-        "would otherwise starve the broker on a small machine", minimum=1)
+    # A full collection walks every tracked object holding the GIL; with the caches filled it
+    # paused the routing 56-75 ms, frozen survivors 25-33 ms (tests.benchmarks.router_cpu
+    # --events 200000, with and without --gc-freeze; docs/performance.md, "Knobs").
+    gc_freeze: bool = setting(
+        "OUTBOUND_GATE_GC_FREEZE", True,
+        "freeze what survives each full garbage collection (gc.freeze), in the worker and the "
+        "query server, so that the next ones walk only newer objects; frozen cyclic garbage is "
+        "freed only by a sweep every 10 minutes")
     # Meta webhook bodies name no tenant: "waba:<WABA id>" / "phone:<phone_number_id>" -> tenant,
     # used when a record has no tenant_id header.
     tenant_map: Mapping[str, str] = setting(

@@ -63,11 +63,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"outbound-gate worker: cannot reach Kafka at {settings.bootstrap_servers}: "
               f"{exc}", file=sys.stderr)
         return 1
-    # The HTTP thread (checks, /metrics) and the stream thread share the GIL: how long one
-    # waits for the other, and no full garbage collection walking every cache.
-    sys.setswitchinterval(settings.switch_interval_us / 1_000_000)
     app = create_app(settings, policies)
-    gc_pauses.install()  # after the app is built: that is frozen at once too
+    if settings.gc_freeze:  # no full garbage collection walking every cache each time
+        gc_pauses.install()  # after the app is built: that is frozen at once too
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True,
                           logging_config=logging_config(settings.log_level))
     # Faust's terminal spinner sets the root logger to DEBUG so that it spins on every record:

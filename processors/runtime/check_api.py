@@ -384,7 +384,7 @@ def routes(settings: Settings, previews: Previews, readers: Callable[[], StateRe
         return int(results[0].get("status", 200)), results[0]
 
     # Straight on aiohttp, not as Faust Views: Faust's dispatch and web sensors were about an
-    # eighth of a check's CPU (docs/performance.md, "Check API under load"), and the query
+    # eighth of a check's CPU (ee3fbef:docs/performance.md, "Check API under load"), and the query
     # server has no Faust. The gate's own metrics count each request above.
     return [web.get("/v1/openapi.json", openapi_document), web.post("/v1/check", check),
             web.get("/v1/recipients/{tenant}/{identity}", recipient)]

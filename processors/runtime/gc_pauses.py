@@ -1,13 +1,16 @@
-"""Python's garbage collector in the worker: full collections that do not walk the caches.
+"""Python's garbage collector in the worker: full collections that do not walk the caches
+(OUTBOUND_GATE_GC_FREEZE, on by default).
 
 A full (generation 2) collection walks every container object of the process while holding the
-GIL. The parse and state caches fill to ~100,000 of them; in the check benchmark one such
-collection took 60-170 ms, several times a minute while they filled, and every check and batch
-in flight waited for it (docs/performance.md, "Check API under load"). After each full
-collection the survivors are frozen (gc.freeze()): the next full collections walk only what is
-newer. A frozen object that later becomes cyclic garbage is not collected while frozen, so
-every SWEEP_SECONDS everything is unfrozen and collected once (one long pause per sweep; the
-benchmark found ~0-60 such objects per 30 s).
+GIL, and the parse and state caches fill to ~100,000 of them. After each full collection the
+survivors are frozen (gc.freeze()): the next full collections walk only what is newer. Routing
+200,000 loadgen events in one process, full collections paused it 56-75 ms each without the
+freeze and 25-33 ms with it, 283-308 ms in all against 181-184 ms (two runs of each of
+`python -m tests.benchmarks.router_cpu --events 200000 [--gc-freeze]`, thread CPU time).
+
+The risk: a frozen object that later becomes cyclic garbage is not collected while frozen, so
+every SWEEP_SECONDS everything is unfrozen and collected once (one full-length pause per
+sweep, and until then such garbage holds its memory).
 """
 
 from __future__ import annotations
@@ -24,10 +27,8 @@ def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
 
 def install() -> None:
     """From now on, the survivors of each full collection are frozen (idempotent); what the
-    process has built so far is frozen at once. Its modules and tables are most of what a full
-    collection walks (~80,000 objects in a query server, 33 ms on an idle core): frozen at
-    start, the first full collection under traffic walks only what came after (it took 119 ms
-    in a phase of checks, docs/performance.md, "Check API under load")."""
+    process has built so far is frozen at once: its modules and tables, most of what a full
+    collection walks before traffic fills the caches."""
     if _freeze_survivors not in gc.callbacks:
         gc.callbacks.append(_freeze_survivors)
         gc.collect()

@@ -142,9 +142,6 @@ class GateMetrics:
         self.policy_refused = Counter(
             "outbound_gate_policy_refused", "Policy documents refused as invalid.",
             registry=registry)
-        self.stream_realtime = Gauge(
-            "outbound_gate_stream_realtime", "1 while the stream thread holds its real-time "
-            "priority (OUTBOUND_GATE_STREAM_RT_PRIORITY), else 0.", registry=registry)
         self.query_server_restarts = Counter(
             "outbound_gate_query_server_restarts",
             "Times the query server (the check API's process) died and was started again.",
@@ -203,9 +200,6 @@ class ApiMetrics:
         self.latency = Histogram(
             "outbound_gate_api_request_seconds", "Check API request to response, by endpoint.",
             ["endpoint"], buckets=LATENCY_BUCKETS, registry=registry)
-        self.realtime = Gauge(
-            "outbound_gate_api_realtime", "1 while the thread answering checks holds its "
-            "real-time priority (OUTBOUND_GATE_QUERY_RT_PRIORITY), else 0.", registry=registry)
 
 
 class BatchedHistogram:

@@ -1,10 +1,9 @@
 """The query server: the check API answered in a process of its own, a read replica of the
 worker's stores (Kafka Streams calls these reads interactive queries).
 
-Why a process: answered on the worker's event loop, every check took the GIL the stream thread
-needs (~0.7 ms of it per check, and a hand-off at every socket read and write): at 500 checks/s
-the stream ran at half speed and checks waited seconds (docs/performance.md, "Check API under
-load"). Here checks have an interpreter, and a GIL, of their own.
+Why a process: answered on the worker's event loop, every check takes the GIL the stream thread
+needs. Here checks have an interpreter, and a GIL, of their own: what that pays and costs, side
+by side, is in docs/performance.md ("Knobs and their risks", OUTBOUND_GATE_QUERY_SERVER).
 
 - **The port.** The query server owns the worker's HTTP port (OUTBOUND_GATE_WEB_HOST/PORT) and
   answers /v1/check, /v1/recipients and /v1/openapi.json itself; Faust's web server listens on
@@ -61,7 +60,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from yarl import URL
 
 from processors.core.policy import RecipientState, load_policy
-from processors.runtime import check_api, cpu_slice, feed, gc_pauses
+from processors.runtime import check_api, feed, gc_pauses
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.engine.state_store import PartitionStore, SecondaryBackend, rocks_path
 from processors.runtime.gate import recipient_state
@@ -79,16 +78,13 @@ PARENT_CHECK_SECONDS = 1.0  # how often the query server looks whether the worke
 PROXY_TIMEOUT_SECONDS = 30.0  # a /metrics scrape of a busy worker can take a while
 # A partition is caught up with the worker's store at most this often: caught up for every
 # request, catching up was a fifth of the query server's CPU at 500 checks/s beside a busy
-# stream (docs/performance.md, "Check API under load"). A check may then miss what the
+# stream (ee3fbef:docs/performance.md, "Check API under load"). A check may then miss what the
 # worker committed in the last 50 ms: it races with the stream anyway.
 CATCH_UP_SECONDS = 0.05
 # Between requests each partition is caught up at most this often: a request after a quiet
 # spell then replays at most this much of the worker's writes; with no checks coming the query
 # server used 0.02 cores for it at 3,500 events/s (0.03-0.04 every CATCH_UP_SECONDS).
 KEEP_CAUGHT_UP_SECONDS = 0.25
-# How often the query server looks whether its thread used more of a core than its real-time
-# priority allows (OUTBOUND_GATE_QUERY_RT_MAX_PERCENT): a flood starves the stream that long.
-REALTIME_GUARD_SECONDS = 1.0
 # Not passed on between the client and the worker (RFC 9110 7.6.1), or set by aiohttp itself.
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "te", "trailer", "trailers", "transfer-encoding", "upgrade", "host",
@@ -290,7 +286,8 @@ class Replicas:
         """Catches up each partition not caught up within catch_up_seconds; how many. Run
         between requests, so that a request after a quiet spell does not replay everything
         the worker wrote meanwhile (at 3,500 events/s, 30 s of it made the first second of
-        checks after it reach p99 100-180 ms: docs/performance.md, "Check API under load")."""
+        checks after it reach p99 100-180 ms: ee3fbef:docs/performance.md, "Check API under
+        load")."""
         now = time.monotonic()
         done = 0
         for partition, (_, backend) in list(self.stores.items()):
@@ -462,26 +459,13 @@ class QueryProcess:
             self.replicas.catch_up_stale()
             await asyncio.sleep(KEEP_CAUGHT_UP_SECONDS)  # a period, not a synchronisation
 
-    async def guard_realtime(self) -> None:
-        """Holds the thread's real-time priority only while checks use at most the allowed
-        share of a core (cpu_slice.RealtimeGuard); runs on the event loop's thread, whose CPU
-        time it reads."""
-        settings = self.settings
-        guard = cpu_slice.RealtimeGuard(
-            settings.query_rt_max_percent / 100,
-            take=lambda: cpu_slice.request_realtime(settings.query_rt_priority),
-            release=lambda: cpu_slice.release_realtime(settings.query_slice_us))
-        self.api_metrics.realtime.set(1)
-        while True:
-            await asyncio.sleep(REALTIME_GUARD_SECONDS)  # a period, not a synchronisation
-            guard.look("query server", "query_realtime", self.api_metrics.realtime.set)
-
     async def sweep_frozen_objects(self) -> None:
         # As the worker: survivors of full collections are frozen (gc_pauses.install in
         # serve), and collected for good once a period.
         while True:
             await asyncio.sleep(gc_pauses.SWEEP_SECONDS)  # a period, not a synchronisation
-            gc_pauses.sweep()
+            if gc_pauses.installed():  # OUTBOUND_GATE_GC_FREEZE
+                gc_pauses.sweep()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -510,8 +494,6 @@ class QueryProcess:
             asyncio.create_task(self.sweep_frozen_objects()),
             asyncio.create_task(self.keep_caught_up()),
         ]
-        if cpu_slice.is_realtime():
-            tasks.append(asyncio.create_task(self.guard_realtime()))
         runner = web.AppRunner(self.application(), access_log=None)
         await runner.setup()
         try:
@@ -535,19 +517,9 @@ def serve(settings: Settings, worker_url: str, pipe: Connection, parent_pid: int
     # Ctrl-C reaches the whole process group: the worker stops this process itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Its parse caches fill as the worker's do: a full collection walked them all, 58-130 ms
-    # with every check in flight waiting (docs/performance.md, "Check API under load").
-    gc_pauses.install()
-    # Checks wait less for a busy core (the event loop runs on this thread): a short slice,
-    # and, when asked, a real-time priority where the process may take one (the slice is kept
-    # for when the guard hands the priority back).
-    refused = cpu_slice.request(settings.query_slice_us)
-    log.info("query server's CPU slice %s", "set" if refused is None else f"not set: {refused}",
-             extra={"event": "query_slice", "slice_ns": cpu_slice.current_ns()})
-    refused = cpu_slice.request_realtime(settings.query_rt_priority)
-    log.info("query server's real-time priority %s",
-             "taken" if refused is None else f"not taken: {refused}",
-             extra={"event": "query_realtime", "realtime": refused is None,
-                    "priority": settings.query_rt_priority})
+    # with every check in flight waiting (ee3fbef:docs/performance.md, "Check API under load").
+    if settings.gc_freeze:
+        gc_pauses.install()
     try:
         asyncio.run(QueryProcess(settings, worker_url, pipe, parent_pid).run())
     except Exception:

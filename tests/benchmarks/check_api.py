@@ -1,8 +1,8 @@
 """`make bench-check`: the check API under load, beside the stream it must not slow down.
 
     .venv/bin/python -m tests.benchmarks.check_api [--quick] [--checks-per-second 500]
-        [--connections 8] [--client-rt-priority 1] [--client-slice-us 200] [--seconds 30]
-        [--rounds 2] [--stream-rate R] [--variant NAME ENV=VALUE ...] [--profile]
+        [--connections 8] [--seconds 30] [--rounds 2] [--stream-rate R]
+        [--variant NAME ENV=VALUE ...] [--profile]
 
 One real worker (a subprocess on the real broker, an API token set) and the load generator's
 workload, with tests.benchmarks.throughput's helpers (its topics, producer, read_committed
@@ -18,12 +18,9 @@ reader, worker start):
 The checks come from a client in a process of its own (raw HTTP/1.1, --connections keep-alive
 connections), open loop: check i is due at start + i / rate whether or not earlier ones were
 answered, and its latency runs from when it was due to its answer (waiting in the client
-included). The client is the measuring instrument, which a help desk would run on machines of
-its own: where allowed its thread takes the real-time priority the worker's threads take
-(--client-rt-priority, 1), else a short CPU slice (--client-slice-us), so that less of its own
-wait for one of the shared cores lands in the figures. Each is
-one realistic outbound message of the same workload (its tenants, its Zipf-distributed
-recipients, the ones the stream is deciding for) with a message id of its own.
+included: it shares the cores with what it measures, so its own wait for a core is in the
+figures). Each is one realistic outbound message of the same workload (its tenants, its
+Zipf-distributed recipients, the ones the stream is deciding for) with a message id of its own.
 
 Each phase also says where the machine's CPU went (the worker, the bench, the check client,
 the broker when it runs here, and other processes) and how much of it the hypervisor gave to
@@ -69,7 +66,6 @@ from typing import Any
 
 import orjson
 
-from processors.runtime import cpu_slice
 from processors.runtime.topics import create_missing
 from processors.tools.loadgen import BSUID_SHARE, Workload
 from tests.benchmarks.throughput import (
@@ -97,21 +93,15 @@ STOP_POLL_EVERY = 25  # the client looks for a stop command every this many chec
 #
 # Raw keep-alive HTTP/1.1 over asyncio protocols, one request in flight per connection, requests
 # built once as bytes: the client shares the two cores with what it measures, and aiohttp's
-# client took ~0.2 cores at 500 checks/s (docs/performance.md, "Check API under load").
+# client took ~0.2 cores at 500 checks/s (ee3fbef:docs/performance.md, "Check API under load").
 
 # (due - origin, latency ms, service ms, status, outcome)
 Sample = tuple[float, float, float, int, str]
 
 
-def client_process(conn: Connection, token: str, bodies: list[bytes], connections: int,
-                   slice_us: int, rt_priority: int) -> None:
+def client_process(conn: Connection, token: str, bodies: list[bytes], connections: int) -> None:
     """Runs in a spawned process: commands in, results out, over conn."""
-    # A help desk's client runs on machines of its own; this one shares the cores with what it
-    # measures, and a short slice (a real-time priority where allowed, as the query server's)
-    # keeps its own wait for a core out of the latencies.
-    cpu_slice.request(slice_us)
-    refused = cpu_slice.request_realtime(rt_priority)
-    asyncio.run(ClientLoop(conn, token, bodies, connections, refused is None).serve())
+    asyncio.run(ClientLoop(conn, token, bodies, connections).serve())
 
 
 def request_bytes(host: str, token: str, body: bytes) -> bytes:
@@ -191,9 +181,8 @@ class Pending:
 
 class ClientLoop:
     def __init__(self, conn: Connection, token: str, bodies: list[bytes],
-                 connections: int, realtime: bool) -> None:
+                 connections: int) -> None:
         self.conn = conn
-        self.realtime = realtime
         self.token = token
         self.bodies = bodies
         self.requests: list[bytes] = []
@@ -214,7 +203,7 @@ class ClientLoop:
 
     async def serve(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.conn.send(("ready", self.realtime))
+        self.conn.send(("ready",))
         while True:
             command = await asyncio.to_thread(self.conn.recv)
             if command[0] == "quit":
@@ -347,11 +336,8 @@ class CheckClient:
     token: str
     bodies: list[bytes]
     connections: int
-    slice_us: int = 0
-    rt_priority: int = 0
     conn: Connection = field(init=False)
     process: Any = field(init=False)
-    realtime: bool = field(init=False)
 
     def __post_init__(self) -> None:
         # spawn, not fork: this process runs librdkafka's threads.
@@ -359,10 +345,9 @@ class CheckClient:
         self.conn, child = context.Pipe()
         self.process = context.Process(
             target=client_process, name="check-client", daemon=True,
-            args=(child, self.token, self.bodies, self.connections, self.slice_us,
-                  self.rt_priority))
+            args=(child, self.token, self.bodies, self.connections))
         self.process.start()
-        self.realtime = bool(self.expect("ready", 120)[1])
+        self.expect("ready", 120)
 
     def expect(self, what: str, timeout: float) -> tuple[Any, ...]:
         if not self.conn.poll(timeout):
@@ -579,15 +564,6 @@ class Bench:
             **{name: round(cores[name], 2) for name in ("bench", "check_client", "broker")
                if name in cores},
             "others": round(others, 2), "steal": round(steal, 2)}
-        if checks:  # taken where the process may (processors.runtime.cpu_slice)
-            result["query_server_realtime"] = any(
-                cpu_slice.is_realtime(pid) for name, pid in pids.items()
-                if name.startswith(f"query {variant.name} "))
-        # The stream thread's (OUTBOUND_GATE_STREAM_RT_PRIORITY), at the phase's end: a thread
-        # id is a pid to sched_getscheduler.
-        result["stream_realtime"] = any(
-            cpu_slice.is_realtime(int(tid))
-            for tid in os.listdir(f"/proc/{pids[f'worker {variant.name}']}/task"))
         result["waited_for_quiet_s"] = waited
         result["attempts"] = attempt
         if client_run is not None:
@@ -792,17 +768,6 @@ def main() -> None:
                         help="offered rate of checks, open loop (500)")
     parser.add_argument("--connections", type=int, default=8,
                         help="keep-alive connections of the check client (8)")
-    parser.add_argument("--client-slice-us", type=int, default=200, metavar="US",
-                        help="CPU slice the check client's thread asks Linux for, as the "
-                             "query server's does (processors.runtime.cpu_slice), so that its "
-                             "own wait for a core stays out of the latencies (200); 0: the "
-                             "kernel's default")
-    parser.add_argument("--client-rt-priority", type=int, default=1, metavar="N",
-                        help="real-time priority (SCHED_RR) the check client's thread takes "
-                             "where allowed, as the worker's threads do: the measuring "
-                             "instrument, which a help desk runs on machines of its own, is "
-                             "then not held up by the server it measures (0: never; its own "
-                             "lag is then in the figures)")
     parser.add_argument("--seconds", type=float,
                         help="length of each paced phase (30; 5 with --quick)")
     parser.add_argument("--rounds", type=int,
@@ -897,10 +862,7 @@ def main() -> None:
             variants.append(Variant(name, env, prefix, gates[0], watcher))
             log(f"  worker {name!r} ready at {gates[0].base_url} (pid {gates[0].process.pid}, "
                 f"env {env}); log {gates[0].log_path}")
-        client = CheckClient(token, bodies, args.connections, args.client_slice_us,
-                             args.client_rt_priority)
-        log(f"  check client's real-time priority: "
-            f"{'taken' if client.realtime else 'not taken (short slice only)'}")
+        client = CheckClient(token, bodies, args.connections)
         bench = Bench(bootstrap, workload, client, args.checks_per_second, variants,
                       int(bootstrap.split(",")[0].rsplit(":", 1)[1]), args.quiet_below,
                       args.quiet_wait, args.max_others, args.retries,
@@ -941,9 +903,6 @@ def main() -> None:
     summary: dict[str, Any] = {
         "settings": {"checks_per_second": args.checks_per_second,
                      "connections": args.connections, "seconds": args.seconds,
-                     "client_slice_us": args.client_slice_us,
-                     "client_rt_priority": args.client_rt_priority,
-                     "client_realtime": client.realtime if client is not None else False,
                      "rounds": args.rounds, "saturated_events": args.saturated_events,
                      "partitions": PARTITIONS, "bsuid_share": args.bsuid_share,
                      "quick": args.quick},
@@ -1036,11 +995,6 @@ def summarize(phases: list[dict[str, Any]], args: argparse.Namespace) -> dict[st
         },
         "checks": checks,
         "checks_while_saturated": checks_saturated,
-        # Per phase with checks: whether the query server held its real-time priority.
-        "query_server_realtime": [p.get("query_server_realtime") for p in phases
-                                  if p["checks"]],
-        # Per phase: whether the stream thread held its own at the phase's end.
-        "stream_realtime": [p.get("stream_realtime") for p in phases],
         "targets": {
             "check_p99_ms": {"target": P99_TARGET_MS, "measured": p99,
                              "met": p99 <= P99_TARGET_MS},
@@ -1082,9 +1036,6 @@ def print_summary(summary: dict[str, Any]) -> None:
               f"{service.get('p99_ms')} ms; client's worst send lag "
               f"{checks['max_send_lag_ms']} ms; while saturated: p50 {sat.get('p50_ms')} ms, "
               f"p99 {sat.get('p99_ms')} ms")
-        print(f"  real-time priority: query server {variant['query_server_realtime']} (per "
-              f"phase with checks), stream thread {variant['stream_realtime']} (per phase), "
-              f"check client {summary['settings']['client_realtime']}")
         print(f"  {'stream':<28}{'without checks':>22}{'with checks':>22}{'ratio':>8}")
         rows = [("saturated events/s", stream["saturated_events_per_s"]),
                 ("paced decisions/s", stream["paced_decisions_per_s"]),

@@ -464,7 +464,7 @@ def main() -> None:
         if not args.no_memory:
             bodies, recipients = check_bodies(workload, max(2_000, int(
                 args.checks_per_second * args.check_seconds)))
-            client = CheckClient(token, bodies, 8, 200, 1)
+            client = CheckClient(token, bodies, 8)
             watcher = Visibility(bootstrap, [env["OUTBOUND_GATE_TOPIC_ACCEPTED"],
                                              env["OUTBOUND_GATE_TOPIC_REJECTED"]])
             watcher.start()

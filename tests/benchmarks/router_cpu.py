@@ -1,18 +1,25 @@
 """The route step's CPU cost per record, without Kafka (a figure, not a test).
 
     .venv/bin/python -m tests.benchmarks.router_cpu [--events 200000] [--store rocksdb]
+        [--gc-freeze]
 
 The same loadgen records the benchmark preloads, each on the partition its key hashes to, run
 through the worker's GateProcessor and a StreamTask's store in batches of 500 (each batch's changes
 committed, as after a transaction). The broker's share of the cost is left out, so this shows
 what the Python work per record costs and how a change moves it; `make bench` stays the
 figure of record. --peer-rules then runs the same records through the benchmark peers' rules
-(what the Quix app does per record besides Quix itself) and prints the ratio."""
+(what the Quix app does per record besides Quix itself) and prints the ratio.
+
+It also prints the full (generation 2) garbage collections during the routing and their
+pauses, CPU time of this thread (a neighbour's load stays out); --gc-freeze installs the
+worker's processors.runtime.gc_pauses first, so that runs with and without it compare what
+the freeze saves per collection."""
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import tempfile
 import time
 from collections import Counter
@@ -23,6 +30,7 @@ from processors.core.decode import DecodeError
 from processors.core.enrich import _parse_number, parse_recipient
 from processors.core.policy import RecipientState
 from processors.core.policy import state as st
+from processors.runtime import gc_pauses
 from processors.runtime.engine.partitioner import partition_for_bytes
 from processors.runtime.engine.records import Output, Record
 from processors.runtime.engine.state_store import open_store
@@ -44,6 +52,9 @@ def main() -> None:
     parser.add_argument("--messaging-limit", type=int, metavar="N",
                         help="pin every tenant's messaging limit to N (the tenant stage, "
                              "stepped into directly as on one worker)")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="install the worker's gc_pauses (freeze what survives each full "
+                             "collection) before routing")
     parser.add_argument("--peer-rules", action="store_true",
                         help="also run the same records through the benchmark peers' rules "
                              "(tests/benchmarks/peers/common.py, as the Quix app applies "
@@ -73,6 +84,13 @@ def main() -> None:
     pending: list[Record] = list(records)
     handled = outputs = 0
     profile = cProfile.Profile() if args.profile else None
+    # The harness's own objects (the records above) are frozen in both variants: what is
+    # compared is what the routing builds and keeps (caches, state).
+    gc.collect()
+    gc.freeze()
+    if args.gc_freeze:
+        gc_pauses.install()
+    pauses = FullCollections()
     if profile:
         profile.enable()
     started = time.perf_counter()
@@ -100,14 +118,37 @@ def main() -> None:
     if profile:
         profile.disable()
         profile.dump_stats(args.profile)
+    gc.callbacks.remove(pauses.observe)
     print(f"{handled:,} records ({len(records):,} input) in {seconds:.2f} s: "
           f"{handled / seconds:,.0f} records/s, {outputs:,} outputs ({args.store})")
+    ms = sorted(pauses.ms)
+    print(f"full collections {'with' if args.gc_freeze else 'without'} the freeze: {len(ms)}, "
+          f"pause ms (thread CPU) total {sum(ms):.0f}, max {max(ms, default=0):.1f}, "
+          f"median {ms[len(ms) // 2] if ms else 0:.1f}; objects tracked at the end "
+          f"{len(gc.get_objects()):,}, frozen {gc.get_freeze_count():,}")
     if args.peer_rules:
         peer_seconds = peer_rules(workload, records, now)
         print(f"peer rules: {len(records):,} records in {peer_seconds:.2f} s: "
               f"{len(records) / peer_seconds:,.0f} records/s; router / peer rules "
               f"{peer_seconds / seconds:.2f} (input records "
               "per second, neither with Kafka)")
+
+
+class FullCollections:
+    """Each generation-2 collection's CPU time on this thread, ms, from gc.callbacks."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self.began = 0.0
+        gc.callbacks.append(self.observe)
+
+    def observe(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self.began = time.thread_time()
+        else:
+            self.ms.append((time.thread_time() - self.began) * 1000)
 
 
 def peer_rules(workload: Workload, records: list[Record], now: float) -> float:

@@ -132,7 +132,7 @@ def drop_topics(bootstrap: str, prefix: str) -> None:
     all named with its prefix (Quix's changelogs after a `changelog__`). A broker that keeps
     every run's partitions answers later runs more slowly: with 8,040 of them left over, a
     latency run's p99 at 1,000/s was 99-120 ms against 72-86 ms on a fresh broker
-    (docs/performance.md, "Third look")."""
+    (ee3fbef:docs/performance.md, "Third look")."""
     admin = kafka_clients.admin(bootstrap)
     try:
         names = [name for name in admin.list_topics() if prefix in name]

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from processors.settings import Settings
 from tests.e2e.conftest import Gate, free_port, http_json, poll, start_worker, stop_worker
 from tests.e2e.test_check_api import TENANT, TOKEN, check, known_tenant
 from tests.e2e.test_live_state import free_form, new_recipient
@@ -62,12 +61,6 @@ def test_a_dead_query_server_is_replaced_and_dies_with_its_worker(bootstrap: str
     assert check(gate, body)[0] == 200
     first = query_server_pid(gate)
     assert first is not None and running(first)
-    # Its main thread (the event loop that answers checks) asked for the short CPU slice.
-    sched = Path(f"/proc/{first}/task/{first}/sched").read_text()
-    if "se.slice" in sched:  # Linux 6.12 and later report it
-        slice_ns = int(sched.split("se.slice", 1)[1].split(":", 1)[1].split()[0])
-        assert slice_ns == Settings().query_slice_us * 1000
-
     os.kill(first, signal.SIGKILL)
     # Liveness asks the worker on its own port: it answers while the query server is away.
     alive, public_down = [], 0

@@ -26,8 +26,9 @@ SECURITY = declared(KafkaSecurity)
 ALL = [*GATE.values(), *SECURITY.values()]
 INTEGERS = [spec for spec in ALL if spec.minimum is not None]
 
-# The variables the gate read before the declarations were generated, in the --help order:
-# none may disappear or be renamed.
+# The variables the gate reads, in the --help order: none may disappear or be renamed unnoticed
+# (issue 32 removed the five real-time priority and CPU-slice settings and
+# OUTBOUND_GATE_SWITCH_INTERVAL_US on purpose).
 VARIABLES = [
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",
     "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CAFILE",
@@ -35,17 +36,14 @@ VARIABLES = [
     "KAFKA_SSL_KEY_PASSWORD_FILE", "KAFKA_SSL_CHECK_HOSTNAME", "OUTBOUND_GATE_APP_ID",
     "OUTBOUND_GATE_PARTITIONS", "OUTBOUND_GATE_REPLICATION_FACTOR", "OUTBOUND_GATE_WEB_PORT",
     "OUTBOUND_GATE_WEB_HOST", "OUTBOUND_GATE_ADVERTISED_URL", "OUTBOUND_GATE_WORKER_PORT",
-    "OUTBOUND_GATE_INSTANCE_ID", "OUTBOUND_GATE_QUERY_SERVER",
-    "OUTBOUND_GATE_QUERY_SLICE_US", "OUTBOUND_GATE_QUERY_RT_PRIORITY",
-    "OUTBOUND_GATE_QUERY_RT_MAX_PERCENT", "OUTBOUND_GATE_API_TOKEN",
+    "OUTBOUND_GATE_INSTANCE_ID", "OUTBOUND_GATE_QUERY_SERVER", "OUTBOUND_GATE_API_TOKEN",
     "OUTBOUND_GATE_API_TOKEN_FILE", "OUTBOUND_GATE_POLICY_FILE", "OUTBOUND_GATE_DATA_DIR",
     "OUTBOUND_GATE_MAX_MESSAGE_BYTES", "OUTBOUND_GATE_LOG_LEVEL", "OUTBOUND_GATE_STORE",
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS", "OUTBOUND_GATE_DEDUP_SECONDS",
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS", "OUTBOUND_GATE_TENANT_LABEL_CAP",
     "OUTBOUND_GATE_PROCESSING_GUARANTEE", "OUTBOUND_GATE_BATCH_RECORDS",
     "OUTBOUND_GATE_FETCH_WAIT_MS", "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS",
-    "OUTBOUND_GATE_SWITCH_INTERVAL_US", "OUTBOUND_GATE_STREAM_RT_PRIORITY",
-    "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT", "OUTBOUND_GATE_TENANT_MAP",
+    "OUTBOUND_GATE_GC_FREEZE", "OUTBOUND_GATE_TENANT_MAP",
     "OUTBOUND_GATE_TOPIC_OUTBOUND", "OUTBOUND_GATE_TOPIC_ACCEPTED", "OUTBOUND_GATE_TOPIC_REJECTED",
     "OUTBOUND_GATE_TOPIC_DLQ", "OUTBOUND_GATE_TOPIC_TEMPLATES", "OUTBOUND_GATE_TOPIC_STATUSES",
     "OUTBOUND_GATE_TOPIC_INBOUND", "OUTBOUND_GATE_TOPIC_PREFERENCES", "OUTBOUND_GATE_TOPIC_POLICY",
@@ -53,21 +51,18 @@ VARIABLES = [
     "OUTBOUND_GATE_TOPIC_NOTIFICATIONS_SETTLED",
 ]
 
-# The defaults as they were written before (behaviour must not change), and the real-time
-# priorities, on since the "Eighth look" (docs/performance.md).
+# The defaults as they were written before (behaviour must not change).
 DEFAULTS = {
     "bootstrap_servers": "127.0.0.1:9092", "app_id": "outbound-gate", "partitions": 8,
     "replication_factor": 1, "web_port": 6066, "web_host": "127.0.0.1", "policy_file": None,
     "advertised_url": None, "worker_port": 0, "instance_id": None, "query_server": True,
-    "query_slice_us": 200, "query_rt_priority": 1,
-    "query_rt_max_percent": 50, "api_token": None,
+    "api_token": None,
     "data_dir": ".local/worker", "max_message_bytes": 1_000_000, "log_level": "info",
     "store": "rocksdb://", "state_sweep_seconds": 600, "dedup_seconds": 3600,
     "session_timeout_seconds": 15, "tenant_label_cap": 500,
     "processing_guarantee": "exactly_once", "batch_records": 500,
     "fetch_wait_ms": 10,
-    "transaction_timeout_seconds": 10, "switch_interval_us": 1000,
-    "stream_rt_priority": 1, "stream_rt_max_percent": 80, "tenant_map": {},
+    "transaction_timeout_seconds": 10, "gc_freeze": True, "tenant_map": {},
 }
 MINIMUMS = {
     "OUTBOUND_GATE_PARTITIONS": 1, "OUTBOUND_GATE_REPLICATION_FACTOR": 1,
@@ -76,10 +71,7 @@ MINIMUMS = {
     "OUTBOUND_GATE_STATE_SWEEP_SECONDS": 1, "OUTBOUND_GATE_DEDUP_SECONDS": 0,
     "OUTBOUND_GATE_SESSION_TIMEOUT_SECONDS": 6, "OUTBOUND_GATE_TENANT_LABEL_CAP": 1,
     "OUTBOUND_GATE_BATCH_RECORDS": 1, "OUTBOUND_GATE_FETCH_WAIT_MS": 0,
-    "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": 5, "OUTBOUND_GATE_SWITCH_INTERVAL_US": 100,
-    "OUTBOUND_GATE_QUERY_SLICE_US": 0, "OUTBOUND_GATE_QUERY_RT_PRIORITY": 0,
-    "OUTBOUND_GATE_QUERY_RT_MAX_PERCENT": 1, "OUTBOUND_GATE_STREAM_RT_PRIORITY": 0,
-    "OUTBOUND_GATE_STREAM_RT_MAX_PERCENT": 1,
+    "OUTBOUND_GATE_TRANSACTION_TIMEOUT_SECONDS": 5,
 }
 
 

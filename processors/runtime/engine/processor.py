@@ -66,4 +66,3 @@ class LoopMetrics(Protocol):
     batch_phase: Any
     rebalances: Any
     input_lag: Any
-    stream_realtime: Any

@@ -25,11 +25,15 @@ poll, between batches: nothing is in flight when partitions move.
 With OUTBOUND_GATE_PROCESSING_GUARANTEE=at_least_once the producer is idempotent, not
 transactional, and offsets are committed after the outputs are acknowledged (a crash can repeat
 a decision).
+
+The loop's state is an explicit State (as Kafka Streams' StreamThread.State), changed only on
+this thread; /readyz and the query server read committed state only while it is RUNNING.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import threading
 import time
@@ -42,7 +46,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
-from processors.runtime import cpu_slice, kafka_clients
+from processors.runtime import kafka_clients
 from processors.runtime.engine import changelog_reader, state_store
 from processors.runtime.engine.changelog_reader import ChangelogReader
 from processors.runtime.engine.processor import LoopMetrics, Processor
@@ -57,9 +61,48 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 1.0  # pause after a batch that failed, before it is read again
 POLL_SECONDS = 0.2  # longest wait for a first record (the stop flag is checked in between)
 LAG_SECONDS = 10.0  # how often the input lag per partition is measured
-REALTIME_GUARD_SECONDS = 1.0  # how often the stream thread's CPU share is looked at
 KAFKA_CALL_SECONDS = 30.0  # longest wait for one transactional call
 PHASES = ("process", "produce", "commit", "store")  # of a batch (metrics: batch_phase)
+
+
+class State(enum.Enum):
+    """Where the route loop is, as Kafka Streams' StreamThread.State:
+
+    CREATED -> STARTING (clients opening, waiting for the catalog, subscribed) -> then, per
+    rebalance, PARTITIONS_REVOKED (nothing held is readable) and PARTITIONS_ASSIGNED (stores
+    opening and restoring) -> RUNNING (the assigned stores are restored and readable: the
+    worker is ready) -> PENDING_SHUTDOWN (closing its clients and stores) -> DEAD.
+    PENDING_SHUTDOWN is reachable from every live state (a stop, or a crash)."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    PARTITIONS_REVOKED = "partitions_revoked"
+    PARTITIONS_ASSIGNED = "partitions_assigned"
+    RUNNING = "running"
+    PENDING_SHUTDOWN = "pending_shutdown"
+    DEAD = "dead"
+
+
+# The legal changes (Kafka Streams' table, less its RUNNING -> RUNNING); each is made by one
+# place of RouteLoop: run, on_revoke/on_lost, on_assign, close.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.CREATED: frozenset({State.STARTING, State.PENDING_SHUTDOWN}),
+    State.STARTING: frozenset({
+        State.PARTITIONS_REVOKED, State.PARTITIONS_ASSIGNED, State.PENDING_SHUTDOWN}),
+    # Revoked twice: partitions lost (session expired), then revoked as the group rejoins.
+    State.PARTITIONS_REVOKED: frozenset({
+        State.PARTITIONS_REVOKED, State.PARTITIONS_ASSIGNED, State.PENDING_SHUTDOWN}),
+    State.PARTITIONS_ASSIGNED: frozenset({
+        State.PARTITIONS_REVOKED, State.RUNNING, State.PENDING_SHUTDOWN}),
+    State.RUNNING: frozenset({
+        State.PARTITIONS_REVOKED, State.PARTITIONS_ASSIGNED, State.PENDING_SHUTDOWN}),
+    State.PENDING_SHUTDOWN: frozenset({State.DEAD}),
+    State.DEAD: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    """A state change the route loop never makes: a bug."""
 
 
 class StreamThread(Service):
@@ -101,7 +144,7 @@ class StreamThread(Service):
         self.thread.start()
 
     async def on_stop(self) -> None:
-        self.loop_.stopping.set()
+        self.loop_.request_stop()
         if self.thread is not None:
             # The batch in flight commits (or aborts) before the thread closes its clients.
             await asyncio.to_thread(self.thread.join)
@@ -120,8 +163,9 @@ class RouteLoop:
         self.exactly_once = settings.processing_guarantee == "exactly_once"
         self.data_dir = Path(settings.data_dir).resolve() / settings.app_id / "route"
         self.scheme = settings.store.split(":", 1)[0]
-        self.stopping = threading.Event()
-        self.ready = False
+        self.state = State.CREATED  # changed on the stream thread only (transition)
+        # Set from another thread to stop the loop; also wakes its pauses.
+        self.stop_requested = threading.Event()
         self.assigned: tuple[int, ...] = ()
         self.collector = RecordCollector(settings.changelog_topic)
         # The phase histograms' children, looked up once (labels() takes a lock).
@@ -130,20 +174,42 @@ class RouteLoop:
         self.restorer: Consumer | None = None  # reads changelog partitions, no group
         self.producer: Producer | None = None
         self.tasks: TaskManager | None = None
-        self.last_sweep = self.last_lag = self.last_guard = time.monotonic()
+        self.last_sweep = self.last_lag = time.monotonic()
         self.rebalances = 0  # partitions revoked or assigned so far (poll drops a torn read)
-        self.realtime_guard: cpu_slice.RealtimeGuard | None = None
         # Told the partitions whose committed state may be read now, each time that changes
         # (from this thread): the query server answers checks for exactly these.
         self.announce: Callable[[tuple[int, ...]], None] = lambda _: None
 
     # -- lifecycle ----------------------------------------------------------------------
 
+    @property
+    def ready(self) -> bool:
+        """The assigned partitions are restored and their committed state readable."""
+        return self.state is State.RUNNING
+
+    def transition(self, new: State) -> bool:
+        """Moves to `new` and logs it; raises IllegalTransition for a change the loop never
+        makes. As in Kafka Streams, once shutting down only DEAD follows: a change asked for
+        then (consumer.close() revokes the partitions) is ignored and returns False."""
+        old = self.state
+        if old in (State.PENDING_SHUTDOWN, State.DEAD) and new is not State.DEAD:
+            return False
+        if new not in TRANSITIONS[old]:
+            raise IllegalTransition(f"route loop: {old.name} -> {new.name}")
+        self.state = new
+        log.info("stream thread %s -> %s", old.name, new.name, extra={
+            "event": "stream_state", "from": old.value, "to": new.value})
+        return True
+
+    def request_stop(self) -> None:
+        """From any thread: the loop finishes (commits or aborts) its batch, then closes."""
+        self.stop_requested.set()
+
     def run(self, crashed: Callable[[BaseException], None]) -> None:
         try:
-            self.take_realtime()
+            self.transition(State.STARTING)
             self.start()
-            while not self.stopping.is_set():
+            while not self.stop_requested.is_set():
                 self.run_once()
         except BaseException as exc:
             log.exception("route loop failed", extra={"event": "route_failed"})
@@ -164,7 +230,7 @@ class RouteLoop:
 
         self.processor.attach(local)  # the processor runs on this thread only
         while not self.catalog_ready():  # decisions need the template catalog loaded
-            if self.stopping.wait(0.2):
+            if self.stop_requested.wait(0.2):
                 return
         self.producer = self.new_producer()
         consumer = self.consumer = kafka_clients.route_consumer(self.settings, self.group)
@@ -173,30 +239,6 @@ class RouteLoop:
         log.info("route processor started", extra={
             "event": "route_start", "group": self.group,
             "guarantee": self.settings.processing_guarantee})
-
-    def take_realtime(self) -> None:
-        """The stream thread's real-time priority, when asked for (before the Kafka clients
-        start their threads, which SCHED_RESET_ON_FORK keeps on the normal policy), with the
-        guard that gives it back while the thread is busier than allowed."""
-        priority = self.settings.stream_rt_priority
-        refused = cpu_slice.request_realtime(priority)
-        log.info("stream thread's real-time priority %s",
-                 "taken" if refused is None else f"not taken: {refused}",
-                 extra={"event": "stream_realtime", "realtime": refused is None,
-                        "priority": priority})
-        self.metrics.stream_realtime.set(int(refused is None))
-        if refused is None:
-            self.realtime_guard = cpu_slice.RealtimeGuard(
-                self.settings.stream_rt_max_percent / 100,
-                take=lambda: cpu_slice.request_realtime(priority),
-                release=lambda: cpu_slice.release_realtime(0))
-
-    def maybe_guard_realtime(self) -> None:
-        guard = self.realtime_guard
-        if guard is None or time.monotonic() - self.last_guard < REALTIME_GUARD_SECONDS:
-            return
-        self.last_guard = time.monotonic()
-        guard.look("stream thread", "stream_realtime", self.metrics.stream_realtime.set)
 
     def new_producer(self) -> Producer:
         transactional_id = (f"{self.settings.app_id}-route-{self.process_id()}"
@@ -216,7 +258,7 @@ class RouteLoop:
         return path.read_text().strip()
 
     def close(self) -> None:
-        self.ready = False
+        self.transition(State.PENDING_SHUTDOWN)
         self.announce(())
         if self.consumer is not None:
             try:
@@ -229,6 +271,7 @@ class RouteLoop:
             self.restorer.close()
         if self.producer is not None:
             self.producer.flush(5)
+        self.transition(State.DEAD)
 
     def reader(self, partition: int) -> Callable[[str], Any] | None:
         tasks = self.tasks
@@ -241,7 +284,7 @@ class RouteLoop:
     # -- rebalances (on this thread, inside poll, between batches) -------------------------
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.ready = False
+        self.transition(State.PARTITIONS_REVOKED)
         self.rebalances += 1
         self.announce(())
         self.metrics.rebalances.inc()
@@ -256,7 +299,8 @@ class RouteLoop:
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self.tasks is not None
         self.rebalances += 1
-        self.ready = False  # no check reads a store while it opens, restores or closes
+        # No check reads a store while it opens, restores or closes.
+        self.transition(State.PARTITIONS_ASSIGNED)
         self.announce(())
         numbers = {tp.partition for tp in partitions}
         if partitions and self.exactly_once:
@@ -267,7 +311,7 @@ class RouteLoop:
             consumer.committed(partitions, timeout=self.settings.transaction_timeout_seconds * 3)
         restoring = self.tasks.assign(numbers)
         self.assigned = tuple(sorted(numbers))
-        self.ready = True
+        self.transition(State.RUNNING)
         self.announce(self.assigned)
         log.info("route partitions assigned", extra={
             "event": "route_assignment", "partitions": sorted(numbers),
@@ -315,12 +359,11 @@ class RouteLoop:
                 # Faust's group is rebalancing and the catalog table may be recovering:
                 # decide nothing until it is whole again.
                 self.rewind(first_offsets(records))
-                self.stopping.wait(0.2)
+                self.stop_requested.wait(0.2)
             else:
                 self.process(records, now)
         self.maybe_sweep()
         self.maybe_measure_lag()
-        self.maybe_guard_realtime()
 
     def process(self, records: list[Record], now: float) -> None:
         assert self.tasks is not None
@@ -336,7 +379,7 @@ class RouteLoop:
         except Exception as exc:  # broker gone, fenced, timed out...: nothing is kept
             self.failed(tasks, exc)
             self.rewind(first_offsets(records))
-            self.stopping.wait(RETRY_SECONDS)
+            self.stop_requested.wait(RETRY_SECONDS)
             return
         self.processor.counted(tally)
         self.metrics.transactions.labels("committed").inc()

@@ -42,7 +42,7 @@ def run_client(bodies: list[bytes], body: Any) -> tuple[list[tuple[str, bytes]],
 
     async def main() -> Any:
         async with TestServer(server_app(seen), host="127.0.0.1") as server:
-            client = ClientLoop(child, TOKEN, bodies, connections=2, realtime=False)
+            client = ClientLoop(child, TOKEN, bodies, connections=2)
             client.loop = asyncio.get_running_loop()
             await client.target(f"http://127.0.0.1:{server.port}")
             result = await body(client, parent)

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339
-from processors.runtime import cpu_slice, gc_pauses, query_server
+from processors.runtime import gc_pauses, query_server
 from processors.runtime.engine.partitioner import partition_for
 from processors.runtime.engine.state_store import PartitionStore, open_store, reset
 from processors.runtime.gate import recipient_state
@@ -344,65 +344,29 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)  # pacing between polls of a condition with a deadline
 
 
-def test_the_query_server_freezes_what_survives_its_full_collections_and_takes_its_priority(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Its parse caches fill as the worker's do: a full collection must not walk them each time.
-    # Asked to, its thread takes a real-time priority where the process may (run on a thread
-    # of its own here, so that pytest's keeps its scheduling).
-    seen: list[tuple[bool, bool]] = []
-    allowed: list[bool] = []
+@pytest.mark.parametrize("freeze", [True, False])
+def test_the_query_server_freezes_what_survives_its_full_collections_unless_told_not_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, freeze: bool) -> None:
+    # Its parse caches fill as the worker's do: a full collection must not walk them each time
+    # (OUTBOUND_GATE_GC_FREEZE, on by default).
+    seen: list[bool] = []
 
     async def run(self: QueryProcess) -> None:
-        seen.append((gc_pauses.installed(), cpu_slice.is_realtime()))
-
-    def may_take() -> None:
-        allowed.append(cpu_slice.request_realtime(1) is None)
+        seen.append(gc_pauses.installed())
 
     monkeypatch.setattr(QueryProcess, "run", run)
     monkeypatch.setattr(logging.config, "dictConfig", lambda config: None)
     monkeypatch.setattr(signal, "signal", lambda number, handler: None)
     reader, writer = multiprocessing.Pipe(duplex=False)
     try:
-        settings = dataclasses.replace(settings_for(tmp_path), query_rt_priority=1)
-        for target, args in ((may_take, ()), (query_server.serve, (
-                settings, "http://127.0.0.1:9", reader, os.getpid()))):
-            thread = threading.Thread(target=target, args=args)
-            thread.start()
-            thread.join()
-        assert seen == [(True, allowed[0])]
+        settings = dataclasses.replace(settings_for(tmp_path), gc_freeze=freeze)
+        query_server.serve(settings, "http://127.0.0.1:9", reader, os.getpid())
+        assert seen == [freeze]
     finally:
         writer.close()
         if gc_pauses.installed():
             gc.callbacks.remove(gc_pauses._freeze_survivors)
         gc.unfreeze()
-
-
-def test_the_realtime_gauge_follows_the_guard(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    async def body(client: TestClient[Any, Any], process: QueryProcess,
-                   store: PartitionStore) -> None:
-        def gauge() -> float | None:
-            return process.registry.get_sample_value("outbound_gate_api_realtime")
-
-        changes: list[tuple[bool, float] | None] = [(False, 0.8), None, (True, 0.1)]
-        gauges: list[float | None] = []
-
-        def tick(guard: cpu_slice.RealtimeGuard) -> tuple[bool, float] | None:
-            gauges.append(gauge())
-            return changes.pop(0) if changes else None
-
-        monkeypatch.setattr(cpu_slice.RealtimeGuard, "tick", tick)
-        monkeypatch.setattr(query_server, "REALTIME_GUARD_SECONDS", 0.001)
-        task = asyncio.create_task(process.guard_realtime())
-        deadline = time.monotonic() + 10
-        while len(gauges) < 4:
-            assert time.monotonic() < deadline, "waited for the guard's fourth look"
-            await asyncio.sleep(0.001)  # lets the guard's task run; polled with a deadline
-        task.cancel()
-        # Held at start; given back after the first look; taken again after the third.
-        assert gauges[:4] == [1.0, 0.0, 0.0, 1.0]
-
-    served(tmp_path, body)
 
 
 def test_stale_partitions_are_caught_up_between_requests(tmp_path: Path) -> None:

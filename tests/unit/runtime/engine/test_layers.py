@@ -14,7 +14,6 @@ ALLOWED = {
     "processors.runtime.kafka_clients",  # the one Kafka client factory
     "processors.settings",  # the worker's settings
     "processors.core.frozen",  # a generic helper for fast frozen dataclasses (Record, Output)
-    "processors.runtime.cpu_slice",  # goes with the real-time priorities (issue 32, point 4)
 }
 
 

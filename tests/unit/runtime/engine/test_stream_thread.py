@@ -1,20 +1,23 @@
 """processors.runtime.engine.stream_thread: how the loop reads a batch (and puts back a read
-torn by a rebalance), and the stream thread's real-time priority, taken only when asked for,
-and its guard. The Kafka loop itself is covered end to end (tests/e2e) and by make chaos."""
+torn by a rebalance), and its state: the legal transitions, an illegal one refused, `ready` only
+while RUNNING. The Kafka loop itself is covered end to end (tests/e2e) and by make chaos."""
 
 from __future__ import annotations
 
-import threading
-import time
+import logging
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from processors.runtime import cpu_slice
 from processors.runtime.engine import stream_thread
-from processors.runtime.engine.stream_thread import RouteLoop
+from processors.runtime.engine.stream_thread import (
+    TRANSITIONS,
+    IllegalTransition,
+    RouteLoop,
+    State,
+)
 from processors.runtime.metrics import GateMetrics
 from processors.settings import Settings
 
@@ -27,84 +30,89 @@ def route_loop(tmp_path: Any, **settings: Any) -> RouteLoop:
                      GateMetrics(CollectorRegistry(), 10), lambda: True)
 
 
-def gauge(loop: RouteLoop) -> float | None:
-    metrics = loop.metrics
-    assert isinstance(metrics, GateMetrics)
-    return metrics.registry.get_sample_value("outbound_gate_stream_realtime")
+def in_state(tmp_path: Any, state: State) -> RouteLoop:
+    loop = route_loop(tmp_path)
+    loop.state = state
+    return loop
 
 
-def on_a_thread(action: Any) -> Any:
-    """action() on a thread of its own (a real-time policy stays with that thread)."""
-    out: list[Any] = []
-    thread = threading.Thread(target=lambda: out.append(action()))
-    thread.start()
-    thread.join()
-    return out[0]
+LEGAL = [(old, new) for old, targets in TRANSITIONS.items() for new in targets]
+LIVE = [State.CREATED, State.STARTING, State.PARTITIONS_REVOKED, State.PARTITIONS_ASSIGNED,
+        State.RUNNING]
+ILLEGAL = [(old, new) for old in LIVE for new in State if new not in TRANSITIONS[old]]
 
 
-def test_not_asked_for_it_is_not_taken(tmp_path: Any) -> None:
-    loop = route_loop(tmp_path, stream_rt_priority=0)
-
-    def take() -> bool:
-        loop.take_realtime()
-        return cpu_slice.is_realtime()
-
-    held = on_a_thread(take)
-    assert held is False
-    assert loop.realtime_guard is None
-    assert gauge(loop) == 0.0
+def test_the_table_names_every_state_and_a_live_state_can_always_shut_down() -> None:
+    assert set(TRANSITIONS) == set(State)
+    assert all(State.PENDING_SHUTDOWN in TRANSITIONS[state] for state in LIVE)
+    assert TRANSITIONS[State.PENDING_SHUTDOWN] == {State.DEAD}
+    # Never ready without an assignment, never back to starting, never dead without closing.
+    assert {(State.CREATED, State.RUNNING), (State.STARTING, State.RUNNING),
+            (State.RUNNING, State.STARTING), (State.RUNNING, State.DEAD),
+            (State.PARTITIONS_REVOKED, State.RUNNING)} <= set(ILLEGAL)
 
 
-def test_asked_for_it_is_taken_where_the_process_may(tmp_path: Any) -> None:
-    allowed = on_a_thread(lambda: cpu_slice.request_realtime(1) is None)
-    loop = route_loop(tmp_path, stream_rt_priority=1, stream_rt_max_percent=70)
-
-    def take() -> bool:
-        loop.take_realtime()
-        held = cpu_slice.is_realtime()
-        cpu_slice.release_realtime(0)
-        return held
-
-    assert on_a_thread(take) is allowed
-    assert gauge(loop) == float(allowed)
-    if allowed:
-        assert loop.realtime_guard is not None
-        assert loop.realtime_guard.max_share == pytest.approx(0.70)
-    else:  # refused: nothing to guard
-        assert loop.realtime_guard is None
+@pytest.mark.parametrize(("old", "new"), LEGAL, ids=lambda s: s.name)
+def test_a_legal_transition_is_made_and_logged(tmp_path: Any, caplog: pytest.LogCaptureFixture,
+                                               old: State, new: State) -> None:
+    loop = in_state(tmp_path, old)
+    with caplog.at_level(logging.INFO, logger=stream_thread.__name__):
+        assert loop.transition(new) is True
+    assert loop.state is new
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "stream_state"]
+    assert (record.__dict__["from"], record.__dict__["to"]) == (old.value, new.value)
 
 
-def test_the_guard_looks_once_a_period_and_the_gauge_follows_it(tmp_path: Any) -> None:
-    loop = route_loop(tmp_path, stream_rt_priority=1)
-    cpu, wall = [0.0], [0.0]
-    calls: list[str] = []
+@pytest.mark.parametrize(("old", "new"), ILLEGAL, ids=lambda s: s.name)
+def test_an_illegal_transition_raises_and_changes_nothing(tmp_path: Any, old: State,
+                                                          new: State) -> None:
+    loop = in_state(tmp_path, old)
+    with pytest.raises(IllegalTransition, match=f"{old.name} -> {new.name}"):
+        loop.transition(new)
+    assert loop.state is old
 
-    def call(name: str) -> str | None:
-        calls.append(name)
-        return None
 
-    loop.realtime_guard = cpu_slice.RealtimeGuard(
-        0.8, take=lambda: call("take"), release=lambda: call("release"),
-        cpu_clock=lambda: cpu[0], wall_clock=lambda: wall[0])
-    loop.metrics.stream_realtime.set(1)
+@pytest.mark.parametrize("old", [State.PENDING_SHUTDOWN, State.DEAD], ids=lambda s: s.name)
+@pytest.mark.parametrize("new", [s for s in State if s is not State.DEAD], ids=lambda s: s.name)
+def test_shutting_down_any_change_but_to_dead_is_ignored(tmp_path: Any, old: State,
+                                                         new: State) -> None:
+    # consumer.close() revokes the partitions inside close(), after PENDING_SHUTDOWN.
+    loop = in_state(tmp_path, old)
+    assert loop.transition(new) is False
+    assert loop.state is old
 
-    def spend(cpu_used: float, seconds: float) -> None:
-        cpu[0] += cpu_used
-        wall[0] += seconds
-        # The loop looks when a period has passed since its last look.
-        period_passed = seconds >= stream_thread.REALTIME_GUARD_SECONDS
-        loop.last_guard = time.monotonic() - (2 * stream_thread.REALTIME_GUARD_SECONDS
-                                              if period_passed else 0.0)
-        loop.maybe_guard_realtime()
 
-    spend(0.95, 1.0)  # draining a backlog: above 80% of a core
-    assert (calls, gauge(loop)) == (["release"], 0.0)
-    spend(0.3, 0.5)  # within the period: not looked at
-    assert calls == ["release"]
-    spend(0.2, 1.0)  # 0.5 s of CPU over the 1.5 s since the last look
-    assert (calls, gauge(loop)) == (["release", "take"], 1.0)
-    spend(0.5, 1.0)  # paced: it keeps the priority, nothing changes
-    assert (calls, gauge(loop)) == (["release", "take"], 1.0)
+def test_dead_follows_only_pending_shutdown(tmp_path: Any) -> None:
+    assert in_state(tmp_path, State.PENDING_SHUTDOWN).transition(State.DEAD) is True
+    for old in LIVE:
+        with pytest.raises(IllegalTransition):
+            in_state(tmp_path, old).transition(State.DEAD)
+
+
+def test_ready_only_while_running(tmp_path: Any) -> None:
+    assert {state for state in State if in_state(tmp_path, state).ready} == {State.RUNNING}
+
+
+def test_a_rebalance_and_a_close_walk_the_states_and_ready_follows(tmp_path: Any) -> None:
+    loop = route_loop(tmp_path)
+    announced: list[tuple[int, ...]] = []
+    loop.announce = announced.append
+    loop.tasks = SimpleNamespace(assign=lambda numbers: 0.0,  # type: ignore[assignment]
+                                 close_all=lambda: None)
+    loop.transition(State.STARTING)
+    consumer: Any = SimpleNamespace(committed=lambda partitions, timeout: partitions)
+    seen: list[tuple[Any, ...]] = []
+    loop.on_assign(consumer, [])  # no partitions: ready all the same
+    seen.append((loop.state, loop.ready))
+    loop.on_revoke(consumer, [])
+    seen.append((loop.state, loop.ready))
+    loop.on_assign(consumer, [SimpleNamespace(partition=3)])
+    seen.append((loop.state, loop.ready, loop.assigned))
+    loop.close()
+    seen.append((loop.state, loop.ready))
+    assert seen == [(State.RUNNING, True), (State.PARTITIONS_REVOKED, False),
+                    (State.RUNNING, True, (3,)), (State.DEAD, False)]
+    assert announced == [(), (), (), (), (3,), ()]
 
 
 class Message:
@@ -181,6 +189,7 @@ def test_a_read_torn_by_a_rebalance_is_put_back_from_its_first_records(tmp_path:
     consumer = ScriptedConsumer([([], None), ([Message(0, 11)], None),
                                  ([Message(0, 10), Message(1, 40), Message(1, 41)], revoked)])
     route = route_loop(tmp_path, batch_records=5)
+    route.transition(State.STARTING)  # subscribed: rebalances may come
     loop.append(route)
     route.consumer = consumer
     assert route.poll() == []  # none of it decided now

@@ -62,7 +62,7 @@ def route_loop(broker: Broker, numbers: set[int], transactional_id: str = "route
     loop.producer = FakeProducer(broker, transactional_id, loop.collector.delivered)
     loop.consumer = FakeConsumer(broker, [
         TopicPartition(topic, n) for topic in loop.processor.sources for n in numbers])
-    loop.stopping.set()  # no pause after a failed batch
+    loop.request_stop()  # no pause after a failed batch
     return loop
 
 
