@@ -214,6 +214,32 @@ def test_user_marketing_limit_cooldown_is_configurable() -> None:
     assert decision.retry_after == parse_rfc3339("2026-11-26T12:30:00Z")
 
 
+def test_open_service_window_lifts_the_marketing_cooldown() -> None:
+    # Meta: marketing sent while the user's customer service window is open does not count
+    # towards the per-user limit, so a 131049 cool-down does not hold it back.
+    state = st.apply_status(EMPTY, status(BR, 131049, "2026-11-26T10:00:00Z"))
+    state = st.apply_inbound(state, inbound(BR, "2026-11-26T11:00:00Z"))
+    decision = run(message(recipient=BR), state=state)
+    assert decision.accepted and decision.violations == ()
+
+
+def test_cooldown_returns_once_the_window_closes() -> None:
+    state = st.apply_status(EMPTY, status(BR, 131049, "2026-11-26T10:00:00Z"))
+    state = st.apply_inbound(state, inbound(BR, "2026-11-25T11:00:00Z"))  # window closed at 11:00
+    decision = run(message(recipient=BR), state=state)
+    assert decision.error_code == "USER_MARKETING_TEMPLATE_LIMIT"
+    assert decision.retry_after == parse_rfc3339("2026-11-27T10:00:00Z")
+
+
+def test_open_window_lifts_only_the_cooldown() -> None:
+    state = st.apply_status(EMPTY, status(US, 131049, "2026-11-26T10:00:00Z"))
+    state = st.apply_preference(state, preference(US, "stop", "2026-11-20T00:00:00Z"))
+    state = st.apply_inbound(state, inbound(US, "2026-11-26T11:00:00Z"))
+    decision = run(message(recipient=US), template_entry(status="PAUSED"), state=state)
+    assert decision.violations == ("TEMPLATE_PAUSED", "MARKETING_OPTED_OUT",
+                                   "MARKETING_PAUSED_US")
+
+
 def test_other_status_codes_start_no_cooldown() -> None:
     state = st.apply_status(EMPTY, status(BR, 131026, "2026-11-26T11:00:00Z"))
     state = st.apply_status(state, status(BR, None, "2026-11-26T11:00:00Z", state="delivered"))

@@ -122,11 +122,14 @@ def test_state_after_the_link_reaches_the_other_identity() -> None:
                "user_id": X1}
     cluster.publish(TOPICS.statuses, linking, T0)
     cluster.publish(TOPICS.statuses, status(X1, 131049, format_rfc3339(T0 - 50)), T0)
-    cluster.publish(TOPICS.inbound, inbound(NUMBER, format_rfc3339(T0 - 40)), T0)
     send(cluster, "cooled-number", NUMBER, T0)
+    cluster.publish(TOPICS.inbound, inbound(NUMBER, format_rfc3339(T0 - 40)), T0)
     send(cluster, "bsuid-window", X1, T0, kind="free_form", template=None)
+    # The window the number opened lifts the cool-down the BSUID's 131049 started.
+    send(cluster, "marketing-in-window", X1, T0 + 1)
     assert cluster.code("cooled-number") == "USER_MARKETING_TEMPLATE_LIMIT"
     assert cluster.code("bsuid-window") is None
+    assert cluster.code("marketing-in-window") is None
 
 
 def test_a_newer_link_of_the_number_releases_the_old_bsuid_with_its_state() -> None:
