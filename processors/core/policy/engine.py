@@ -31,7 +31,18 @@ class Enrichment:
             "number_type": self.recipient.number_type,
             "template_category": self.template_category,
             "category_source": self.category_source,
+            "send_endpoint": send_endpoint(self.template_category),
         }
+
+
+MARKETING_ENDPOINT, MESSAGES_ENDPOINT = "marketing_messages", "messages"
+
+
+def send_endpoint(category: str | None) -> str:
+    """The Cloud API endpoint a message must go through, from the category the gate decided
+    on: Meta's "Route template messages by category" sends MARKETING templates to
+    /<PHONE_NUMBER_ID>/marketing_messages and every other message to /messages."""
+    return MARKETING_ENDPOINT if category == "MARKETING" else MESSAGES_ENDPOINT
 
 
 @quick_init
