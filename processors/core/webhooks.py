@@ -44,6 +44,8 @@ MESSAGING_LIMIT = "messaging_limit"  # a tenant's messaging limit, produced only
 STATE_CONTRACTS = frozenset({"delivery_status", "inbound_message", "user_preference"})
 TENANT_HEADER = "tenant_id"
 CATEGORIES = frozenset({"MARKETING", "UTILITY", "AUTHENTICATION"})
+# A status's pricing.category (lower case in Meta's bodies): what a delivered message was.
+PRICED_CATEGORIES = frozenset({*CATEGORIES, "SERVICE"})
 DELIVERY_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 PREFERENCES = frozenset({"stop", "resume"})
 
@@ -239,6 +241,10 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
             "timestamp": _timestamp(status, "a status"), "errors": errors}, "recipient", user)
         if isinstance(status.get("id"), str):
             document["message_id"] = status["id"]
+        pricing = status.get("pricing")
+        category = pricing.get("category") if isinstance(pricing, dict) else None
+        if isinstance(category, str) and category.upper() in PRICED_CATEGORIES:
+            document["category"] = category.upper()
         yield "delivery_status", document
     for message in _items(value, "messages"):
         contact = contacts.get(str(message.get("from")), {})

@@ -239,7 +239,8 @@ class Workload:
             return Record("inbound", key, orjson.dumps(
                 {"tenant_id": tenant, "sender": named, "timestamp": stamp, **links}))
         if roll < 0.85:
-            code = self.rng.choice([131049, 131049, 131050, 131026])
+            # 130472: Meta's marketing experiment, which holds marketing to the user back
+            code = self.rng.choice([131049, 131049, 131050, 131026, 130472])
             status = {"tenant_id": tenant, "recipient": named, "status": "failed",
                       "timestamp": stamp, "errors": [{"code": code}], **links}
             return Record("statuses", key, orjson.dumps(status))

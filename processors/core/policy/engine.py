@@ -80,7 +80,7 @@ def message_clock(message: dict[str, Any], fixed: float | None = None) -> float:
 # A rule in force: (code, predicate, in monitor mode).
 InForce = tuple[tuple[str, Predicate, bool], ...]
 # id(policy) -> (policy, clock, its rules in force then): the live worker decides a whole batch
-# at one clock, and looking up and checking all thirteen settings per decision cost more than
+# at one clock, and looking up and checking all the rules' settings per decision cost more than
 # a lookup here. Bounded: cleared when it holds more policies than a policy document has.
 _IN_FORCE: dict[int, tuple[Policy, float, InForce]] = {}
 _IN_FORCE_MAX = 256

@@ -106,6 +106,17 @@ def marketing_paused_region(facts: Facts, params: Parameters) -> Fired | None:
     return None
 
 
+def marketing_experiment(facts: Facts, params: Parameters) -> Fired | None:
+    # Meta's 130472: resending marketing to a user in its experiment fails the same way, for
+    # as long as Meta keeps them in it (it names no end: the hold is the policy's).
+    if not _marketing(facts) or not facts.recipient.valid:
+        return None
+    held = st.experiment_hold(facts.state, facts.clock)
+    if held is not None and facts.clock - held < params.marketing_experiment_hold_seconds:
+        return FIRED
+    return None
+
+
 def marketing_limit(facts: Facts, params: Parameters) -> Fired | None:
     if not _marketing(facts) or not facts.recipient.valid:
         return None
@@ -139,6 +150,7 @@ RULES: tuple[tuple[str, Predicate], ...] = (
     ("BULK_MARKETING_NOT_ALLOWED", bulk_marketing),
     ("MARKETING_OPTED_OUT", marketing_opted_out),
     ("MARKETING_PAUSED_US", marketing_paused_region),
+    ("USER_IN_MARKETING_EXPERIMENT", marketing_experiment),
     ("USER_MARKETING_TEMPLATE_LIMIT", marketing_limit),
     ("PAIR_RATE_LIMITED", pair_rate),
 )

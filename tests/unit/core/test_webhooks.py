@@ -33,12 +33,22 @@ def test_failed_status_with_error_code(code: int) -> None:
         "message_id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA"}
 
 
-def test_delivered_status_ignores_pricing_and_conversation() -> None:
+def test_delivered_status_keeps_the_priced_category_only() -> None:
+    # pricing.category says what was delivered (a delivered marketing message ends a 130472
+    # hold); the conversation and the rest of pricing are not the gate's.
     [(contract, document)] = translate("status_delivered")
     assert contract == "delivery_status"
     assert document["status"] == "delivered" and document["errors"] == []
+    assert document["category"] == "MARKETING"
     assert set(document) == {"tenant_id", "recipient", "status", "timestamp", "errors",
-                             "message_id"}
+                             "message_id", "category"}
+
+
+def test_a_category_meta_may_add_later_is_not_kept() -> None:
+    body = meta_body("status_delivered")
+    body["entry"][0]["changes"][0]["value"]["statuses"][0]["pricing"]["category"] = "new_kind"
+    [(_, document)] = webhooks.translate(body, 0.0, "acme")
+    assert "category" not in document
 
 
 def test_inbound_text_message() -> None:

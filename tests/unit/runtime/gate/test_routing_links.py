@@ -132,6 +132,22 @@ def test_state_after_the_link_reaches_the_other_identity() -> None:
     assert cluster.code("marketing-in-window") is None
 
 
+def test_a_130472_for_the_bsuid_holds_marketing_to_the_number_live() -> None:
+    cluster = Cluster()
+    cluster.publish(TOPICS.statuses, status(X1, 130472, format_rfc3339(T0 - 90)), T0)
+    cluster.publish(TOPICS.inbound, {**inbound(NUMBER[1:], format_rfc3339(T0 - 80)),
+                                     "user_id": X1}, T0)
+    send(cluster, "held", NUMBER, T0)
+    send(cluster, "utility", NUMBER, T0, template={"name": "notice", "language": "en_US"})
+    delivered = {**status(X1, None, format_rfc3339(T0 - 10), state="delivered"),
+                 "category": "MARKETING"}
+    cluster.publish(TOPICS.statuses, delivered, T0)
+    send(cluster, "released", NUMBER, T0 + 1)
+    assert cluster.code("held") == "USER_IN_MARKETING_EXPERIMENT"
+    assert cluster.code("utility") is None
+    assert cluster.code("released") is None
+
+
 def test_a_newer_link_of_the_number_releases_the_old_bsuid_with_its_state() -> None:
     cluster = Cluster()
     cluster.publish(TOPICS.preferences, preference(X1, "stop", format_rfc3339(T0 - 90)), T0)
@@ -198,7 +214,10 @@ def random_events(rng: random.Random, count: int) -> list[tuple[str, dict[str, A
             document: dict[str, Any] = inbound(who, stamp)
             topic = TOPICS.inbound
         elif roll < 0.85:
-            document = status(who, rng.choice([131049, 131050, None]), stamp)
+            code = rng.choice([131049, 131050, 130472, None])
+            document = status(who, code, stamp, state="failed" if code else "delivered")
+            if code is None and rng.random() < 0.5:
+                document["category"] = "MARKETING"  # a delivered marketing message
             topic = TOPICS.statuses
         else:
             document = preference(who, rng.choice(["stop", "resume"]), stamp)
