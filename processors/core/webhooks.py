@@ -7,6 +7,8 @@ changes; each yields zero or more documents:
 
 - ``messages``: ``value.statuses[]`` -> delivery_status, ``value.messages[]`` -> inbound_message
 - ``user_preferences``: ``value.user_preferences[]`` (marketing_messages) -> user_preference
+- ``calls``: ``value.calls[]`` of a user-initiated call, event ``connect`` -> inbound_message
+  (channel ``call``): a call from the user opens the customer service window as a message does
 - ``message_template_status_update`` -> template_update carrying a status (and the category
   when Meta includes ``message_template_category``)
 - ``template_category_update`` -> template_update carrying a category; an impending change
@@ -263,6 +265,27 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
         yield "inbound_message", inbound
 
 
+def _calls(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:
+    # Meta's "Service messages" page: when a WhatsApp user messages or calls the business, the
+    # customer service window starts. The connect webhook of a user-initiated call comes when
+    # the user places it, answered or missed; terminate of the same call adds nothing (taking
+    # its time would stretch the window by the call's length), and a business-initiated call
+    # opens no window.
+    contacts = {str(c.get("wa_id")): c for c in _items(value, "contacts") if "wa_id" in c}
+    for call in _items(value, "calls"):
+        if call.get("event") != "connect" or \
+                str(call.get("direction", "")).upper() != "USER_INITIATED":
+            continue
+        contact = contacts.get(str(call.get("from")), {})
+        user = _user(call.get("from"), call.get("from_user_id") or contact.get("user_id"),
+                     call.get("from_parent_user_id") or contact.get("parent_user_id"))
+        if user is None:
+            continue
+        yield "inbound_message", _named({"tenant_id": tenant, "channel": "call",
+                                         "timestamp": _timestamp(call, "a call")},
+                                        "sender", user)
+
+
 def _user_preferences(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:
     for item in _items(value, "user_preferences"):
         user = _user(item.get("wa_id"), item.get("user_id"), item.get("parent_user_id"))
@@ -359,6 +382,7 @@ def _quality_update(value: dict[str, Any], tenant: str, at: float) -> Iterator[D
 _FIELDS = {
     "messages": _messages,
     "user_preferences": _user_preferences,
+    "calls": _calls,
     "message_template_status_update": _template_status,
     "template_category_update": _template_category,
     "business_capability_update": _business_capability,

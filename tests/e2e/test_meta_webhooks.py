@@ -105,6 +105,34 @@ def test_inbound_body_opens_the_window(meta: Gate) -> None:
     reader.close()
 
 
+def test_user_initiated_call_body_opens_the_window(meta: Gate) -> None:
+    reader = meta.reader()
+    to = recipient()
+    business_call = now_body("calls_connect_business_initiated", to)
+    publish(meta, meta.topics.webhooks, business_call, TENANT)
+    assert code(decision(meta, reader, free_form(to, TENANT))) == "OUTSIDE_SERVICE_WINDOW"
+    call = now_body("calls_connect_user_initiated", to)
+    value = call["entry"][0]["changes"][0]["value"]
+    value["calls"][0].pop("from_user_id")  # this test's number only: no shared BSUID link
+    value.pop("contacts")
+    publish(meta, meta.topics.webhooks, call, TENANT)
+    send_until(meta, reader, lambda: free_form(to, TENANT),
+               lambda o: o.topic == meta.topics.accepted, 60,
+               "a free-form send to be accepted after a user-initiated call body")
+    reader.close()
+
+
+def test_130472_status_body_holds_marketing(meta: Gate) -> None:
+    reader = meta.reader()
+    to = recipient()
+    publish(meta, meta.topics.statuses, now_body("status_failed_130472", to), TENANT)
+    held = send_until(meta, reader, lambda: outbound(to, TENANT),
+                      lambda o: code(o) == "USER_IN_MARKETING_EXPERIMENT", 60,
+                      "USER_IN_MARKETING_EXPERIMENT after a 130472 status body")
+    assert held.value["meta_error_code"] == 130472 and held.value["retryable"] is False
+    reader.close()
+
+
 def test_user_preferences_stop_body(meta: Gate) -> None:
     reader = meta.reader()
     to = recipient()

@@ -51,6 +51,24 @@ def test_a_category_meta_may_add_later_is_not_kept() -> None:
     assert "category" not in document
 
 
+def test_a_user_initiated_call_is_an_inbound_event_that_links() -> None:
+    assert translate("calls_connect_user_initiated") == [("inbound_message", {
+        "tenant_id": "acme", "sender": "14165550123", "timestamp": AT, "channel": "call",
+        "user_id": "CA.13491208655302741918"})]
+
+
+def test_a_call_by_bsuid_alone_names_the_bsuid() -> None:
+    assert translate("calls_connect_bsuid_only") == [("inbound_message", {
+        "tenant_id": "acme", "sender": "CA.13491208655302741918", "timestamp": AT,
+        "channel": "call"})]
+
+
+@pytest.mark.parametrize("name", ["calls_connect_business_initiated",
+                                  "calls_terminate_user_initiated"])
+def test_business_calls_and_terminations_open_nothing(name: str) -> None:
+    assert translate(name) == []
+
+
 def test_inbound_text_message() -> None:
     assert translate("inbound_text") == [("inbound_message", {
         "tenant_id": "acme", "sender": "14165550123", "timestamp": AT})]

@@ -93,6 +93,23 @@ def test_130472_holds_marketing_until_marketing_is_delivered(
     assert (held["meta_error_code"], held["retryable"]) == (130472, False)
 
 
+def test_a_call_from_the_user_opens_the_window_a_business_call_does_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [
+        raw("whatsapp.webhooks", meta_body("calls_connect_business_initiated")),
+        free_form("acme", "+14165550123", "2026-11-26T12:30:00Z"),
+        raw("whatsapp.webhooks", at(meta_body("calls_connect_user_initiated"), 1)),
+        free_form("acme", "+14165550123", "2026-11-26T13:30:00Z"),
+        free_form("acme", "CA.13491208655302741918", "2026-11-26T13:30:01Z"),  # linked by it
+        free_form("acme", "+14165550123", "2026-11-27T13:30:00Z"),
+    ]
+    _, results, _ = check(tmp_path, lines, capsys=capsys)
+    assert codes(results) == {"acme-ff-2026-11-26T12:30:00Z": "OUTSIDE_SERVICE_WINDOW",
+                              "acme-ff-2026-11-26T13:30:00Z": None,
+                              "acme-ff-2026-11-26T13:30:01Z": None,
+                              "acme-ff-2026-11-27T13:30:00Z": "OUTSIDE_SERVICE_WINDOW"}
+
+
 def test_inbound_text_and_ad_referral_open_the_window(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = [

@@ -63,13 +63,16 @@ class Cluster:
     def publish(self, topic: str, value: dict[str, Any], now: float) -> None:
         # Upstream keys by whatever it has: a random partition is the hardest case.
         partition = self.rng.randrange(PARTITIONS) if self.rng else 0
-        self.enqueue(topic, partition, orjson.dumps(value))
+        # Meta's bodies name no tenant: the receiver's tenant_id header does.
+        headers = (("tenant_id", b"acme"),) if topic == TOPICS.webhooks else ()
+        self.enqueue(topic, partition, orjson.dumps(value), headers)
         self.drain(now)
 
-    def enqueue(self, topic: str, partition: int, value: bytes | None) -> None:
+    def enqueue(self, topic: str, partition: int, value: bytes | None,
+                headers: tuple[tuple[str, bytes], ...] = ()) -> None:
         offset = self.offsets[(topic, partition)]
         self.offsets[(topic, partition)] += 1
-        self.queue.append(Record(topic, partition, offset, None, value, 0.0))
+        self.queue.append(Record(topic, partition, offset, None, value, 0.0, headers))
 
     def drain(self, now: float) -> None:
         while self.queue:
@@ -130,6 +133,22 @@ def test_state_after_the_link_reaches_the_other_identity() -> None:
     assert cluster.code("cooled-number") == "USER_MARKETING_TEMPLATE_LIMIT"
     assert cluster.code("bsuid-window") is None
     assert cluster.code("marketing-in-window") is None
+
+
+def test_a_call_from_the_bsuid_opens_the_numbers_window_live() -> None:
+    cluster = Cluster()
+    linking = {**status(NUMBER[1:], None, format_rfc3339(T0 - 100), state="delivered"),
+               "user_id": X1}
+    cluster.publish(TOPICS.statuses, linking, T0)
+    send(cluster, "before-call", NUMBER, T0, kind="free_form", template=None)
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "calls", "value": {"calls": [{
+            "id": "wacid.1", "from_user_id": X1, "event": "connect",
+            "timestamp": str(int(T0 - 30)), "direction": "USER_INITIATED"}]}}]}]}
+    cluster.publish(TOPICS.webhooks, body, T0)
+    send(cluster, "after-call", NUMBER, T0 + 1, kind="free_form", template=None)
+    assert cluster.code("before-call") == "OUTSIDE_SERVICE_WINDOW"
+    assert cluster.code("after-call") is None
 
 
 def test_a_130472_for_the_bsuid_holds_marketing_to_the_number_live() -> None:
