@@ -7,6 +7,8 @@ changes; each yields zero or more documents:
 
 - ``messages``: ``value.statuses[]`` -> delivery_status, ``value.messages[]`` -> inbound_message
 - ``user_preferences``: ``value.user_preferences[]`` (marketing_messages) -> user_preference
+- ``calls``: ``value.calls[]`` of a user-initiated call, event ``connect`` -> inbound_message
+  (channel ``call``): a call from the user opens the customer service window as a message does
 - ``message_template_status_update`` -> template_update carrying a status (and the category
   when Meta includes ``message_template_category``)
 - ``template_category_update`` -> template_update carrying a category; an impending change
@@ -44,6 +46,8 @@ MESSAGING_LIMIT = "messaging_limit"  # a tenant's messaging limit, produced only
 STATE_CONTRACTS = frozenset({"delivery_status", "inbound_message", "user_preference"})
 TENANT_HEADER = "tenant_id"
 CATEGORIES = frozenset({"MARKETING", "UTILITY", "AUTHENTICATION"})
+# A status's pricing.category (lower case in Meta's bodies): what a delivered message was.
+PRICED_CATEGORIES = frozenset({*CATEGORIES, "SERVICE"})
 DELIVERY_STATUSES = frozenset({"sent", "delivered", "read", "failed"})
 PREFERENCES = frozenset({"stop", "resume"})
 
@@ -239,6 +243,10 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
             "timestamp": _timestamp(status, "a status"), "errors": errors}, "recipient", user)
         if isinstance(status.get("id"), str):
             document["message_id"] = status["id"]
+        pricing = status.get("pricing")
+        category = pricing.get("category") if isinstance(pricing, dict) else None
+        if isinstance(category, str) and category.upper() in PRICED_CATEGORIES:
+            document["category"] = category.upper()
         yield "delivery_status", document
     for message in _items(value, "messages"):
         contact = contacts.get(str(message.get("from")), {})
@@ -255,6 +263,27 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
             inbound["referral"] = {"source_type": source_type} \
                 if isinstance(source_type, str) else {}
         yield "inbound_message", inbound
+
+
+def _calls(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:
+    # Meta's "Service messages" page: when a WhatsApp user messages or calls the business, the
+    # customer service window starts. The connect webhook of a user-initiated call comes when
+    # the user places it, answered or missed; terminate of the same call adds nothing (taking
+    # its time would stretch the window by the call's length), and a business-initiated call
+    # opens no window.
+    contacts = {str(c.get("wa_id")): c for c in _items(value, "contacts") if "wa_id" in c}
+    for call in _items(value, "calls"):
+        if call.get("event") != "connect" or \
+                str(call.get("direction", "")).upper() != "USER_INITIATED":
+            continue
+        contact = contacts.get(str(call.get("from")), {})
+        user = _user(call.get("from"), call.get("from_user_id") or contact.get("user_id"),
+                     call.get("from_parent_user_id") or contact.get("parent_user_id"))
+        if user is None:
+            continue
+        yield "inbound_message", _named({"tenant_id": tenant, "channel": "call",
+                                         "timestamp": _timestamp(call, "a call")},
+                                        "sender", user)
 
 
 def _user_preferences(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:
@@ -353,6 +382,7 @@ def _quality_update(value: dict[str, Any], tenant: str, at: float) -> Iterator[D
 _FIELDS = {
     "messages": _messages,
     "user_preferences": _user_preferences,
+    "calls": _calls,
     "message_template_status_update": _template_status,
     "template_category_update": _template_category,
     "business_capability_update": _business_capability,

@@ -42,6 +42,13 @@ __all__ = ["CheckRefused", "CheckUnavailable", "GateChecks", "GateClientError", 
            "gate_key", "recipient_path"]
 
 
+def send_path(accepted: dict[str, Any], phone_number_id: str) -> str:
+    """The Cloud API path to send an accepted message through: /<PHONE_NUMBER_ID>/
+    marketing_messages for a MARKETING template, /<PHONE_NUMBER_ID>/messages for anything
+    else (the enrichment's send_endpoint, from the category the gate decided on)."""
+    return f"/{phone_number_id}/{accepted['enrichment']['send_endpoint']}"
+
+
 def gate_key(message: dict[str, Any]) -> str:
     """tenant_id:identity (the +E164 number, or the BSUID): the key the gate keeps recipient
     state under, so it need not re-key the record (the gate itself forwards a send addressed to

@@ -236,10 +236,15 @@ class Workload:
         key = f"{tenant}:{identity}".encode()
         roll = self.rng.random()
         if roll < 0.5:
+            # A tenth of the users who reach the business call it (user-initiated), which
+            # opens the window as a message does.
+            channel = {"channel": "call"} if roll < 0.05 else {}
             return Record("inbound", key, orjson.dumps(
-                {"tenant_id": tenant, "sender": named, "timestamp": stamp, **links}))
+                {"tenant_id": tenant, "sender": named, "timestamp": stamp, **channel,
+                 **links}))
         if roll < 0.85:
-            code = self.rng.choice([131049, 131049, 131050, 131026])
+            # 130472: Meta's marketing experiment, which holds marketing to the user back
+            code = self.rng.choice([131049, 131049, 131050, 131026, 130472])
             status = {"tenant_id": tenant, "recipient": named, "status": "failed",
                       "timestamp": stamp, "errors": [{"code": code}], **links}
             return Record("statuses", key, orjson.dumps(status))

@@ -26,6 +26,8 @@ NEXT_STEP = {
     "BULK_MARKETING_NOT_ALLOWED": "Send marketing through a campaign, not a bulk action.",
     "MARKETING_OPTED_OUT": "Do not send marketing to this customer; service messages still work.",
     "MARKETING_PAUSED_US": "Use a utility or authentication template, or another channel.",
+    "USER_IN_MARKETING_EXPERIMENT": "Do not resend this marketing; reach the customer with a "
+                                    "utility message or on another channel.",
     "USER_MARKETING_TEMPLATE_LIMIT": "Wait before sending this customer more marketing.",
     "PAIR_RATE_LIMITED": "Slow down: wait until the retry time before messaging this customer "
                          "again from this number.",

@@ -82,14 +82,20 @@ def now_body(name: str, number: str | None = None) -> dict[str, Any]:
     return body
 
 
-def test_131049_status_body_then_marketing_send(meta: Gate) -> None:
+@pytest.mark.parametrize(("meta_code", "error_code", "retryable"), [
+    (131049, "USER_MARKETING_TEMPLATE_LIMIT", True),
+    (130472, "USER_IN_MARKETING_EXPERIMENT", False),  # Meta's marketing experiment
+])
+def test_failed_status_body_then_marketing_send(meta: Gate, meta_code: int, error_code: str,
+                                                retryable: bool) -> None:
     reader = meta.reader()
     to = recipient()
-    publish(meta, meta.topics.statuses, now_body("status_failed_131049", to), TENANT)
+    publish(meta, meta.topics.statuses, now_body(f"status_failed_{meta_code}", to), TENANT)
     blocked = send_until(meta, reader, lambda: outbound(to, TENANT),
-                         lambda o: code(o) == "USER_MARKETING_TEMPLATE_LIMIT", 60,
-                         "USER_MARKETING_TEMPLATE_LIMIT after a 131049 status body")
-    assert blocked.value["meta_error_code"] == 131049 and blocked.value["retryable"] is True
+                         lambda o: code(o) == error_code, 60,
+                         f"{error_code} after a {meta_code} status body")
+    assert blocked.value["meta_error_code"] == meta_code
+    assert blocked.value["retryable"] is retryable
     reader.close()
 
 
@@ -102,6 +108,23 @@ def test_inbound_body_opens_the_window(meta: Gate) -> None:
     send_until(meta, reader, lambda: free_form(to, TENANT),
                lambda o: o.topic == meta.topics.accepted, 60,
                "a free-form send to be accepted after an inbound message body")
+    reader.close()
+
+
+def test_user_initiated_call_body_opens_the_window(meta: Gate) -> None:
+    reader = meta.reader()
+    to = recipient()
+    business_call = now_body("calls_connect_business_initiated", to)
+    publish(meta, meta.topics.webhooks, business_call, TENANT)
+    assert code(decision(meta, reader, free_form(to, TENANT))) == "OUTSIDE_SERVICE_WINDOW"
+    call = now_body("calls_connect_user_initiated", to)
+    value = call["entry"][0]["changes"][0]["value"]
+    value["calls"][0].pop("from_user_id")  # this test's number only: no shared BSUID link
+    value.pop("contacts")
+    publish(meta, meta.topics.webhooks, call, TENANT)
+    send_until(meta, reader, lambda: free_form(to, TENANT),
+               lambda o: o.topic == meta.topics.accepted, 60,
+               "a free-form send to be accepted after a user-initiated call body")
     reader.close()
 
 

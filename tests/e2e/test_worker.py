@@ -71,7 +71,7 @@ def test_us_marketing_rejected_with_every_field(gate: Gate) -> None:
         "recipient_e164": "+12025550143", "recipient_kind": "phone", "recipient_region": "US",
         "calling_code": 1,
         "number_type": "FIXED_LINE_OR_MOBILE", "template_category": "MARKETING",
-        "category_source": "catalog"}
+        "category_source": "catalog", "send_endpoint": "marketing_messages"}
     assert rejection["message"] == sent
     assert before - 1 <= parse_rfc3339(rejection["decided_at"]) <= time.time() + 1
     reader.close()
@@ -88,6 +88,7 @@ def test_canadian_marketing_accepted(gate: Gate) -> None:
     assert out.key == f"{TENANT}:+14165550123"
     assert contracts.first_error("accepted_message", out.value) is None
     assert out.value["enrichment"]["recipient_region"] == "CA"
+    assert out.value["enrichment"]["send_endpoint"] == "marketing_messages"
     assert out.value["policy"]["monitored"] == []
     assert {k: out.value[k] for k in sent} == sent
     reader.close()
@@ -104,6 +105,8 @@ def test_us_utility_accepted(gate: Gate) -> None:
     assert out.topic == gate.topics.accepted
     assert out.value["enrichment"]["template_category"] == "UTILITY"
     assert out.value["enrichment"]["category_source"] == "catalog"
+    # Sent as MARKETING, recategorised UTILITY by the catalog: the plain /messages endpoint.
+    assert out.value["enrichment"]["send_endpoint"] == "messages"
     reader.close()
 
 

@@ -69,5 +69,8 @@ class Recipient(TypedDict):
     service_window: dict[str, Any]
     marketing: dict[str, Any]
     cooldown_until: str | None
+    # Until when a 130472 (the user is in one of Meta's marketing experiments) holds
+    # marketing back.
+    marketing_experiment_until: NotRequired[str | None]
     pair_rate: list[Any]
     last_decisions: list[Any]

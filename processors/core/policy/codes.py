@@ -44,6 +44,10 @@ CODES: tuple[Code, ...] = (
     Code("MARKETING_PAUSED_US", 131049, False,
          "Meta does not deliver marketing templates to US phone numbers; use a utility or "
          "authentication template, or another channel."),
+    Code("USER_IN_MARKETING_EXPERIMENT", 130472, False,
+         "Meta is holding marketing messages back from this customer as part of an "
+         "experiment, so this marketing template would not be delivered; use a utility "
+         "message or another channel."),
     Code("USER_MARKETING_TEMPLATE_LIMIT", 131049, True,
          "This customer has reached Meta's limit on marketing messages; sending again too soon "
          "can block them for longer, so wait until the retry time."),

@@ -29,6 +29,9 @@ class RuleSetting:
         return self.mode != "off" and self.start <= clock and (self.end is None or clock < self.end)
 
 
+EXPERIMENT_HOLD_SECONDS = 30 * 86400  # default of marketing_experiment_hold_seconds
+
+
 @dataclass(frozen=True, slots=True)
 class Parameters:
     paused_regions: frozenset[str]
@@ -38,6 +41,9 @@ class Parameters:
     service_window_seconds: float
     pair_rate_burst: int
     pair_rate_interval_seconds: float
+    # How long a 130472 (Meta's marketing experiment) holds marketing to the user back: the
+    # gate's choice, Meta names no end.
+    marketing_experiment_hold_seconds: float = EXPERIMENT_HOLD_SECONDS
     # The tenant's messaging limit pinned by the policy: new users per 24 h, or "unlimited";
     # None: learned from Meta's webhooks (processors.core.policy.messaging_limit).
     messaging_limit: int | str | None = None
@@ -91,6 +97,8 @@ def _parameters(raw: Mapping[str, Any]) -> Parameters:
         service_window_seconds=float(raw["service_window_seconds"]),
         pair_rate_burst=int(raw["pair_rate_burst"]),
         pair_rate_interval_seconds=float(raw["pair_rate_interval_seconds"]),
+        marketing_experiment_hold_seconds=float(raw.get("marketing_experiment_hold_seconds",
+                                                        EXPERIMENT_HOLD_SECONDS)),
         messaging_limit=raw.get("messaging_limit"),
     )
 

@@ -31,7 +31,18 @@ class Enrichment:
             "number_type": self.recipient.number_type,
             "template_category": self.template_category,
             "category_source": self.category_source,
+            "send_endpoint": send_endpoint(self.template_category),
         }
+
+
+MARKETING_ENDPOINT, MESSAGES_ENDPOINT = "marketing_messages", "messages"
+
+
+def send_endpoint(category: str | None) -> str:
+    """The Cloud API endpoint a message must go through, from the category the gate decided
+    on: Meta's "Route template messages by category" sends MARKETING templates to
+    /<PHONE_NUMBER_ID>/marketing_messages and every other message to /messages."""
+    return MARKETING_ENDPOINT if category == "MARKETING" else MESSAGES_ENDPOINT
 
 
 @quick_init
@@ -69,7 +80,7 @@ def message_clock(message: dict[str, Any], fixed: float | None = None) -> float:
 # A rule in force: (code, predicate, in monitor mode).
 InForce = tuple[tuple[str, Predicate, bool], ...]
 # id(policy) -> (policy, clock, its rules in force then): the live worker decides a whole batch
-# at one clock, and looking up and checking all thirteen settings per decision cost more than
+# at one clock, and looking up and checking all the rules' settings per decision cost more than
 # a lookup here. Bounded: cleared when it holds more policies than a policy document has.
 _IN_FORCE: dict[int, tuple[Policy, float, InForce]] = {}
 _IN_FORCE_MAX = 256

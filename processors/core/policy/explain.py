@@ -35,6 +35,7 @@ def describe(tenant: str, identity: str, head: str, head_state: st.RecipientStat
         if at > clock:
             break
         preference, since = stated, at
+    held = st.experiment_hold(combined, clock)  # Meta's 130472
     hit = st.last_limit_hit(combined, clock)
     cooldown_end = None if hit is None else hit + parameters.marketing_cooldown_seconds
     return {
@@ -54,6 +55,9 @@ def describe(tenant: str, identity: str, head: str, head_state: st.RecipientStat
             "opted_out": preference == "stop",
         },
         "cooldown_until": _time(cooldown_end) if cooldown_end and cooldown_end > clock
+        else None,
+        "marketing_experiment_until": _time(held + parameters.marketing_experiment_hold_seconds)
+        if held is not None and held + parameters.marketing_experiment_hold_seconds > clock
         else None,
         "pair_rate": [_pair(number, combined, parameters, clock)
                       for number, _, _ in combined.pair],

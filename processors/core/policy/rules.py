@@ -75,13 +75,17 @@ def template_archived(facts: Facts, _: Parameters) -> Fired | None:
     return FIRED if facts.template_status == "ARCHIVED" else None
 
 
+def _window_open(facts: Facts, params: Parameters) -> bool:
+    """The user's customer service window is open at the clock (an inbound message or call
+    in the last service_window_seconds)."""
+    opened = st.last_inbound(facts.state, facts.clock)
+    return opened is not None and facts.clock - opened < params.service_window_seconds
+
+
 def outside_service_window(facts: Facts, params: Parameters) -> Fired | None:
     if facts.message.get("kind") != "free_form" or not facts.recipient.valid:
         return None
-    opened = st.last_inbound(facts.state, facts.clock)
-    if opened is not None and facts.clock - opened < params.service_window_seconds:
-        return None
-    return FIRED
+    return None if _window_open(facts, params) else FIRED
 
 
 def bulk_marketing(facts: Facts, params: Parameters) -> Fired | None:
@@ -102,13 +106,28 @@ def marketing_paused_region(facts: Facts, params: Parameters) -> Fired | None:
     return None
 
 
+def marketing_experiment(facts: Facts, params: Parameters) -> Fired | None:
+    # Meta's 130472: resending marketing to a user in its experiment fails the same way, for
+    # as long as Meta keeps them in it (it names no end: the hold is the policy's).
+    if not _marketing(facts) or not facts.recipient.valid:
+        return None
+    held = st.experiment_hold(facts.state, facts.clock)
+    if held is not None and facts.clock - held < params.marketing_experiment_hold_seconds:
+        return FIRED
+    return None
+
+
 def marketing_limit(facts: Facts, params: Parameters) -> Fired | None:
     if not _marketing(facts) or not facts.recipient.valid:
         return None
     hit = st.last_limit_hit(facts.state, facts.clock)
-    if hit is not None and facts.clock - hit < params.marketing_cooldown_seconds:
-        return Fired(retry_after=hit + params.marketing_cooldown_seconds)
-    return None
+    if hit is None or facts.clock - hit >= params.marketing_cooldown_seconds:
+        return None
+    # Meta's per-user marketing limits page: marketing messages sent while the user's
+    # customer service window is open do not count towards the limit.
+    if _window_open(facts, params):
+        return None
+    return Fired(retry_after=hit + params.marketing_cooldown_seconds)
 
 
 def pair_rate(facts: Facts, params: Parameters) -> Fired | None:
@@ -131,6 +150,7 @@ RULES: tuple[tuple[str, Predicate], ...] = (
     ("BULK_MARKETING_NOT_ALLOWED", bulk_marketing),
     ("MARKETING_OPTED_OUT", marketing_opted_out),
     ("MARKETING_PAUSED_US", marketing_paused_region),
+    ("USER_IN_MARKETING_EXPERIMENT", marketing_experiment),
     ("USER_MARKETING_TEMPLATE_LIMIT", marketing_limit),
     ("PAIR_RATE_LIMITED", pair_rate),
 )

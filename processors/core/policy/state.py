@@ -23,6 +23,8 @@ MAX_HISTORY = 8
 MAX_DECIDED = 32
 LIMIT_ERROR = 131049  # per-user marketing limit
 STOP_ERROR = 131050  # user stopped marketing messages
+EXPERIMENT_ERROR = 130472  # the user is part of Meta's marketing experiment
+HOLD, RELEASED = "hold", "end"  # experiment history: a 130472, a delivered marketing message
 SLOT_SECONDS = 86400  # a messaging-limit slot is open for Meta's moving 24 hours
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
@@ -49,10 +51,14 @@ class RecipientState:
     # tenant stage opened it in the same transaction (processors.runtime.gate.processor): a send
     # to a counted user then needs no trip to the stage.
     slot: float | None = None
+    # Meta's marketing experiment (130472): (time, "hold" | "end"), time-sorted; the latest at
+    # or before the clock says whether marketing to the user is held back.
+    experiment: tuple[tuple[float, str], ...] = ()
 
     def is_empty(self) -> bool:
         return not (self.inbound or self.preferences or self.limit_hits or self.decided
-                    or self.pair or self.links or self.home or self.slot is not None)
+                    or self.pair or self.links or self.home or self.slot is not None
+                    or self.experiment)
 
     def history(self) -> RecipientState:
         """The state without its links: what moves with an identity."""
@@ -92,7 +98,7 @@ def with_decided(state: RecipientState, message_id: str, at: float, outcome: str
     # Built directly: dataclasses.replace() costs more than the rest of this, per decision.
     return RecipientState(state.inbound, state.preferences, state.limit_hits,
                           (*state.decided, (at, message_id, outcome))[-keep:], state.pair,
-                          state.links, state.home, state.slot)
+                          state.links, state.home, state.slot, state.experiment)
 
 
 def already_decided(state: RecipientState, message_id: str) -> bool:
@@ -135,7 +141,7 @@ def with_send(state: RecipientState, business_number: str, clock: float,
     others = [p for p in state.pair if p[0] != business_number]
     return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
                           tuple(sorted([*others, (business_number, tat, at)])), state.links,
-                          state.home, state.slot)
+                          state.home, state.slot, state.experiment)
 
 
 def without_send(state: RecipientState, business_number: str,
@@ -150,13 +156,14 @@ def without_send(state: RecipientState, business_number: str,
     others = [p for p in state.pair if p[0] != business_number]
     return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
                           tuple(sorted([*others, (business_number, tat - interval, last)])),
-                          state.links, state.home, state.slot)
+                          state.links, state.home, state.slot, state.experiment)
 
 
 def with_slot(state: RecipientState, start: float) -> RecipientState:
     """The user was counted against the tenant's messaging limit at `start`."""
     return RecipientState(state.inbound, state.preferences, state.limit_hits, state.decided,
-                          state.pair, state.links, state.home, start)  # replace() is slower
+                          state.pair, state.links, state.home, start,
+                          state.experiment)  # replace() is slower
 
 
 def slot_open(state: RecipientState, clock: float) -> bool:
@@ -181,12 +188,14 @@ def combine(states: list[RecipientState], clock: float) -> RecipientState:
     preferences: set[tuple[float, str]] = set()
     hits: set[float] = set()
     decided: set[tuple[float, str, str]] = set()
+    experiment: set[tuple[float, str]] = set()
     budgets: dict[str, list[tuple[float, float]]] = {}
     for state in states:
         inbound.update(state.inbound)
         preferences.update(state.preferences)
         hits.update(state.limit_hits)
         decided.update(state.decided)
+        experiment.update(state.experiment)
         for number, tat, last in state.pair:
             budgets.setdefault(number, []).append((tat, last))
     pair = []
@@ -197,7 +206,7 @@ def combine(states: list[RecipientState], clock: float) -> RecipientState:
     return RecipientState(
         tuple(sorted(inbound))[-MAX_HISTORY:], tuple(sorted(preferences))[-MAX_HISTORY:],
         tuple(sorted(hits))[-MAX_HISTORY:], tuple(sorted(decided))[-MAX_DECIDED:],
-        tuple(sorted(pair)))
+        tuple(sorted(pair)), experiment=tuple(sorted(experiment))[-MAX_HISTORY:])
 
 
 def merge(into: RecipientState, moved: RecipientState, clock: float) -> RecipientState:
@@ -207,14 +216,36 @@ def merge(into: RecipientState, moved: RecipientState, clock: float) -> Recipien
 
 
 def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
-    """A delivery status: 131049 starts a cool-down, 131050 counts as a stop preference."""
+    """A delivery status: 131049 starts a cool-down, 131050 counts as a stop preference,
+    130472 holds marketing back (Meta's experiment) until a marketing message is delivered."""
     at = parse_rfc3339(status["timestamp"])
     codes = {error.get("code") for error in status.get("errors") or ()}
     if LIMIT_ERROR in codes:
         state = with_limit_hit(state, at)
     if STOP_ERROR in codes:
         state = with_preference(state, at, "stop")
+    if EXPERIMENT_ERROR in codes:
+        state = with_experiment(state, at, HOLD)
+    elif status.get("category") == "MARKETING" and status["status"] in ("delivered", "read") \
+            and state.experiment:
+        # Meta delivered marketing to the user again: the experiment no longer holds them.
+        state = with_experiment(state, at, RELEASED)
     return state
+
+
+def with_experiment(state: RecipientState, at: float, mark: str) -> RecipientState:
+    return replace(state, experiment=_insert(state.experiment, (at, mark)))
+
+
+def experiment_hold(state: RecipientState, clock: float) -> float | None:
+    """When the 130472 that holds marketing to the user back at the clock came; None when none
+    does (never one, or a marketing message delivered since)."""
+    latest = None
+    for at, mark in state.experiment:
+        if at > clock:
+            break
+        latest = at if mark == HOLD else None
+    return latest
 
 
 def apply_inbound(state: RecipientState, inbound: dict[str, Any]) -> RecipientState:
@@ -263,6 +294,7 @@ class Retention:
     service_window_seconds: float
     cooldown_seconds: float
     dedup_seconds: float
+    experiment_hold_seconds: float = 30 * 86400
 
 
 def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
@@ -298,30 +330,49 @@ def prune(state: RecipientState, now: float, keep: Retention) -> RecipientState:
     slot = state.slot
     if slot is not None and slot + SLOT_SECONDS <= now:
         slot = None
+    experiment = state.experiment
+    if experiment and experiment[0][0] <= now:
+        # Only the entry in force now matters, while a hold could still last: a hold for its
+        # own hold time; an "end" as long, since a 130472 stamped before it that arrives late
+        # (statuses come in any order) must not take effect.
+        past = [e for e in experiment if e[0] <= now]
+        future = tuple(e for e in experiment if e[0] > now)
+        current = past[-1]
+        keep_current = current[0] > now - keep.experiment_hold_seconds
+        experiment = ((current,) if keep_current else ()) + future
+        if experiment == state.experiment:
+            experiment = state.experiment
     # Each branch above that ran dropped something: unchanged means the same objects.
     if (inbound is state.inbound and hits is state.limit_hits and decided is state.decided
             and pair is state.pair and preferences is state.preferences
-            and slot is state.slot):
+            and slot is state.slot and experiment is state.experiment):
         return state
     return RecipientState(inbound, preferences, hits, decided, pair, state.links, state.home,
-                          slot)
+                          slot, experiment)
 
 
 def to_json(state: RecipientState) -> list[Any]:
     """Compact store value: [inbound, [[time, preference]...], limit_hits,
     [[time, id, outcome]...],
     [[business number, tat]...], [[kind, identity, at]...], [number, at] | null
-    (, slot start: only when a slot is open)]."""
+    (, slot start or null: only when a slot is open or an experiment is known
+    (, [[time, "hold" | "end"]...]: only when an experiment is known))]."""
     value = [list(state.inbound), [list(p) for p in state.preferences],
              list(state.limit_hits), [list(d) for d in state.decided],
              [list(p) for p in state.pair], [list(link) for link in state.links],
              list(state.home) if state.home else None]
+    if state.experiment:
+        return [*value, state.slot, [list(e) for e in state.experiment]]
     return value if state.slot is None else [*value, state.slot]
 
 
 def to_bytes(state: RecipientState) -> bytes:
     """orjson.dumps(to_json(state)), without copying every tuple into a list first: orjson
     writes a tuple as the array a list makes (half the cost for a state of 32 decided ids)."""
+    if state.experiment:
+        return orjson.dumps([state.inbound, state.preferences, state.limit_hits, state.decided,
+                             state.pair, state.links, state.home or None, state.slot,
+                             state.experiment])
     if state.slot is None:
         return orjson.dumps([state.inbound, state.preferences, state.limit_hits,
                              state.decided, state.pair, state.links, state.home or None])
@@ -345,4 +396,6 @@ def from_json(value: list[Any] | None) -> RecipientState:
                           tuple([(str(n), float(t), float(last)) for n, t, last in pair]),
                           tuple([(str(k), str(i), float(t)) for k, i, t in links]),
                           (str(home[0]), float(home[1])) if home else None,
-                          float(value[7]) if len(value) > 7 else None)
+                          float(value[7]) if len(value) > 7 and value[7] is not None else None,
+                          tuple([(float(t), str(m)) for t, m in value[8]])
+                          if len(value) > 8 else ())

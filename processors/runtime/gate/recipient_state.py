@@ -61,7 +61,7 @@ def load_committed(store: PartitionStore, key: str) -> RecipientState:
 def retention(policies: PolicySet, tenant_id: str, dedup_seconds: float) -> st.Retention:
     parameters = policies.for_tenant(tenant_id).parameters
     return st.Retention(parameters.service_window_seconds, parameters.marketing_cooldown_seconds,
-                        dedup_seconds)
+                        dedup_seconds, parameters.marketing_experiment_hold_seconds)
 
 
 def save(store: PartitionStore, key: str, state: RecipientState) -> tuple[bytes, bytes | None]:

@@ -154,7 +154,8 @@ class Rules:
     def retention(self, tenant_id: str) -> st.Retention:
         parameters = self.policies.for_tenant(tenant_id).parameters
         return st.Retention(parameters.service_window_seconds,
-                            parameters.marketing_cooldown_seconds, self.dedup_seconds)
+                            parameters.marketing_cooldown_seconds, self.dedup_seconds,
+                            parameters.marketing_experiment_hold_seconds)
 
     def outbound(self, message: dict[str, Any], catalog: Mapping[str, Any], state_of: StateOf,
                  now: float) -> Decided | None:

@@ -13,11 +13,13 @@ import pytest
 from processors.cli.main import main
 from processors.core import contracts, outputs
 from processors.core.enrich import BSUID, PARENT_BSUID, PHONE, parse_recipient
+from processors.core.judge import judge
 from processors.core.policy import EMPTY, PolicySet, decide, enrich, load_policy
 from processors.core.policy import identity as ids
 from processors.core.policy import state as st
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from processors.settings import Topics
+from processors.tools.client import send_path
 from processors.tools.offline import OfflineCheck
 from tests.factories import (
     FIXTURES,
@@ -152,13 +154,33 @@ def test_the_region_of_a_bsuid_is_its_prefix() -> None:
     assert decision.error_code == "RECIPIENT_REGION_UNSUPPORTED"
 
 
+@pytest.mark.parametrize(("entry", "kind", "endpoint"), [
+    (template_entry("promo", "MARKETING"), "template", "marketing_messages"),
+    (template_entry("promo", "UTILITY"), "template", "messages"),
+    (template_entry("promo", "AUTHENTICATION"), "template", "messages"),
+    (None, "free_form", "messages"),
+])
+def test_send_endpoint_follows_the_decided_category(entry: dict[str, Any] | None, kind: str,
+                                                    endpoint: str) -> None:
+    # Meta, "Route template messages by category": MARKETING to /marketing_messages, every
+    # other message to /messages; the catalog's category wins over the declared one.
+    doc = message(recipient="+14165550123", kind=kind,
+                  template=None if kind == "free_form" else
+                  {"name": "promo", "language": "en_US", "category": "MARKETING"})
+    record = judge(doc, EMPTY if kind == "template" else
+                   st.with_inbound(EMPTY, NOON - 60), entry, POLICY.base, NOON).record
+    assert record["enrichment"]["send_endpoint"] == endpoint
+    assert contracts.first_error("accepted_message", record) is None
+    assert send_path(record, "106540352242922") == f"/106540352242922/{endpoint}"
+
+
 def test_enrichment_of_an_unlinked_bsuid_has_no_number() -> None:
     doc = message(recipient="US.13491208655302741918")
     enrichment = enrich(doc, None)
     assert enrichment.as_dict() == {
         "recipient_e164": None, "recipient_kind": "bsuid", "recipient_region": "US",
         "calling_code": 1, "number_type": None, "template_category": "MARKETING",
-        "category_source": "default"}
+        "category_source": "default", "send_endpoint": "marketing_messages"}
     decision = decide(doc, enrichment, EMPTY, None, POLICY.base, NOON)
     record = outputs.rejection(doc, enrichment, decision, NOON)
     assert contracts.first_error("rejection", record) is None

@@ -6,6 +6,7 @@ import copy
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from processors.core.policy import (
@@ -214,6 +215,88 @@ def test_user_marketing_limit_cooldown_is_configurable() -> None:
     assert decision.retry_after == parse_rfc3339("2026-11-26T12:30:00Z")
 
 
+def test_open_service_window_lifts_the_marketing_cooldown() -> None:
+    # Meta: marketing sent while the user's customer service window is open does not count
+    # towards the per-user limit, so a 131049 cool-down does not hold it back.
+    state = st.apply_status(EMPTY, status(BR, 131049, "2026-11-26T10:00:00Z"))
+    state = st.apply_inbound(state, inbound(BR, "2026-11-26T11:00:00Z"))
+    decision = run(message(recipient=BR), state=state)
+    assert decision.accepted and decision.violations == ()
+
+
+def test_cooldown_returns_once_the_window_closes() -> None:
+    state = st.apply_status(EMPTY, status(BR, 131049, "2026-11-26T10:00:00Z"))
+    state = st.apply_inbound(state, inbound(BR, "2026-11-25T11:00:00Z"))  # window closed at 11:00
+    decision = run(message(recipient=BR), state=state)
+    assert decision.error_code == "USER_MARKETING_TEMPLATE_LIMIT"
+    assert decision.retry_after == parse_rfc3339("2026-11-27T10:00:00Z")
+
+
+def test_open_window_lifts_only_the_cooldown() -> None:
+    state = st.apply_status(EMPTY, status(US, 131049, "2026-11-26T10:00:00Z"))
+    state = st.apply_preference(state, preference(US, "stop", "2026-11-20T00:00:00Z"))
+    state = st.apply_inbound(state, inbound(US, "2026-11-26T11:00:00Z"))
+    decision = run(message(recipient=US), template_entry(status="PAUSED"), state=state)
+    assert decision.violations == ("TEMPLATE_PAUSED", "MARKETING_OPTED_OUT",
+                                   "MARKETING_PAUSED_US")
+
+
+def _experiment(at: str = "2026-11-20T12:00:00Z") -> RecipientState:
+    return st.apply_status(EMPTY, status(BR, 130472, at))
+
+
+def test_130472_holds_marketing_back() -> None:
+    decision = run(message(recipient=BR), state=_experiment())
+    assert (decision.error_code, decision.meta_error_code, decision.retryable,
+            decision.retry_after) == ("USER_IN_MARKETING_EXPERIMENT", 130472, False, None)
+
+
+def test_130472_holds_only_marketing() -> None:
+    utility = message(recipient=BR, template={"name": "notice", "language": "en_US"})
+    assert run(utility, template_entry("notice", "UTILITY"), state=_experiment()).accepted
+    free_form = message(recipient=BR, kind="free_form", template=None)
+    state = st.apply_inbound(_experiment(), inbound(BR, "2026-11-26T11:00:00Z"))
+    assert run(free_form, state=state).accepted
+
+
+def test_130472_hold_lasts_the_policy_parameter() -> None:
+    assert run(message(recipient=BR), state=_experiment("2026-10-28T12:00:01Z")).error_code \
+        == "USER_IN_MARKETING_EXPERIMENT"  # 30 days less a second
+    assert run(message(recipient=BR), state=_experiment("2026-10-27T12:00:00Z")).accepted
+    policies = parse_policy(document(parameters__marketing_experiment_hold_seconds=86400))
+    assert run(message(recipient=BR), state=_experiment(), policies=policies).accepted
+
+
+def test_delivered_marketing_ends_the_hold() -> None:
+    delivered = {**status(BR, None, "2026-11-25T12:00:00Z", state="delivered"),
+                 "category": "MARKETING"}
+    assert run(message(recipient=BR), state=st.apply_status(_experiment(), delivered)).accepted
+    # a delivered utility message, or one before the 130472, ends nothing
+    utility = {**delivered, "category": "UTILITY"}
+    before = {**delivered, "timestamp": "2026-11-19T12:00:00Z"}
+    for other in (utility, before):
+        assert run(message(recipient=BR), state=st.apply_status(_experiment(), other)) \
+            .error_code == "USER_IN_MARKETING_EXPERIMENT"
+
+
+def test_experiment_state_is_pruned_and_kept_in_the_store_value() -> None:
+    keep = st.Retention(86400, 86400, 600, experiment_hold_seconds=86400)
+    held = _experiment("2026-11-26T00:00:00Z")
+    now = parse_rfc3339(NOW)
+    assert st.prune(held, now, keep) is held
+    assert st.prune(held, now + 86400, keep).is_empty()
+    assert st.from_json(orjson.loads(st.to_bytes(held))) == held
+    assert st.from_json(st.to_json(held)) == held
+    ended = st.apply_status(held, {**status(BR, None, "2026-11-26T06:00:00Z",
+                                            state="read"), "category": "MARKETING"})
+    # the end outranks a 130472 stamped before it that arrives late, for as long as a hold
+    assert st.prune(ended, now, keep).experiment == ((parse_rfc3339("2026-11-26T06:00:00Z"),
+                                                      st.RELEASED),)
+    late = st.apply_status(st.prune(ended, now, keep), status(BR, 130472, "2026-11-26T03:00:00Z"))
+    assert run(message(recipient=BR), state=late).accepted
+    assert st.prune(ended, now + 86400, keep).is_empty()
+
+
 def test_other_status_codes_start_no_cooldown() -> None:
     state = st.apply_status(EMPTY, status(BR, 131026, "2026-11-26T11:00:00Z"))
     state = st.apply_status(state, status(BR, None, "2026-11-26T11:00:00Z", state="delivered"))
@@ -365,8 +448,8 @@ def test_codes_follow_design_order() -> None:
         "INVALID_RECIPIENT", "RECIPIENT_REGION_UNSUPPORTED", "BSUID_RECIPIENT_UNSUPPORTED",
         "TEMPLATE_DISABLED", "TEMPLATE_PAUSED", "TEMPLATE_NOT_APPROVED", "TEMPLATE_ARCHIVED",
         "OUTSIDE_SERVICE_WINDOW", "BULK_MARKETING_NOT_ALLOWED", "MARKETING_OPTED_OUT",
-        "MARKETING_PAUSED_US", "USER_MARKETING_TEMPLATE_LIMIT", "PAIR_RATE_LIMITED",
-        "MESSAGING_LIMIT_REACHED")
+        "MARKETING_PAUSED_US", "USER_IN_MARKETING_EXPERIMENT",
+        "USER_MARKETING_TEMPLATE_LIMIT", "PAIR_RATE_LIMITED", "MESSAGING_LIMIT_REACHED")
     # The tenant-wide rule is last and has no per-message predicate: decide() never fires it.
     assert TENANT_RULES == ("MESSAGING_LIMIT_REACHED",)
     assert tuple(code for code, _ in RULES) + TENANT_RULES == RULE_CODES

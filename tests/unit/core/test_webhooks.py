@@ -33,12 +33,40 @@ def test_failed_status_with_error_code(code: int) -> None:
         "message_id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA"}
 
 
-def test_delivered_status_ignores_pricing_and_conversation() -> None:
+def test_delivered_status_keeps_the_priced_category_only() -> None:
+    # pricing.category says what was delivered (a delivered marketing message ends a 130472
+    # hold); the conversation and the rest of pricing are not the gate's.
     [(contract, document)] = translate("status_delivered")
     assert contract == "delivery_status"
     assert document["status"] == "delivered" and document["errors"] == []
+    assert document["category"] == "MARKETING"
     assert set(document) == {"tenant_id", "recipient", "status", "timestamp", "errors",
-                             "message_id"}
+                             "message_id", "category"}
+
+
+def test_a_category_meta_may_add_later_is_not_kept() -> None:
+    body = meta_body("status_delivered")
+    body["entry"][0]["changes"][0]["value"]["statuses"][0]["pricing"]["category"] = "new_kind"
+    [(_, document)] = webhooks.translate(body, 0.0, "acme")
+    assert "category" not in document
+
+
+def test_a_user_initiated_call_is_an_inbound_event_that_links() -> None:
+    assert translate("calls_connect_user_initiated") == [("inbound_message", {
+        "tenant_id": "acme", "sender": "14165550123", "timestamp": AT, "channel": "call",
+        "user_id": "CA.13491208655302741918"})]
+
+
+def test_a_call_by_bsuid_alone_names_the_bsuid() -> None:
+    assert translate("calls_connect_bsuid_only") == [("inbound_message", {
+        "tenant_id": "acme", "sender": "CA.13491208655302741918", "timestamp": AT,
+        "channel": "call"})]
+
+
+@pytest.mark.parametrize("name", ["calls_connect_business_initiated",
+                                  "calls_terminate_user_initiated"])
+def test_business_calls_and_terminations_open_nothing(name: str) -> None:
+    assert translate(name) == []
 
 
 def test_inbound_text_message() -> None:

@@ -64,11 +64,50 @@ def test_statuses_with_meta_error_codes(tmp_path: Path,
     assert codes(results) == {
         "t49-2026-11-26T13:00:00Z": "USER_MARKETING_TEMPLATE_LIMIT",
         "t50-2026-11-26T13:00:00Z": "MARKETING_OPTED_OUT",
-        "t472-2026-11-26T13:00:00Z": None,  # an experiment, not a rule of the gate
+        # Meta's marketing experiment holds marketing to the user back (the gate's hold)
+        "t472-2026-11-26T13:00:00Z": "USER_IN_MARKETING_EXPERIMENT",
     }
     assert by_id(results)["t49-2026-11-26T13:00:00Z"]["retry_after"] == \
         "2026-11-27T12:00:00.000Z"
     assert "state events applied: 4" in err
+
+
+def test_130472_holds_marketing_until_marketing_is_delivered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    delivered = at(meta_body("status_delivered"), 2)
+    delivered["entry"][0]["changes"][0]["value"]["statuses"][0]["recipient_id"] = BR
+    lines = [
+        raw("whatsapp.statuses", meta_body("status_failed_130472")),
+        send("acme", BR, "2026-11-26T13:00:00Z"),
+        send("acme", BR, "2026-11-26T13:00:01Z", template={"name": "notice",
+                                                           "language": "en_US",
+                                                           "category": "UTILITY"}),
+        raw("whatsapp.webhooks", delivered),  # a marketing message delivered at 14:00
+        send("acme", BR, "2026-11-26T14:00:01Z"),
+    ]
+    _, results, _ = check(tmp_path, lines, capsys=capsys)
+    assert codes(results) == {"acme-2026-11-26T13:00:00Z": "USER_IN_MARKETING_EXPERIMENT",
+                              "acme-2026-11-26T13:00:01Z": None,
+                              "acme-2026-11-26T14:00:01Z": None}
+    held = by_id(results)["acme-2026-11-26T13:00:00Z"]
+    assert (held["meta_error_code"], held["retryable"]) == (130472, False)
+
+
+def test_a_call_from_the_user_opens_the_window_a_business_call_does_not(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines = [
+        raw("whatsapp.webhooks", meta_body("calls_connect_business_initiated")),
+        free_form("acme", "+14165550123", "2026-11-26T12:30:00Z"),
+        raw("whatsapp.webhooks", at(meta_body("calls_connect_user_initiated"), 1)),
+        free_form("acme", "+14165550123", "2026-11-26T13:30:00Z"),
+        free_form("acme", "CA.13491208655302741918", "2026-11-26T13:30:01Z"),  # linked by it
+        free_form("acme", "+14165550123", "2026-11-27T13:30:00Z"),
+    ]
+    _, results, _ = check(tmp_path, lines, capsys=capsys)
+    assert codes(results) == {"acme-ff-2026-11-26T12:30:00Z": "OUTSIDE_SERVICE_WINDOW",
+                              "acme-ff-2026-11-26T13:30:00Z": None,
+                              "acme-ff-2026-11-26T13:30:01Z": None,
+                              "acme-ff-2026-11-27T13:30:00Z": "OUTSIDE_SERVICE_WINDOW"}
 
 
 def test_inbound_text_and_ad_referral_open_the_window(

@@ -63,13 +63,16 @@ class Cluster:
     def publish(self, topic: str, value: dict[str, Any], now: float) -> None:
         # Upstream keys by whatever it has: a random partition is the hardest case.
         partition = self.rng.randrange(PARTITIONS) if self.rng else 0
-        self.enqueue(topic, partition, orjson.dumps(value))
+        # Meta's bodies name no tenant: the receiver's tenant_id header does.
+        headers = (("tenant_id", b"acme"),) if topic == TOPICS.webhooks else ()
+        self.enqueue(topic, partition, orjson.dumps(value), headers)
         self.drain(now)
 
-    def enqueue(self, topic: str, partition: int, value: bytes | None) -> None:
+    def enqueue(self, topic: str, partition: int, value: bytes | None,
+                headers: tuple[tuple[str, bytes], ...] = ()) -> None:
         offset = self.offsets[(topic, partition)]
         self.offsets[(topic, partition)] += 1
-        self.queue.append(Record(topic, partition, offset, None, value, 0.0))
+        self.queue.append(Record(topic, partition, offset, None, value, 0.0, headers))
 
     def drain(self, now: float) -> None:
         while self.queue:
@@ -122,11 +125,46 @@ def test_state_after_the_link_reaches_the_other_identity() -> None:
                "user_id": X1}
     cluster.publish(TOPICS.statuses, linking, T0)
     cluster.publish(TOPICS.statuses, status(X1, 131049, format_rfc3339(T0 - 50)), T0)
-    cluster.publish(TOPICS.inbound, inbound(NUMBER, format_rfc3339(T0 - 40)), T0)
     send(cluster, "cooled-number", NUMBER, T0)
+    cluster.publish(TOPICS.inbound, inbound(NUMBER, format_rfc3339(T0 - 40)), T0)
     send(cluster, "bsuid-window", X1, T0, kind="free_form", template=None)
+    # The window the number opened lifts the cool-down the BSUID's 131049 started.
+    send(cluster, "marketing-in-window", X1, T0 + 1)
     assert cluster.code("cooled-number") == "USER_MARKETING_TEMPLATE_LIMIT"
     assert cluster.code("bsuid-window") is None
+    assert cluster.code("marketing-in-window") is None
+
+
+def test_a_call_from_the_bsuid_opens_the_numbers_window_live() -> None:
+    cluster = Cluster()
+    linking = {**status(NUMBER[1:], None, format_rfc3339(T0 - 100), state="delivered"),
+               "user_id": X1}
+    cluster.publish(TOPICS.statuses, linking, T0)
+    send(cluster, "before-call", NUMBER, T0, kind="free_form", template=None)
+    body = {"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{
+        "field": "calls", "value": {"calls": [{
+            "id": "wacid.1", "from_user_id": X1, "event": "connect",
+            "timestamp": str(int(T0 - 30)), "direction": "USER_INITIATED"}]}}]}]}
+    cluster.publish(TOPICS.webhooks, body, T0)
+    send(cluster, "after-call", NUMBER, T0 + 1, kind="free_form", template=None)
+    assert cluster.code("before-call") == "OUTSIDE_SERVICE_WINDOW"
+    assert cluster.code("after-call") is None
+
+
+def test_a_130472_for_the_bsuid_holds_marketing_to_the_number_live() -> None:
+    cluster = Cluster()
+    cluster.publish(TOPICS.statuses, status(X1, 130472, format_rfc3339(T0 - 90)), T0)
+    cluster.publish(TOPICS.inbound, {**inbound(NUMBER[1:], format_rfc3339(T0 - 80)),
+                                     "user_id": X1}, T0)
+    send(cluster, "held", NUMBER, T0)
+    send(cluster, "utility", NUMBER, T0, template={"name": "notice", "language": "en_US"})
+    delivered = {**status(X1, None, format_rfc3339(T0 - 10), state="delivered"),
+                 "category": "MARKETING"}
+    cluster.publish(TOPICS.statuses, delivered, T0)
+    send(cluster, "released", NUMBER, T0 + 1)
+    assert cluster.code("held") == "USER_IN_MARKETING_EXPERIMENT"
+    assert cluster.code("utility") is None
+    assert cluster.code("released") is None
 
 
 def test_a_newer_link_of_the_number_releases_the_old_bsuid_with_its_state() -> None:
@@ -195,7 +233,10 @@ def random_events(rng: random.Random, count: int) -> list[tuple[str, dict[str, A
             document: dict[str, Any] = inbound(who, stamp)
             topic = TOPICS.inbound
         elif roll < 0.85:
-            document = status(who, rng.choice([131049, 131050, None]), stamp)
+            code = rng.choice([131049, 131050, 130472, None])
+            document = status(who, code, stamp, state="failed" if code else "delivered")
+            if code is None and rng.random() < 0.5:
+                document["category"] = "MARKETING"  # a delivered marketing message
             topic = TOPICS.statuses
         else:
             document = preference(who, rng.choice(["stop", "resume"]), stamp)
