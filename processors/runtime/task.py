@@ -2,7 +2,7 @@
 
 A task owns partition p of every input topic (co-partitioning) and the recipient state of p.
 It routes its share of a batch; the store keeps the batch's changes pending until the batch's
-transaction (the StreamThread's, shared by all its tasks) commits or aborts.
+transaction (stream_thread.RouteLoop's, one for all its tasks) commits or aborts.
 """
 
 from __future__ import annotations
