@@ -4,8 +4,9 @@ loop (a service of the app) in processors.runtime.engine.stream_thread.
 What Faust does in the gate: the worker's lifecycle (start, signals, clean stop), the web
 server (/healthz, /readyz, /catalog, /metrics with its sensor's consumer and producer metrics),
 the template catalog as a GlobalTable every worker holds whole, and the policy follower task.
-What it does not do: the route step. That is processors.runtime's own exactly-once loop (see
-StreamThread for why)."""
+What it does not do: the route step. That is processors.runtime's own exactly-once loop,
+stream_thread.RouteLoop, on a thread that the StreamThread service starts and stops (see
+processors.runtime.engine.stream_thread for why)."""
 
 from __future__ import annotations
 

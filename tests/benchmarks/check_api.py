@@ -208,6 +208,8 @@ class ClientLoop:
             command = await asyncio.to_thread(self.conn.recv)
             if command[0] == "quit":
                 break
+            if command[0] == "stop":  # came after the run ended at max_seconds: done was sent
+                continue
             await self.target(command[1])
             if command[0] == "warm":
                 self.conn.send(("done", await self.warm(command[2])))

@@ -3,8 +3,8 @@
 The store keeps a checkpoint (the changelog offset it holds everything before), so a restart
 reads only the tail; a changelog shorter than the checkpoint was recreated, and the store is
 rebuilt from scratch. The end is the last stable offset (the restore consumer reads
-read_committed): a transaction still open is not restored, and the StreamThread waits for the
-group's committed offsets to be stable before restoring, so a transaction that committed input
+read_committed): a transaction still open is not restored, and RouteLoop.on_assign waits for
+the group's committed offsets to be stable before restoring, so a transaction that committed input
 offsets has its changelog records below that end.
 
 The partitions of an assignment are restored together, by one consumer assigned all of them:

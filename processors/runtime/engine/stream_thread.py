@@ -83,8 +83,9 @@ class State(enum.Enum):
     DEAD = "dead"
 
 
-# The legal changes (Kafka Streams' table, less its RUNNING -> RUNNING); each is made by one
-# place of RouteLoop: run, on_revoke/on_lost, on_assign, close.
+# The legal changes, adapted from Kafka Streams': here an assignment restores its stores within
+# one callback, so PARTITIONS_ASSIGNED and RUNNING never follow themselves. Each change is made
+# in one place of RouteLoop: run, on_revoke/on_lost, on_assign, close.
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.CREATED: frozenset({State.STARTING, State.PENDING_SHUTDOWN}),
     State.STARTING: frozenset({
@@ -190,9 +191,10 @@ class RouteLoop:
     def transition(self, new: State) -> bool:
         """Moves to `new` and logs it; raises IllegalTransition for a change the loop never
         makes. As in Kafka Streams, once shutting down only DEAD follows: a change asked for
-        then (consumer.close() revokes the partitions) is ignored and returns False."""
+        then (consumer.close() revokes the partitions), or once DEAD, is ignored and returns
+        False."""
         old = self.state
-        if old in (State.PENDING_SHUTDOWN, State.DEAD) and new is not State.DEAD:
+        if old is State.DEAD or (old is State.PENDING_SHUTDOWN and new is not State.DEAD):
             return False
         if new not in TRANSITIONS[old]:
             raise IllegalTransition(f"route loop: {old.name} -> {new.name}")

@@ -1,8 +1,8 @@
 """TaskManager: the tasks this worker holds, opened and closed as partitions move.
 
 Opening a task opens its partition's store and restores it from the changelog; closing one
-closes the store. Nothing is pending between batches (the StreamThread commits or aborts each
-batch before it polls again), so a closed task leaves nothing behind: whatever was not
+closes the store. Nothing is pending between batches (stream_thread.RouteLoop commits or
+aborts each batch before it polls again), so a closed task leaves nothing behind: whatever was not
 committed is the new owner's to redo."""
 
 from __future__ import annotations

@@ -120,3 +120,15 @@ def test_an_unanswered_check_times_out_and_its_connection_is_replaced(
     assert result["sent"] == 4
     assert sorted(o[4] for o in out) == ["TimeoutError", "TimeoutError", "accepted", "accepted"]
     assert not any(closed)
+
+
+def test_a_stop_that_comes_after_the_run_ended_by_itself_is_ignored() -> None:
+    # The run ended at max_seconds and said done; the parent's stop crossed it on the pipe.
+    parent, child = multiprocessing.Pipe()
+    parent.send(("stop",))
+    parent.send(("quit",))
+    asyncio.run(asyncio.wait_for(ClientLoop(child, TOKEN, [], connections=1).serve(), 10))
+    assert parent.recv() == ("ready",)
+    assert not parent.poll()  # nothing else said: the stray stop started nothing
+    parent.close()
+    child.close()
