@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from typing import Any
 
@@ -27,6 +26,7 @@ from processors.core.policy.engine import rules_in_force
 from processors.core.policy.rules import RULES, TENANT_RULES
 from processors.core.timeutil import parse_rfc3339
 from tests.factories import NOW, inbound, message, preference, status, template_entry
+from tests.factories import policy_document as document
 
 POLICY = load_policy()
 US = "+12025550143"
@@ -40,16 +40,6 @@ def run(doc: dict[str, Any], entry: dict[str, Any] | None = None,
     at = parse_rfc3339(clock) if clock else message_clock(doc)
     return decide(doc, enrich(doc, entry), state, entry, policies.for_tenant(doc["tenant_id"]), at)
 
-
-def document(**changes: Any) -> dict[str, Any]:
-    doc: dict[str, Any] = copy.deepcopy(dict(POLICY.document))
-    for path, value in changes.items():
-        target = doc
-        keys = path.split("__")
-        for key in keys[:-1]:
-            target = target.setdefault(key, {})
-        target[keys[-1]] = value
-    return doc
 
 
 # --- each rule -----------------------------------------------------------------------------
