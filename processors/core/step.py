@@ -82,8 +82,10 @@ def decide(message: dict[str, Any], user: User | None, entry: dict[str, Any] | N
     if dedup and st.already_decided(user.combined, message["message_id"]):
         return DUPLICATE
     verdict = judge(message, user.combined, entry, policy, clock, user.linked_number, upcoming)
-    # A user counted in the last 24 hours opens no new slot: no need to ask the tenant.
+    # A user counted in the last 24 hours opens no new slot: no need to ask the tenant. The
+    # slot may be on another identity of the user (an old number's: combine keeps it).
     if not verdict.decision.accepted or st.slot_open(user.record, clock) \
+            or st.slot_open(user.combined, clock) \
             or not ml.needs_slot(message, verdict, user.combined, policy, clock):
         return Step(verdict)
     return Step(verdict, ml.effective_limit(policy, *learned_limit()))

@@ -5,7 +5,10 @@ A body is what Meta POSTs to a webhook receiver, unchanged:
 "changes": [{"field": ..., "value": {...}}]}]}``. One body can carry several entries and
 changes; each yields zero or more documents:
 
-- ``messages``: ``value.statuses[]`` -> delivery_status, ``value.messages[]`` -> inbound_message
+- ``messages``: ``value.statuses[]`` -> delivery_status, ``value.messages[]`` -> inbound_message;
+  a system message ``user_changed_number`` -> inbound_message of channel ``system`` naming the
+  new number (sender) and the old one (previous_number), see _number_change; other system
+  messages are not the user writing and yield nothing
 - ``user_preferences``: ``value.user_preferences[]`` (marketing_messages) -> user_preference
 - ``calls``: ``value.calls[]`` of a user-initiated call, event ``connect`` -> inbound_message
   (channel ``call``): a call from the user opens the customer service window as a message does
@@ -37,6 +40,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from processors.core.decode import DecodeError, validate
+from processors.core.enrich import PHONE, parse_recipient
 from processors.core.timeutil import format_rfc3339
 
 OBJECT = "whatsapp_business_account"
@@ -249,6 +253,9 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
             document["category"] = category.upper()
         yield "delivery_status", document
     for message in _items(value, "messages"):
+        if message.get("type") == "system":
+            yield from _number_change(message, tenant)
+            continue
         contact = contacts.get(str(message.get("from")), {})
         user = _user(message.get("from"), message.get("from_user_id") or contact.get("user_id"),
                      message.get("from_parent_user_id") or contact.get("parent_user_id"))
@@ -263,6 +270,34 @@ def _messages(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document
             inbound["referral"] = {"source_type": source_type} \
                 if isinstance(source_type, str) else {}
         yield "inbound_message", inbound
+
+
+def _number_change(message: dict[str, Any], tenant: str) -> Iterator[Document]:
+    """Meta's system messages webhook reference (updated Aug 11, 2026): type
+    ``user_changed_number``, ``from`` the old number, ``system.wa_id`` the new one; Meta's
+    changelog (Aug 11, 2026) adds ``system.previous_user_id`` and
+    ``system.previous_parent_user_id`` (a phone change regenerates the BSUID). One whose
+    numbers are missing or not valid is dead-lettered: the user's identities would be guessed.
+    ``user_changed_user_id`` and any other system type are skipped (see the README)."""
+    system = message.get("system")
+    if not isinstance(system, dict) or system.get("type") != "user_changed_number":
+        return
+    numbers = []
+    for where, raw in (("from", message.get("from")), ("system.wa_id", system.get("wa_id"))):
+        parsed = parse_recipient(str(raw)) if isinstance(raw, str | int) \
+            and not isinstance(raw, bool) else None
+        if parsed is None or not parsed.valid or parsed.kind != PHONE \
+                or parsed.identity is None:
+            raise DecodeError("schema_invalid", f"a user_changed_number system message whose "
+                              f"{where} is {'missing' if raw is None else 'not a phone number'}")
+        numbers.append(parsed.identity)
+    change: dict[str, Any] = {"tenant_id": tenant, "sender": numbers[1],
+                              "previous_number": numbers[0], "channel": "system",
+                              "timestamp": _timestamp(message, "a system message")}
+    for name in ("user_id", "parent_user_id", "previous_user_id", "previous_parent_user_id"):
+        if isinstance(system.get(name), str) and system[name]:
+            change[name] = system[name]
+    yield "inbound_message", change
 
 
 def _calls(value: dict[str, Any], tenant: str, _: float) -> Iterator[Document]:

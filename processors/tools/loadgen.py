@@ -19,6 +19,14 @@ BSUID (the number as recipient or sender and the BSUID in "user_id", plus the pa
 "parent_user_id" for a portfolio tenant), 10% name the BSUID alone (no number) and 65% the
 number alone; all in all about 24% of the state events link and 12-14% name a BSUID alone.
 
+Number changes: 5% of the state events of users with a number (about 0.25% of the records) are
+instead Meta's user_changed_number, as the gate's inbound_message of channel "system": the user
+moves, once, to a new number no other recipient has, at the time the workload is generated
+(after every state event it holds). Afterwards half of what names the user's number alone
+(messages, state events without a BSUID) names the new number, so that sends to the new number
+see what was reported for the old one. Drawn from a random stream of their own: the rest of the
+workload is the same records as without them.
+
 Keys are "tenant_id:<identity>", the E.164 number or the BSUID the record is about, the way the
 gate keys state. The same seed gives the same records; bsuid_share=0 gives the phone-only
 workload (no BSUID anywhere, no username users).
@@ -49,6 +57,7 @@ USERNAME_USERS = 0.02  # of the recipients, known by their BSUID alone
 PARENT_SHARE = 0.25  # of a portfolio tenant's BSUID-addressed records, the parent BSUID
 LINKING = 0.25  # of the state events of users with a number: number + BSUID
 BSUID_ONLY = 0.10  # of the state events of users with a number: the BSUID alone
+NUMBER_CHANGES = 0.05  # of the state events of users with a number: user_changed_number
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +143,10 @@ class Workload:
         self.username_weight = username_weight
         self._to_bsuid = max(0.0, (bsuid_share - username_weight) / (1.0 - username_weight)) \
             if bsuid_share > 0 else 0.0
+        # Number changes: (tenant, old E.164) -> new E.164; their own random stream.
+        self.moved: dict[tuple[str, str], str] = {}
+        self._changes = random.Random(seed ^ 0x33)
+        self._taken = set(self.recipients)
 
     def user(self, e164: str) -> User:
         """The identities of a recipient of the pool (deterministic for the seed)."""
@@ -253,6 +266,35 @@ class Workload:
             {"tenant_id": tenant, "recipient": identity, "preference": preference,
              "timestamp": stamp, **links}))
 
+    def _number_change(self, tenant: str, e164: str, now: float) -> Record | None:
+        """The user moves to a new number (once): Meta's user_changed_number, as the gate's
+        document. None when the user is not one to move."""
+        if (tenant, e164) in self.moved or self.username_user(e164) \
+                or self._changes.random() >= NUMBER_CHANGES:
+            return None
+        number = phonenumbers.parse(e164)
+        for _ in range(20):
+            candidate = phonenumbers.PhoneNumber(
+                country_code=number.country_code,
+                national_number=(number.national_number or 0) // 10_000 * 10_000
+                + self._changes.randrange(10_000))
+            new = phonenumbers.format_number(candidate, phonenumbers.PhoneNumberFormat.E164)
+            if new not in self._taken and phonenumbers.is_valid_number(candidate):
+                break
+        else:
+            return None
+        self._taken.add(new)
+        self.moved[(tenant, e164)] = new
+        return Record("inbound", f"{tenant}:{new}".encode(), orjson.dumps(
+            {"tenant_id": tenant, "sender": new[1:], "previous_number": e164[1:],
+             "channel": "system", "timestamp": format_rfc3339(now)}))
+
+    def _now_at(self, tenant: str, e164: str) -> str:
+        """The number a record naming the user's number alone names: the new one half the
+        time once the user has moved."""
+        new = self.moved.get((tenant, e164))
+        return new if new is not None and self._changes.random() < 0.5 else e164
+
     def events(self, count: int, now: float) -> Iterator[Record]:
         """count input records: messages, with state events (5%) and malformed ones (1%)."""
         for _ in range(count):
@@ -263,9 +305,21 @@ class Workload:
                 yield Record("outbound", f"{tenant}:{identity}".encode(),
                              self.rng.choice(MALFORMED))
             elif roll < 0.0575:  # 5% of the message rate
-                yield self._state_event(tenant, e164, now)
+                event = self._state_event(tenant, e164, now)
+                change = self._number_change(tenant, e164, now)
+                if change is not None:
+                    yield change
+                elif (tenant, e164) in self.moved and event.key == f"{tenant}:{e164}".encode() \
+                        and b'"user_id"' not in (event.value or b""):
+                    number = self._now_at(tenant, e164)
+                    yield Record(event.topic, f"{tenant}:{number}".encode(), (event.value or b"")
+                                 .replace(e164[1:].encode(), number[1:].encode()))
+                else:
+                    yield event
             else:
                 identity = self._addressee(tenant, e164)
+                if identity == e164:
+                    identity = self._now_at(tenant, e164)
                 yield Record("outbound", f"{tenant}:{identity}".encode(),
                              self._message(tenant, identity, now))
 
@@ -274,7 +328,7 @@ def identity_mix(records: Iterable[Record]) -> dict[str, int]:
     """What a workload holds, by identity: from the keys (tenant:<identity>) and a glance at the
     values (a linking event names "user_id")."""
     counts = {"records": 0, "outbound": 0, "outbound_to_bsuid": 0, "state_events": 0,
-              "state_linking": 0, "state_bsuid_only": 0}
+              "state_linking": 0, "state_bsuid_only": 0, "state_number_changes": 0}
     for record in records:
         counts["records"] += 1
         to_bsuid = record.key is not None and not record.key.split(b":", 1)[-1].startswith(b"+")
@@ -285,4 +339,5 @@ def identity_mix(records: Iterable[Record]) -> dict[str, int]:
             counts["state_events"] += 1
             counts["state_bsuid_only"] += to_bsuid
             counts["state_linking"] += b'"user_id"' in (record.value or b"")
+            counts["state_number_changes"] += b'"previous_number"' in (record.value or b"")
     return counts

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from processors.core import decode, step, webhooks
@@ -197,8 +197,12 @@ class OfflineCheck:
             raise decode.DecodeError("schema_invalid", f"{field_name} is not a valid phone "
                                      "number or business-scoped user ID")
         tenant, at = document["tenant_id"], parse_rfc3339(document["timestamp"])
-        for kind, member in ids.named_links(document, document[field_name]):
-            self._link(tenant, recipient, kind, member, at)
+        # As live: an old number's events are its user's, and link nothing; a number change
+        # naming it as the new number may make it head its user again.
+        if self.states.get(state_key(tenant, recipient), EMPTY).home is None \
+                or ids.changes_number(document):
+            for kind, member in ids.named_links(document, document[field_name]):
+                self._link(tenant, recipient, kind, member, at)
         key = state_key(tenant, recipient)
         self.states[key] = reducer(self.states.get(key, EMPTY), document)
         self.reached = max(self.reached, at)
@@ -207,7 +211,16 @@ class OfflineCheck:
     def _link(self, tenant: str, number: str, kind: str, member: str, at: float) -> None:
         """Both sides of a link at once (live, each side is applied in its own partition)."""
         head_key = state_key(tenant, number)
-        head, replaced, changed = ids.link(self.states.get(head_key, EMPTY), kind, member, at)
+        head = self.states.get(head_key, EMPTY)
+        if kind == ids.PREVIOUS_NUMBER:
+            head, former, stale = ids.becomes_head(head, at)
+            if stale:  # the new number has moved on to another since
+                return
+            if former is not None:  # a change back: the number it followed lets it go
+                former_key = state_key(tenant, former)
+                self.states[former_key] = ids.unlink(self.states.get(former_key, EMPTY),
+                                                     number)
+        head, replaced, changed = ids.link(head, kind, member, at)
         self.states[head_key] = head
         if not changed:
             return
@@ -217,14 +230,34 @@ class OfflineCheck:
             if old.home is not None and old.home[0] == number:
                 self.states[old_key] = ids.claim_released(old)
         member_key = state_key(tenant, member)
-        claimed, previous, _ = ids.claim(self.states.get(member_key, EMPTY), number, at)
+        claimed, previous, changed = ids.claim(self.states.get(member_key, EMPTY), number, at)
+        if changed and claimed.links:  # an old number: it lets its own links go
+            claimed = self._let_go(tenant, member, claimed, at)
         self.states[member_key] = claimed
-        if claimed.home is not None and claimed.home[0] != number:
-            # A stale link: the BSUID follows a newer number, and this one lets it go.
+        if not ids.follows(claimed, number):
+            # A stale link: the BSUID follows a newer number (or the old number heads a later
+            # change of its own), and this one lets it go.
             self.states[head_key] = ids.unlink(head, member)
         if previous is not None:  # the number the BSUID was linked to before lets it go
             previous_key = state_key(tenant, previous)
             self.states[previous_key] = ids.unlink(self.states.get(previous_key, EMPTY), member)
+
+    def _let_go(self, tenant: str, old: str, state: RecipientState, at: float
+                ) -> RecipientState:
+        """As live (processors.runtime.gate.linking): a BSUID of the old number is on its own
+        again with its own state; a number it replaced gives its history to the old number's
+        record (which the user now counts) and is on its own again."""
+        state, links = ids.follow(state)
+        for kind, identity in links:
+            key = state_key(tenant, identity)
+            other = self.states.get(key, EMPTY)
+            if ids.follows(other, old):
+                other = ids.claim_released(other)
+            if kind == ids.PREVIOUS_NUMBER:
+                state = st.merge(state, other, at)
+                other = replace(st.EMPTY, links=other.links, home=other.home)
+            self.states[key] = other
+        return state
 
     def _group(self, tenant: str, identity: str) -> tuple[list[str], str]:
         """The state keys of the user an identity belongs to (its head's first), and the head

@@ -203,16 +203,20 @@ def combine(states: list[RecipientState], clock: float) -> RecipientState:
         last = max(part[1] for part in parts)
         at = max(clock, last)
         pair.append((number, at + sum(max(0.0, tat - at) for tat, _ in parts), last))
+    # The newest messaging-limit slot of any identity: a user counted under one identity (an
+    # old number, a BSUID alone) holds it under all of them.
+    slots = [state.slot for state in states if state.slot is not None]
     return RecipientState(
         tuple(sorted(inbound))[-MAX_HISTORY:], tuple(sorted(preferences))[-MAX_HISTORY:],
         tuple(sorted(hits))[-MAX_HISTORY:], tuple(sorted(decided))[-MAX_DECIDED:],
-        tuple(sorted(pair)), experiment=tuple(sorted(experiment))[-MAX_HISTORY:])
+        tuple(sorted(pair)), slot=max(slots) if slots else None,
+        experiment=tuple(sorted(experiment))[-MAX_HISTORY:])
 
 
 def merge(into: RecipientState, moved: RecipientState, clock: float) -> RecipientState:
     """An identity's history moved into another record of the same identity (re-homing)."""
     combined = combine([into.history(), moved.history()], clock)
-    return replace(combined, links=into.links, home=into.home, slot=into.slot)
+    return replace(combined, links=into.links, home=into.home)
 
 
 def apply_status(state: RecipientState, status: dict[str, Any]) -> RecipientState:
@@ -249,6 +253,10 @@ def experiment_hold(state: RecipientState, clock: float) -> float | None:
 
 
 def apply_inbound(state: RecipientState, inbound: dict[str, Any]) -> RecipientState:
+    # A system message (the user changed number) is Meta's notice, not the user writing to
+    # the business: it opens no customer service window; it only links identities.
+    if inbound.get("channel") == "system":
+        return state
     return with_inbound(state, parse_rfc3339(inbound["timestamp"]))
 
 

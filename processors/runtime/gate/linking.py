@@ -11,6 +11,11 @@ that every change is in the transaction of the partition that holds the record:
   it followed before to let it go (release);
 - adopt: the history joins the user beside the number's record (or goes back: return);
 - return: a history comes back to the BSUID's own record.
+
+A number change (ids.PREVIOUS_NUMBER) takes the same steps, the old number in the BSUID's
+place: the new number heads the user again if it followed another number before the change
+(that one lets it go: release), and the old number, once it follows the new one, lets its own
+links go (return) and hands over its history with that of the numbers it replaced (adopt).
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ class Linking:
              store: PartitionStore, out: list[Output]) -> None:
         """The number's side (in its partition): a state event named the BSUID with it."""
         head_key = state_key(tenant, number)
-        head, replaced, changed = ids.link(self.state.load(store, head_key), kind, member, at)
+        head = self.state.load(store, head_key)
+        if kind == ids.PREVIOUS_NUMBER:
+            head, former, stale = ids.becomes_head(head, at)
+            if stale:  # the new number has moved on to another since
+                return
+            if former is not None:  # a change back: the number it followed lets it go
+                self.state.put(store, head_key, head)
+                self.send(out, state_key(tenant, former),
+                          envelopes.release(tenant, number, former, number))
+        head, replaced, changed = ids.link(head, kind, member, at)
         if not changed:
             if head != self.state.load(store, head_key):
                 self.state.put(store, head_key, head)
@@ -60,13 +74,16 @@ class Linking:
             if not changed:
                 if claimed != own:
                     self.state.put(store, own_key, claimed)
-                if claimed.home is not None and claimed.home[0] != number:
-                    # A stale link: the BSUID follows a newer number; the claimant lets go.
+                if not ids.follows(claimed, number):
+                    # A stale link: the BSUID follows a newer number (or the old number heads
+                    # a later change of its own); the claimant lets go.
                     self.send(out, state_key(tenant, number), envelopes.release(
-                        tenant, member, number, claimed.home[0]))
+                        tenant, member, number,
+                        claimed.home[0] if claimed.home is not None else member))
                 return
             self.state.put(store, own_key, st.RecipientState(home=claimed.home))
-            self.adopt(tenant, member, number, own.history(), out)
+            self.adopt(tenant, member, number, self.let_go(tenant, member, own, store, out,
+                                                           now), out)
             if previous is not None:  # the number it was linked to hands over its part
                 self.send(out, state_key(tenant, previous),
                           envelopes.release(tenant, member, previous, number))
@@ -97,6 +114,23 @@ class Linking:
             self.state.put(store, own_key, st.merge(own, moved, now))
         else:
             raise ValueError(f"unknown repartition record kind {kind!r}")
+
+    def let_go(self, tenant: str, old: str, own: RecipientState, store: PartitionStore,
+               out: list[Output], now: float) -> RecipientState:
+        """What an identity that now follows a number hands over: its history. An old number
+        also lets its links go (ids.follow): a BSUID's history goes back to it (as when its
+        number replaces it), a number it replaced hands its history to the user and is on its
+        own again (one hop to every head; a number two changes back is decided alone)."""
+        history = own.history()
+        _, links = ids.follow(own)
+        for kind, identity in links:
+            moved = self.state.take(store, member_key(tenant, old, identity))
+            if kind == ids.PREVIOUS_NUMBER:
+                history = st.merge(history, moved, now)
+                moved = st.EMPTY
+            self.send(out, state_key(tenant, identity),
+                      envelopes.returned(tenant, identity, old, st.to_json(moved)))
+        return history
 
     def adopt(self, tenant: str, member: str, number: str, history: RecipientState,
               out: list[Output]) -> None:

@@ -200,7 +200,11 @@ class GateProcessor:
             tally[("rekeyed",)] += 1
             return
         own = self.state.load(store, key)
-        if own.home is not None:  # a BSUID linked to a number: its user is decided there
+        # A BSUID linked to a number, or an old number that follows its new one: its user is
+        # decided there. Not a number change naming this number as the new one: that is
+        # taken here, where the number may head its user again (a change back).
+        if own.home is not None and not (contract != "outbound_message"
+                                         and ids.changes_number(document)):
             head = state_key(document["tenant_id"], own.home[0])
             if partition_for(head, self.partitions) != record.partition:
                 self.send(out, head, envelopes.member(own.home[0], contract, document))

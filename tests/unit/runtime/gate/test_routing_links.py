@@ -210,9 +210,11 @@ IDENTITIES = [NUMBER, "+5511912345679", X1, X2, BSUIDS[2]]
 NUMBERS = IDENTITIES[:2]
 
 
-def random_events(rng: random.Random, count: int) -> list[tuple[str, dict[str, Any]]]:
+def random_events(rng: random.Random, count: int, changes: bool = False
+                  ) -> list[tuple[str, dict[str, Any]]]:
     """Messages and state events over two numbers and three BSUIDs, with links between them,
-    in time order (live decides at the time it reads a record)."""
+    in time order (live decides at the time it reads a record); with changes, number changes
+    between the two numbers too (either way, so some change back)."""
     events: list[tuple[str, dict[str, Any]]] = []
     clock = T0
     for n in range(count):
@@ -228,6 +230,11 @@ def random_events(rng: random.Random, count: int) -> list[tuple[str, dict[str, A
                 fields["business_number"] = "+15550001"
             events.append((TOPICS.outbound, message(
                 message_id=f"r{n}", recipient=who, created_at=format_rfc3339(clock), **fields)))
+            continue
+        if changes and roll < 0.6:
+            old, new = rng.sample(list(NUMBERS), 2)
+            events.append((TOPICS.inbound, {**inbound(new, stamp), "channel": "system",
+                                            "previous_number": old}))
             continue
         if roll < 0.7:
             document: dict[str, Any] = inbound(who, stamp)
@@ -247,10 +254,11 @@ def random_events(rng: random.Random, count: int) -> list[tuple[str, dict[str, A
     return events
 
 
+@pytest.mark.parametrize("changes", [False, True])
 @pytest.mark.parametrize("seed", range(40))
-def test_live_linking_decides_as_the_offline_check(seed: int) -> None:
+def test_live_linking_decides_as_the_offline_check(seed: int, changes: bool) -> None:
     rng = random.Random(seed)
-    events = random_events(rng, 160)
+    events = random_events(rng, 160, changes)
     cluster = Cluster(seed)
     check = OfflineCheck(load_policy())
     lines = [orjson.dumps({"topic": TOPICS.templates, "value": entry}) for entry in (
