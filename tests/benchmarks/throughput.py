@@ -484,28 +484,40 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
     shared and noisy, so only the ratio of figures taken side by side means anything."""
     order = [side for _ in range(args.pairs) for side in ("A", "B", "B", "A")]
     runs: dict[str, list[int]] = {"A": [], "B": []}
+    per_cpu: dict[str, list[int]] = {"A": [], "B": []}
     for index, side in enumerate(order):
         extra = {"PYTHONPATH": str(Path(args.ab).resolve())} if side == "B" else None
         gates, outputs = start_gate(bootstrap, prefix, f"ab-{side.lower()}{index}", extra=extra)
+        cpu_before = sum(cpu_seconds(gate.process.pid) for gate in gates)
         try:
             span = wait_committed(bootstrap, outputs, outbound,
                                   [gate.process for gate in gates], timeout)
+            cpu = sum(cpu_seconds(gate.process.pid) for gate in gates) - cpu_before
         finally:
             for gate in gates:
                 harness.stop_worker(gate)
         runs[side].append(round(events / span))
+        # Per CPU second as well: less moved by whatever else the shared machine runs.
+        per_cpu[side].append(round(events / max(cpu, 1e-3)))
         log(f"  {side} ({'this tree' if side == 'A' else args.ab}): "
-            f"{runs[side][-1]:,} events/s")
+            f"{runs[side][-1]:,} events/s, {per_cpu[side][-1]:,} events/CPU-s")
     median = {side: statistics.median(values) for side, values in runs.items()}
+    median_cpu = {side: statistics.median(values) for side, values in per_cpu.items()}
     summary = {"events": events, "partitions": PARTITIONS, "workload": workload,
-               "a": {"tree": str(harness.REPO), "events_per_s": runs["A"]},
-               "b": {"tree": args.ab, "events_per_s": runs["B"]},
-               "ratio_a_to_b": round(median["A"] / median["B"], 3), "machine": machine(),
+               "a": {"tree": str(harness.REPO), "events_per_s": runs["A"],
+                     "events_per_cpu_second": per_cpu["A"]},
+               "b": {"tree": args.ab, "events_per_s": runs["B"],
+                     "events_per_cpu_second": per_cpu["B"]},
+               "ratio_a_to_b": round(median["A"] / median["B"], 3),
+               "cpu_ratio_a_to_b": round(median_cpu["A"] / median_cpu["B"], 3),
+               "machine": machine(),
                "command": " ".join(["python -m tests.benchmarks.throughput", *sys.argv[1:]])}
     out = args.output or RESULTS / "ab.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     drop_topics(bootstrap, prefix)
-    print(f"A {runs['A']} B {runs['B']} events/s; median A/B {summary['ratio_a_to_b']}")
+    print(f"A {runs['A']} B {runs['B']} events/s; median A/B {summary['ratio_a_to_b']}; "
+          f"per CPU second A {per_cpu['A']} B {per_cpu['B']}, "
+          f"median A/B {summary['cpu_ratio_a_to_b']}")
 
 
 def main() -> None:
