@@ -6,6 +6,14 @@ processors/ it calls, in which files, and how often it enters a file again.
 A message to a user with state, at its home partition, through the task, the gate's processor
 and the batch's flush, with in-memory stores. A call into processors/core/ counts as one stop
 (the core's own calls are not followed): the walk is about the runtime's layering.
+
+It prints three things:
+- every call, in order, and the file sequence it makes (a file "entered" again each time the
+  walk comes back to it, returns included: how much a reader jumps between files);
+- the path to the decision: the chain of calls (the stack) from the task to the core's step at
+  the moment it decides, one file per layer; a reader following the message from the loop to
+  its decision reads these files once each, in this order, and the helpers called on the way
+  (state, catalog, metrics) are leaves that return to it.
 """
 
 from __future__ import annotations
@@ -38,7 +46,11 @@ PARTITIONS = 4
 NUMBER = "+5511912345678"
 
 
-def walk() -> list[tuple[str, str]]:
+STEP = ROOT / "core" / "step.py"
+
+
+def walk() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(every call, in order; the stack of calls when the core's step decides)."""
     settings = Settings(partitions=PARTITIONS)
     catalog = CatalogReplica()
     entry = template_entry("notice", "UTILITY")
@@ -59,6 +71,7 @@ def walk() -> list[tuple[str, str]]:
                    created_at=format_rfc3339(now))
     record = Record(Topics().outbound, home, 1, None, orjson.dumps(sent), now)
     calls: list[tuple[str, str]] = []
+    decision: list[tuple[str, str]] = []  # the stack when the step decides
     depth_in_core = 0
 
     def profile(frame: FrameType, event: str, _: Any) -> None:
@@ -70,6 +83,8 @@ def walk() -> list[tuple[str, str]]:
         if event == "call":
             if depth_in_core == 0:
                 calls.append((str(path.relative_to(ROOT.parent)), frame.f_code.co_name))
+            if path == STEP and frame.f_code.co_name == "decide" and not decision:
+                decision.extend(stack(frame))
             if in_core:
                 depth_in_core += 1
         elif event == "return" and in_core:
@@ -83,15 +98,33 @@ def walk() -> list[tuple[str, str]]:
     finally:
         sys.setprofile(None)
     assert any(o.topic == Topics().accepted for o in produced), "the message was not accepted"
-    return calls
+    assert decision, "the core's step never decided"
+    return calls, decision
+
+
+def stack(frame: FrameType | None) -> list[tuple[str, str]]:
+    """The frames of processors/ from the outermost to `frame`."""
+    frames: list[tuple[str, str]] = []
+    while frame is not None:
+        file = Path(frame.f_code.co_filename)
+        if file.is_relative_to(ROOT):
+            frames.append((str(file.relative_to(ROOT.parent)), frame.f_code.co_name))
+        frame = frame.f_back
+    return frames[::-1]
+
+
+def runs_of(files: list[str]) -> list[str]:
+    """The files in the order they are read, one entry per stay in a file."""
+    runs: list[str] = []
+    for file in files:
+        if not runs or runs[-1] != file:
+            runs.append(file)
+    return runs
 
 
 def main() -> None:
-    calls = walk()
-    runs: list[str] = []
-    for file, _ in calls:
-        if not runs or runs[-1] != file:
-            runs.append(file)
+    calls, decision = walk()
+    runs = runs_of([file for file, _ in calls])
     entered = Counter(runs)
     for file, function in calls:
         print(f"  {file}:{function}")
@@ -99,6 +132,12 @@ def main() -> None:
           f"({len(runs)} stops): {' -> '.join(Path(f).name for f in runs)}")
     print("entered more than once: " + (", ".join(f"{Path(f).name} {n}x" for f, n in
                                                   entered.most_common() if n > 1) or "none"))
+    layers = runs_of([file for file, _ in decision])
+    once = len(layers) == len(set(layers))
+    print("path to the decision: " + " -> ".join(
+        f"{Path(file).name}:{function}" for file, function in decision))
+    print(f"path to the decision, by file: {' -> '.join(Path(f).name for f in layers)} "
+          f"({len(layers)} files, {'each once, in order' if once else 'a file entered twice'})")
 
 
 if __name__ == "__main__":
