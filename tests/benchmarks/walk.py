@@ -1,16 +1,18 @@
-"""The walk of one outbound message from the stream task to its decision: which functions of
+"""The walk of one outbound message from the route loop to its decision: which functions of
 processors/ it calls, in which files, and how often it enters a file again.
 
     .venv/bin/python -m tests.benchmarks.walk
 
-A message to a user with state, at its home partition, through the task, the gate's processor
-and the batch's flush, with in-memory stores. A call into processors/core/ counts as one stop
-(the core's own calls are not followed): the walk is about the runtime's layering.
+A message to a user with state, at its home partition, handed to the route loop as a fetched
+batch: through the task, the gate's processor, the batch's flush and the transaction's commit,
+with in-memory stores and a producer that keeps what it is given. A call into processors/core/
+counts as one stop (the core's own calls are not followed): the walk is about the runtime's
+layering.
 
-It prints three things:
-- every call, in order, and the file sequence it makes (a file "entered" again each time the
-  walk comes back to it, returns included: how much a reader jumps between files);
-- the path to the decision: the chain of calls (the stack) from the task to the core's step at
+It prints two things:
+- every call, in order, and the file sequence it makes (a file is entered again each time a
+  function of it is called after one of another file: how much a reader jumps between files);
+- the path to the decision: the chain of calls (the stack) from the loop to the core's step at
   the moment it decides, one file per layer; a reader following the message from the loop to
   its decision reads these files once each, in this order, and the helpers called on the way
   (state, catalog, metrics) are leaves that return to it.
@@ -21,8 +23,8 @@ from __future__ import annotations
 import sys
 from collections import Counter
 from pathlib import Path
-from types import FrameType
-from typing import Any
+from types import FrameType, SimpleNamespace
+from typing import Any, cast
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -31,8 +33,9 @@ from processors.core.policy import load_policy
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from processors.runtime.catalog import CatalogReplica
 from processors.runtime.engine.partitioner import partition_for
-from processors.runtime.engine.records import Output, Record
+from processors.runtime.engine.records import Record
 from processors.runtime.engine.state_store import MemoryBackend, PartitionStore
+from processors.runtime.engine.stream_thread import RouteLoop
 from processors.runtime.engine.task import StreamTask
 from processors.runtime.gate.processor import GateProcessor
 from processors.runtime.metrics import GateMetrics
@@ -55,8 +58,8 @@ def walk() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     catalog = CatalogReplica()
     entry = template_entry("notice", "UTILITY")
     catalog.data[f"acme:{entry['name']}:en_US"] = (entry,)
-    processor = GateProcessor(settings, PolicyHolder(load_policy()), catalog,
-                               GateMetrics(CollectorRegistry(), 100))
+    metrics = GateMetrics(CollectorRegistry(), 100)
+    processor = GateProcessor(settings, PolicyHolder(load_policy()), catalog, metrics)
     home = partition_for(f"acme:{NUMBER}", PARTITIONS)
     store = PartitionStore(home, MemoryBackend())
     task = StreamTask(home, store)
@@ -90,16 +93,48 @@ def walk() -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         elif event == "return" and in_core:
             depth_in_core -= 1
 
-    out: list[Output] = []
+    # The route loop around the task, with a producer that keeps what it is given: the walk
+    # starts where the worker's loop hands a fetched batch over.
+    producer = KeptProducer()
+    loop = RouteLoop(settings, processor, metrics, lambda: True)
+    loop.tasks = cast(Any, SimpleNamespace(tasks={home: task}))
+    loop.producer = cast(Any, producer)
+    loop.consumer = cast(Any, SimpleNamespace(consumer_group_metadata=lambda: None))
     sys.setprofile(profile)
     try:
-        produced, _ = task.process(processor, [record], now)
-        processor.flush(out)
+        loop.process([record], now)
     finally:
         sys.setprofile(None)
-    assert any(o.topic == Topics().accepted for o in produced), "the message was not accepted"
+    assert Topics().accepted in producer.topics, "the message was not accepted"
     assert decision, "the core's step never decided"
     return calls, decision
+
+
+class KeptProducer:
+    """What the loop asks of a transactional producer, keeping the topics it produced to."""
+
+    def __init__(self) -> None:
+        self.topics: list[str] = []
+
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                partition: int = -1, on_delivery: Any = None, timestamp: int = 0,
+                headers: Any = None) -> None:
+        self.topics.append(topic)
+
+    def poll(self, timeout: float = -1) -> int:
+        return 0
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        pass
+
+    def commit_transaction(self, *args: Any) -> None:
+        pass
 
 
 def stack(frame: FrameType | None) -> list[tuple[str, str]]:
