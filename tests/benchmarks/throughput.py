@@ -278,6 +278,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far by kind of thread: the main thread (Faust's event loop), the other
+    Python threads (the stream thread among them), librdkafka's and RocksDB's."""
+    ticks: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat.rsplit(")", 1)[1].split()
+        kind = "main" if task.name == str(pid) else "rdkafka" if name.startswith("rdk:") \
+            else "rocksdb" if name.startswith("rocksdb") else "python"
+        ticks[kind] = ticks.get(kind, 0) + int(fields[11]) + int(fields[12])
+    clock = os.sysconf("SC_CLK_TCK")
+    return {kind: count / clock for kind, count in ticks.items()}
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -489,10 +507,15 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
         extra = {"PYTHONPATH": str(Path(args.ab).resolve())} if side == "B" else None
         gates, outputs = start_gate(bootstrap, prefix, f"ab-{side.lower()}{index}", extra=extra)
         cpu_before = sum(cpu_seconds(gate.process.pid) for gate in gates)
+        before = [thread_cpu(gate.process.pid) for gate in gates]
         try:
             span = wait_committed(bootstrap, outputs, outbound,
                                   [gate.process for gate in gates], timeout)
             cpu = sum(cpu_seconds(gate.process.pid) for gate in gates) - cpu_before
+            threads: dict[str, float] = {}
+            for gate, earlier in zip(gates, before, strict=True):
+                for kind, seconds in thread_cpu(gate.process.pid).items():
+                    threads[kind] = threads.get(kind, 0.0) + seconds - earlier.get(kind, 0.0)
         finally:
             for gate in gates:
                 harness.stop_worker(gate)
@@ -500,7 +523,9 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
         # Per CPU second as well: less moved by whatever else the shared machine runs.
         per_cpu[side].append(round(events / max(cpu, 1e-3)))
         log(f"  {side} ({'this tree' if side == 'A' else args.ab}): "
-            f"{runs[side][-1]:,} events/s, {per_cpu[side][-1]:,} events/CPU-s")
+            f"{runs[side][-1]:,} events/s, {per_cpu[side][-1]:,} events/CPU-s; CPU s by "
+            "thread: " + ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in
+                                   sorted(threads.items())))
     median = {side: statistics.median(values) for side, values in runs.items()}
     median_cpu = {side: statistics.median(values) for side, values in per_cpu.items()}
     summary = {"events": events, "partitions": PARTITIONS, "workload": workload,
