@@ -587,8 +587,13 @@ def test_rules_in_force_follow_the_clock_and_the_policy() -> None:
             assert in_force == tuple((code, predicate, settings[code].mode == "monitor")
                                      for code, predicate in RULES
                                      if settings[code].active_at(at))
-        codes = [code for code, _, _ in rules_in_force(window.base, at)]
-        assert ("MARKETING_PAUSED_US" in codes) is expected
+        # Stated, not recomputed: the window's monitor rule only inside [from, until); the
+        # default policy's pause (from 2025-04-01, no end) in force, enforced, at every clock.
+        in_window = {code: monitor for code, _, monitor in rules_in_force(window.base, at)}
+        # in force (in monitor mode) or absent
+        assert in_window.get("MARKETING_PAUSED_US") is (True if expected else None)
+        default = {code: monitor for code, _, monitor in rules_in_force(POLICY.base, at)}
+        assert default["MARKETING_PAUSED_US"] is False
 
 
 def test_decisions_without_a_retry_time_are_shared_and_whole() -> None:
@@ -603,6 +608,6 @@ def test_decisions_without_a_retry_time_are_shared_and_whole() -> None:
     assert opted_out.violations[0] == "MARKETING_OPTED_OUT"
     limited = run(message(recipient=CA), utility, state=_sent(45),
                   clock="2026-11-26T12:00:01Z")
-    assert limited.retry_after is not None  # made for its own retry time
+    assert limited.retry_after == parse_rfc3339("2026-11-26T12:00:06Z")  # its own retry time
     assert limited is not run(message(recipient=CA), utility, state=_sent(46),
                               clock="2026-11-26T12:00:01Z")

@@ -27,9 +27,13 @@ def translate(name: str, tenant: str | None = "acme",
 def test_failed_status_with_error_code(code: int) -> None:
     [(contract, document)] = translate(f"status_failed_{code}")
     assert contract == "delivery_status"
+    # The title Meta sent, read from the fixture (not from the translated document itself).
+    [sent] = meta_body(f"status_failed_{code}")["entry"][0]["changes"][0]["value"]["statuses"]
+    title = sent["errors"][0]["title"]
+    assert title
     assert document == {
         "tenant_id": "acme", "recipient": "5511912345678", "status": "failed",
-        "timestamp": AT, "errors": [{"code": code, "title": document["errors"][0]["title"]}],
+        "timestamp": AT, "errors": [{"code": code, "title": title}],
         "message_id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA"}
 
 
@@ -226,7 +230,9 @@ def test_bsuid_documents_follow_the_contracts() -> None:
     for name in ("inbound_text_linking", "inbound_text_bsuid_only",
                  "status_failed_131049_bsuid_only", "status_delivered_linking",
                  "user_preferences_stop_bsuid_only"):
-        for contract, document in translate(name):
+        documents = translate(name)
+        assert documents, f"{name} translated to nothing: the check below would be vacuous"
+        for contract, document in documents:
             assert contracts.first_error(contract, document) is None, name
 
 
@@ -326,8 +332,10 @@ def test_header_tenant(headers: Any, tenant: str | None) -> None:
 def test_tenant_map_file_is_checked() -> None:
     assert webhooks.load_tenant_map('{"waba:1": "a", "phone:2": "b"}') == {
         "waba:1": "a", "phone:2": "b"}
-    for bad in ['[]', '{"1": "a"}', '{"waba:1": ""}', "nope"]:
-        with pytest.raises(ValueError):
+    # Each refusal says why (a bare ValueError would also pass on an unrelated bug).
+    for bad, why in [('[]', "expected a JSON object"), ('{"1": "a"}', "entry '1'"),
+                     ('{"waba:1": ""}', "entry 'waba:1'"), ("nope", "not JSON")]:
+        with pytest.raises(ValueError, match=why):
             webhooks.load_tenant_map(bad)
 
 
