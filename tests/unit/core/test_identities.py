@@ -549,6 +549,18 @@ def test_combine_merges_the_histories_of_linked_identities() -> None:
     assert combined.links == () and combined.home is None  # the links stay out
 
 
+def test_combine_keeps_the_newest_messaging_limit_slot() -> None:
+    # A user counted lately under one identity holds its slot under all of them, even when
+    # another identity holds an older, closed one.
+    old = st.with_slot(EMPTY, NOON - 2 * st.SLOT_SECONDS)
+    new = st.with_slot(EMPTY, NOON - 3600)
+    for states in ([old, new], [new, old]):
+        combined = st.combine(states, NOON)
+        assert combined.slot == NOON - 3600
+        assert st.slot_open(combined, NOON)
+    assert st.combine([old, EMPTY], NOON).slot == old.slot
+
+
 def test_combine_adds_up_pair_budgets() -> None:
     number, bsuid = EMPTY, EMPTY
     for _ in range(30):
