@@ -19,6 +19,7 @@ import json
 import string
 import time
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -282,11 +283,23 @@ def test_empty_and_near_empty(raw: bytes | None) -> None:
     ["seconds", "milliseconds", "microseconds"]))
 def test_any_zoned_timestamp_reads_and_writes(moment: Any, precision: str) -> None:
     text = moment.isoformat(timespec=precision)
-    if is_rfc3339(text):  # False only where the instant is outside years 1..9999 in UTC
-        epoch = parse_rfc3339(text)
-        format_rfc3339(epoch)
-        format_rfc3339(epoch + 86_400)  # e.g. a retry_after a day later
-        format_rfc3339(epoch - 86_400)
+    try:
+        moment.astimezone(UTC)
+        in_range = True
+    except OverflowError:  # the instant is outside years 1..9999 in UTC
+        in_range = False
+    # Read: every in-range zoned timestamp is RFC 3339, and only those.
+    assert is_rfc3339(text) is in_range, text
+    if not in_range:
+        return
+    epoch = parse_rfc3339(text)
+    # Written back: RFC 3339 again, the same instant to the millisecond it keeps (a float's
+    # precision in year 9999 is some 30 microseconds, hence 2 ms).
+    written = format_rfc3339(epoch)
+    assert is_rfc3339(written) and written.endswith("Z"), written
+    assert abs(parse_rfc3339(written) - epoch) < 0.002, (text, written)
+    for later in (epoch + 86_400, epoch - 86_400):  # e.g. a retry_after a day later: clamped
+        assert is_rfc3339(format_rfc3339(later)), later
 
 
 @FAST
@@ -294,8 +307,9 @@ def test_any_zoned_timestamp_reads_and_writes(moment: Any, precision: str) -> No
     ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "2026-01-01T00:00:00",
      "2026-W01-1T00:00:00Z", "99999-01-01T00:00:00Z", "2026-01-01T00:00:00+25:00"]))
 def test_timestamp_check_never_raises(text: str) -> None:
-    if is_rfc3339(text):
-        format_rfc3339(parse_rfc3339(text))
+    if is_rfc3339(text):  # and what it accepts reads and writes back as the same instant
+        epoch = parse_rfc3339(text)
+        assert abs(parse_rfc3339(format_rfc3339(epoch)) - epoch) < 0.002, text
 
 
 # -- the offline check -------------------------------------------------------------------------

@@ -549,6 +549,18 @@ def test_combine_merges_the_histories_of_linked_identities() -> None:
     assert combined.links == () and combined.home is None  # the links stay out
 
 
+def test_combine_keeps_the_newest_messaging_limit_slot() -> None:
+    # A user counted lately under one identity holds its slot under all of them, even when
+    # another identity holds an older, closed one.
+    old = st.with_slot(EMPTY, NOON - 2 * st.SLOT_SECONDS)
+    new = st.with_slot(EMPTY, NOON - 3600)
+    for states in ([old, new], [new, old]):
+        combined = st.combine(states, NOON)
+        assert combined.slot == NOON - 3600
+        assert st.slot_open(combined, NOON)
+    assert st.combine([old, EMPTY], NOON).slot == old.slot
+
+
 def test_combine_adds_up_pair_budgets() -> None:
     number, bsuid = EMPTY, EMPTY
     for _ in range(30):
@@ -580,6 +592,21 @@ def test_state_with_pair_budget_and_links_round_trips() -> None:
     # A value written before pair budgets and links (four fields) still loads.
     legacy = st.from_json([[NOON], [[NOON, "stop"]], [], [[NOON, "m-1"]]])
     assert (legacy.inbound, legacy.pair, legacy.links, legacy.home) == ((NOON,), (), (), None)
+
+
+def test_the_same_link_again_moves_its_time_and_outranks_links_between() -> None:
+    # The number's side: seen again at 30, the link to CA.1 is newer than one to CA.2
+    # stamped 20, which is then stale (it would replace CA.1 had the time stayed at 10).
+    head, _, _ = ids.link(EMPTY, BSUID, "CA.1", 10.0)
+    head, replaced, changed = ids.link(head, BSUID, "CA.1", 30.0)
+    assert (head.links, replaced, changed) == (((BSUID, "CA.1", 30.0),), None, False)
+    assert ids.link(head, BSUID, "CA.2", 20.0) == (head, None, False)
+    # The BSUID's side, alike: claimed by CA again at 30, a claim by another number at 20
+    # is stale.
+    member, _, _ = ids.claim(EMPTY, CA, 10.0)
+    member, before, changed = ids.claim(member, CA, 30.0)
+    assert (member.home, before, changed) == ((CA, 30.0), None, False)
+    assert ids.claim(member, "+14165550199", 20.0) == (member, None, False)
 
 
 def test_a_bsuid_state_is_not_empty_while_it_is_linked() -> None:

@@ -41,6 +41,9 @@ def verdict_of(doc: dict[str, Any], state: RecipientState = EMPTY, policy: Polic
     (None, 250, True, 250),  # learned from Meta's webhooks
     (None, None, True, None),  # Meta said unlimited: off
     (None, None, False, None),  # never heard: off
+    # never heard, whatever value is passed beside it (with learned=None alone the case above
+    # passes whether `known` is looked at or not)
+    (None, 250, False, None),
     (1000, 250, True, 1000),  # the policy's pin wins over the webhook
     (1000, None, False, 1000),
     ("unlimited", 250, True, None),  # pinned unlimited: off whatever Meta said

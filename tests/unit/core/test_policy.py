@@ -120,6 +120,25 @@ def test_non_bulk_marketing_allowed(origin: str) -> None:
     assert run(message(recipient=CA, origin=origin)).accepted
 
 
+def test_marketing_without_an_origin_is_not_bulk() -> None:
+    # origin is optional: a message without one came through the API, not a bulk tool.
+    doc = message(recipient=CA, origin=None)
+    assert "origin" not in doc
+    assert run(doc).accepted
+    assert run({**doc, "origin": "bulk"}).error_code == "BULK_MARKETING_NOT_ALLOWED"
+
+
+def test_free_form_is_not_judged_by_a_template_status() -> None:
+    # A free-form message has no template: a catalog entry handed to decide() alongside it
+    # (e.g. one left over from the message before) must not reject it.
+    doc = message(recipient=CA, kind="free_form", template=None)
+    state = st.with_inbound(EMPTY, parse_rfc3339(NOW) - 60)
+    for template_status in ("DISABLED", "PAUSED", "REJECTED", "ARCHIVED"):
+        entry = template_entry(category="UTILITY", status=template_status)
+        decision = decide(doc, enrich(doc, None), state, entry, POLICY.base, parse_rfc3339(NOW))
+        assert decision.accepted and decision.violations == (), template_status
+
+
 def test_bulk_utility_allowed() -> None:
     assert run(message(recipient=CA, origin="bulk"), template_entry(category="UTILITY")).accepted
 
@@ -214,6 +233,16 @@ def test_open_service_window_lifts_the_marketing_cooldown() -> None:
     assert decision.accepted and decision.violations == ()
 
 
+def test_cooldown_holds_only_marketing() -> None:
+    # 131049 is Meta's per-user *marketing* limit: utility and authentication templates to
+    # the same user still go during the cool-down.
+    state = st.apply_status(EMPTY, status(BR, 131049, "2026-11-26T11:00:00Z"))
+    assert run(message(recipient=BR), state=state).error_code == "USER_MARKETING_TEMPLATE_LIMIT"
+    for category in ("UTILITY", "AUTHENTICATION"):
+        decision = run(message(recipient=BR), template_entry(category=category), state=state)
+        assert decision.accepted and decision.violations == (), category
+
+
 def test_cooldown_returns_once_the_window_closes() -> None:
     state = st.apply_status(EMPTY, status(BR, 131049, "2026-11-26T10:00:00Z"))
     state = st.apply_inbound(state, inbound(BR, "2026-11-25T11:00:00Z"))  # window closed at 11:00
@@ -267,6 +296,18 @@ def test_delivered_marketing_ends_the_hold() -> None:
     for other in (utility, before):
         assert run(message(recipient=BR), state=st.apply_status(_experiment(), other)) \
             .error_code == "USER_IN_MARKETING_EXPERIMENT"
+
+
+@pytest.mark.parametrize(("outcome", "code"), [("sent", None), ("failed", 131026)])
+def test_only_a_delivered_or_read_marketing_message_ends_the_hold(outcome: str,
+                                                                  code: int | None) -> None:
+    # Sent is not delivered, and a marketing message that failed (for another reason than
+    # 130472) was not delivered either: the user may still be in the experiment.
+    other = {**status(BR, code, "2026-11-25T12:00:00Z", state=outcome), "category": "MARKETING"}
+    assert run(message(recipient=BR), state=st.apply_status(_experiment(), other)) \
+        .error_code == "USER_IN_MARKETING_EXPERIMENT"
+    read = {**status(BR, None, "2026-11-25T12:00:00Z", state="read"), "category": "MARKETING"}
+    assert run(message(recipient=BR), state=st.apply_status(_experiment(), read)).accepted
 
 
 def test_experiment_state_is_pruned_and_kept_in_the_store_value() -> None:
@@ -587,8 +628,13 @@ def test_rules_in_force_follow_the_clock_and_the_policy() -> None:
             assert in_force == tuple((code, predicate, settings[code].mode == "monitor")
                                      for code, predicate in RULES
                                      if settings[code].active_at(at))
-        codes = [code for code, _, _ in rules_in_force(window.base, at)]
-        assert ("MARKETING_PAUSED_US" in codes) is expected
+        # Stated, not recomputed: the window's monitor rule only inside [from, until); the
+        # default policy's pause (from 2025-04-01, no end) in force, enforced, at every clock.
+        in_window = {code: monitor for code, _, monitor in rules_in_force(window.base, at)}
+        # in force (in monitor mode) or absent
+        assert in_window.get("MARKETING_PAUSED_US") is (True if expected else None)
+        default = {code: monitor for code, _, monitor in rules_in_force(POLICY.base, at)}
+        assert default["MARKETING_PAUSED_US"] is False
 
 
 def test_decisions_without_a_retry_time_are_shared_and_whole() -> None:
@@ -603,6 +649,6 @@ def test_decisions_without_a_retry_time_are_shared_and_whole() -> None:
     assert opted_out.violations[0] == "MARKETING_OPTED_OUT"
     limited = run(message(recipient=CA), utility, state=_sent(45),
                   clock="2026-11-26T12:00:01Z")
-    assert limited.retry_after is not None  # made for its own retry time
+    assert limited.retry_after == parse_rfc3339("2026-11-26T12:00:06Z")  # its own retry time
     assert limited is not run(message(recipient=CA), utility, state=_sent(46),
                               clock="2026-11-26T12:00:01Z")

@@ -8,9 +8,11 @@ import pytest
 
 from processors.core import contracts, webhooks
 from processors.core.decode import DecodeError
+from processors.core.judge import judge
+from processors.core.policy import EMPTY, load_policy
 from processors.core.policy import templates as tpl
 from processors.core.timeutil import parse_rfc3339
-from tests.factories import FIXTURES, meta_body, template_entry
+from tests.factories import FIXTURES, message, meta_body, template_entry
 
 AT = "2026-11-26T12:00:00.000Z"  # the fixtures' timestamp (1795694400)
 RECEIVED = parse_rfc3339("2026-11-26T12:05:00Z")
@@ -27,9 +29,13 @@ def translate(name: str, tenant: str | None = "acme",
 def test_failed_status_with_error_code(code: int) -> None:
     [(contract, document)] = translate(f"status_failed_{code}")
     assert contract == "delivery_status"
+    # The title Meta sent, read from the fixture (not from the translated document itself).
+    [sent] = meta_body(f"status_failed_{code}")["entry"][0]["changes"][0]["value"]["statuses"]
+    title = sent["errors"][0]["title"]
+    assert title
     assert document == {
         "tenant_id": "acme", "recipient": "5511912345678", "status": "failed",
-        "timestamp": AT, "errors": [{"code": code, "title": document["errors"][0]["title"]}],
+        "timestamp": AT, "errors": [{"code": code, "title": title}],
         "message_id": "wamid.HBgLMTY1MDM4Nzk0MzkVAgARGBJDQjZCMzlEQUE4OTJBMTE4RTUA"}
 
 
@@ -226,7 +232,9 @@ def test_bsuid_documents_follow_the_contracts() -> None:
     for name in ("inbound_text_linking", "inbound_text_bsuid_only",
                  "status_failed_131049_bsuid_only", "status_delivered_linking",
                  "user_preferences_stop_bsuid_only"):
-        for contract, document in translate(name):
+        documents = translate(name)
+        assert documents, f"{name} translated to nothing: the check below would be vacuous"
+        for contract, document in documents:
             assert contracts.first_error(contract, document) is None, name
 
 
@@ -326,8 +334,10 @@ def test_header_tenant(headers: Any, tenant: str | None) -> None:
 def test_tenant_map_file_is_checked() -> None:
     assert webhooks.load_tenant_map('{"waba:1": "a", "phone:2": "b"}') == {
         "waba:1": "a", "phone:2": "b"}
-    for bad in ['[]', '{"1": "a"}', '{"waba:1": ""}', "nope"]:
-        with pytest.raises(ValueError):
+    # Each refusal says why (a bare ValueError would also pass on an unrelated bug).
+    for bad, why in [('[]', "expected a JSON object"), ('{"1": "a"}', "entry '1'"),
+                     ('{"waba:1": ""}', "entry 'waba:1'"), ("nope", "not JSON")]:
+        with pytest.raises(ValueError, match=why):
             webhooks.load_tenant_map(bad)
 
 
@@ -363,6 +373,30 @@ def test_status_update_after_an_announced_recategorisation() -> None:
     assert tpl.pending_category(history, at_noon) is not None
     after = tpl.entry_at(history, at_noon + 86400)
     assert after is not None and (after["category"], after["status"]) == ("MARKETING", "PAUSED")
+
+
+def test_a_later_entry_with_the_same_category_is_no_recategorisation() -> None:
+    history = tpl.merge(None, template_entry("promo", "MARKETING", "APPROVED",
+                                             "2026-11-01T00:00:00Z"))
+    history = tpl.merge(history, template_entry("promo", "MARKETING", "PAUSED",
+                                                "2026-12-01T00:00:00Z"))  # status only moves
+    mid_november = parse_rfc3339("2026-11-15T00:00:00Z")
+    assert tpl.pending_category(history, mid_november) is None
+    history = tpl.merge(history, template_entry("promo", "UTILITY", "APPROVED",
+                                                "2026-12-05T00:00:00Z"))
+    pending = tpl.pending_category(history, mid_november)
+    assert pending is not None
+    assert (pending["category"], pending["updated_at"]) == ("UTILITY", "2026-12-05T00:00:00Z")
+
+
+def test_judge_reports_the_category_meta_announced_for_later() -> None:
+    doc = message(recipient="+14165550123")
+    entry = template_entry("promo", "UTILITY")
+    announced = template_entry("promo", "MARKETING", updated_at="2026-12-01T00:00:00Z")
+    at = parse_rfc3339(AT)
+    assert judge(doc, EMPTY, entry, load_policy().base, at, upcoming=announced) \
+        .recategorized == "MARKETING"
+    assert judge(doc, EMPTY, entry, load_policy().base, at).recategorized is None
 
 
 def test_merge_folds_old_entries_beyond_the_history_limit() -> None:

@@ -79,8 +79,10 @@ def test_unusable_settings_name_the_variable(env: dict[str, str], message: str) 
 
 
 def test_preflight_leaves_an_unreachable_broker_to_the_clients() -> None:
-    # Nothing listens there: not a security problem, so no error (the clients retry).
+    # Nothing listens there: not a security problem, so no error (the clients retry): the
+    # command line is told to go on (access_problem() is preflight() with its refusal caught).
     preflight("127.0.0.1:1", KafkaSecurity(), timeout=2)
+    assert access_problem("127.0.0.1:1", KafkaSecurity(), timeout=2) is None
 
 
 def test_unreadable_tls_files_are_named_before_any_connection(tmp_path: Path) -> None:
