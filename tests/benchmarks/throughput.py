@@ -223,21 +223,54 @@ def wait_committed(bootstrap: str, topics: list[str], expected: int,
     return max((last - first) / 1000.0, 1e-3)
 
 
+PEER_READY_SECONDS = 120.0  # a peer's first rebalance (and its tables' recovery)
+
+
 def run_peer(name: str, bootstrap: str, prefix: str, expected: int, timeout: float) -> float:
+    """A peer's span over the preloaded data. A peer whose start-up hangs (a Faust app's first
+    rebalance now and then never ends) is started once more, in a group of its own."""
     output = f"{prefix}.out.{name}"
     create_missing(bootstrap, [output], PARTITIONS)
-    process = subprocess.Popen(
-        [sys.executable, "-m", PEERS[name], "--bootstrap", bootstrap, "--prefix", prefix,
-         "--group", f"{prefix}.{name}", "--output", output, "--partitions", str(PARTITIONS)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        return wait_outputs(bootstrap, [output], expected, process, timeout)
-    finally:
-        process.send_signal(signal.SIGTERM)
+    for attempt in (1, 2):
+        # The peer's log, so that a peer that stops producing says why.
+        handle, log_path = tempfile.mkstemp(prefix=f"peer-{name}-", suffix=".log")
+        os.close(handle)
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", PEERS[name], "--bootstrap", bootstrap, "--prefix",
+                 prefix, "--group", f"{prefix}.{name}.{attempt}", "--output", output,
+                 "--partitions", str(PARTITIONS)],
+                stdout=subprocess.PIPE, stderr=log_file)
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            if not announced_ready(process, PEER_READY_SECONDS) and attempt == 1:
+                log(f"  {name} not ready after {PEER_READY_SECONDS:.0f} s; started again "
+                    f"(its log: {log_path})")
+                continue
+            return wait_outputs(bootstrap, [output], expected, process, timeout)
+        except SystemExit:
+            tail = Path(log_path).read_text(errors="replace")[-3000:]
+            log(f"  {name}'s log ({log_path}), its end:\n{tail}")
+            raise
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    raise AssertionError("unreachable: the second attempt returns or raises")
+
+
+def announced_ready(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Whether the process printed READY within `seconds` (its stdout's first line)."""
+    seen = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() == b"READY":
+            seen.set()
+
+    threading.Thread(target=read, name="peer-ready", daemon=True).start()
+    return seen.wait(seconds)
 
 
 def gate_env(prefix: str, tag: str) -> dict[str, str]:
