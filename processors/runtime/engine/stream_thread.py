@@ -43,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from mode import Service
 
 from processors.runtime import kafka_clients
@@ -247,9 +247,20 @@ class RouteLoop:
                             if self.exactly_once else None)
         producer = kafka_clients.route_producer(self.settings, transactional_id,
                                                 self.collector.delivered)
-        if transactional_id is not None:
+        while transactional_id is not None:
             # Fences this worker's previous life and aborts the transaction it left open.
-            producer.init_transactions(self.settings.transaction_timeout_seconds * 2)
+            try:
+                producer.init_transactions(self.settings.transaction_timeout_seconds * 2)
+                break
+            except KafkaException as exc:
+                # A broker down longer than the timeout (make chaos saw 106 s): the call is
+                # retriable, and resumes where it stopped. Anything else is fatal.
+                error = exc.args[0]
+                if self.stop_requested.is_set() or not (
+                        error.retriable() or error.code() == KafkaError._TIMED_OUT):
+                    raise
+                log.warning("producer's transactions not initialised (%s): retrying", error,
+                            extra={"event": "producer_init_retry"})
         return producer
 
     def process_id(self) -> str:

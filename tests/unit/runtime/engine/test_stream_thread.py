@@ -9,8 +9,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
+from processors.runtime import kafka_clients
 from processors.runtime.engine import stream_thread
 from processors.runtime.engine.stream_thread import (
     TRANSITIONS,
@@ -200,3 +202,49 @@ def test_a_read_torn_by_a_rebalance_is_put_back_from_its_first_records(tmp_path:
     # was read before the rebalance): nothing skipped.
     assert consumer.seeks == {(TOPIC, 0): 10, (TOPIC, 1): 40}
     assert route.rebalances == 1
+
+
+class FlakyTransactions:
+    """A producer whose init_transactions times out `failures` times (a broker down), then
+    works; or fails with `error` every time."""
+
+    def __init__(self, failures: int, error: Any = None) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+
+    def init_transactions(self, timeout: float) -> None:
+        self.calls += 1
+        if self.error is not None:
+            raise KafkaException(self.error)
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "retry call to resume",
+                                            retriable=True))
+
+
+def test_a_new_producer_waits_out_a_broker_that_is_down(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    producer = FlakyTransactions(failures=3)
+    monkeypatch.setattr(kafka_clients, "route_producer",
+                        lambda *args: producer)
+    loop = route_loop(tmp_path)
+    loop.data_dir.mkdir(parents=True)  # where the transactional id's process id is kept
+    assert loop.new_producer() is producer
+    assert producer.calls == 4  # three timeouts, then initialised
+
+
+def test_a_new_producer_gives_up_on_a_fatal_error_or_when_stopping(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    fenced = FlakyTransactions(0, KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+    monkeypatch.setattr(kafka_clients, "route_producer", lambda *args: fenced)
+    loop = route_loop(tmp_path)
+    loop.data_dir.mkdir(parents=True)
+    with pytest.raises(KafkaException, match="fenced"):
+        loop.new_producer()
+    assert fenced.calls == 1
+    stopping = FlakyTransactions(failures=100)
+    monkeypatch.setattr(kafka_clients, "route_producer", lambda *args: stopping)
+    loop.request_stop()
+    with pytest.raises(KafkaException, match="retry call to resume"):
+        loop.new_producer()
+    assert stopping.calls == 1
