@@ -32,6 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--bsuid-share", type=float, default=0.10,
                         help="share of the messages addressed to BSUIDs (0.10); 0 for numbers "
                              "only (no BSUID, no linking)")
+    parser.add_argument("--number-changes", type=float,
+                        help="share of the state events of users with a number that are "
+                             "user_changed_number (default 0.05); 0 for none")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="records per second; 0 = as fast as possible (0)")
     parser.add_argument("--prefix", help="topics <prefix>.outbound, .statuses, .inbound, "
@@ -50,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     if args.count < 0 or args.rate < 0:
         print("outbound-gate loadgen: --count and --rate must not be negative", file=sys.stderr)
         return 2
+    if args.number_changes is not None and not 0 <= args.number_changes <= 1:
+        print("outbound-gate loadgen: --number-changes must be between 0 and 1", file=sys.stderr)
+        return 2
     if not 0 <= args.bsuid_share < 1:
         print("outbound-gate loadgen: --bsuid-share must be at least 0 and below 1",
               file=sys.stderr)
@@ -64,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
 
     from processors.runtime import kafka_clients
     from processors.runtime.topics import create_missing
-    from processors.tools.loadgen import Workload
+    from processors.tools.loadgen import NUMBER_CHANGES, Workload
     try:
         create_missing(settings.bootstrap_servers, names.values(), settings.partitions,
                        settings.replication_factor, compacted=[names["templates"]],
@@ -74,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
               f"{exc}", file=sys.stderr)
         return 1
     print(f"building the workload (seed {args.seed})", file=sys.stderr)
-    workload = Workload(args.seed, bsuid_share=args.bsuid_share)
+    workload = Workload(args.seed, bsuid_share=args.bsuid_share, number_changes=NUMBER_CHANGES
+                        if args.number_changes is None else args.number_changes)
     try:
         # Throughput over durability: a load generator, not a producer of record.
         producer = kafka_clients.producer(settings.bootstrap_servers, settings.security, acks=1,

@@ -108,7 +108,8 @@ def _is_username_user(digest: bytes, share: float) -> bool:
 
 class Workload:
     def __init__(self, seed: int = 42, tenants: int = 50, recipients: int = 200_000,
-                 bsuid_share: float = BSUID_SHARE) -> None:
+                 bsuid_share: float = BSUID_SHARE,
+                 number_changes: float = NUMBER_CHANGES) -> None:
         self.seed = seed
         self.rng = random.Random(seed)
         self.tenants = [f"tenant-{i:03d}" for i in range(tenants)]
@@ -146,6 +147,7 @@ class Workload:
         # Number changes: (tenant, old E.164) -> new E.164; their own random stream.
         self.moved: dict[tuple[str, str], str] = {}
         self._changes = random.Random(seed ^ 0x33)
+        self.number_changes = number_changes
         self._taken = set(self.recipients)
 
     def user(self, e164: str) -> User:
@@ -270,7 +272,7 @@ class Workload:
         """The user moves to a new number (once): Meta's user_changed_number, as the gate's
         document. None when the user is not one to move."""
         if (tenant, e164) in self.moved or self.username_user(e164) \
-                or self._changes.random() >= NUMBER_CHANGES:
+                or self._changes.random() >= self.number_changes:
             return None
         number = phonenumbers.parse(e164)
         for _ in range(20):

@@ -1,7 +1,7 @@
 """`make bench`: the gate against the ceiling and two peers, on the same broker and data.
 
     .venv/bin/python -m tests.benchmarks.throughput [--events 1000000] [--quick]
-        [--bsuid-share 0.10]
+        [--bsuid-share 0.10] [--number-changes 0.05] [--ab TREE [TREE ...] --pairs N]
 
 Preloads N input records made by processors.tools.loadgen (plus the catalog) into fresh topics: its
 identity mix (about 10% of the messages to business-scoped user IDs, some state events naming a
@@ -61,7 +61,7 @@ from processors.core.policy import PolicySet, load_policy
 from processors.runtime import kafka_clients
 from processors.runtime.engine.stream_thread import PHASES
 from processors.runtime.topics import create_missing
-from processors.tools.loadgen import BSUID_SHARE, Workload, identity_mix
+from processors.tools.loadgen import BSUID_SHARE, NUMBER_CHANGES, Workload, identity_mix
 from tests.e2e import conftest as harness
 from tests.factories import policy_with
 
@@ -313,7 +313,8 @@ def cpu_seconds(pid: int) -> float:
 
 def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds so far by kind of thread: the main thread (Faust's event loop), the other
-    Python threads (the stream thread among them), librdkafka's and RocksDB's."""
+    Python threads (the stream thread among them), librdkafka's and RocksDB's; user time under
+    the kind's name, system time under "<kind> sys"."""
     ticks: dict[str, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -324,7 +325,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
         fields = stat.rsplit(")", 1)[1].split()
         kind = "main" if task.name == str(pid) else "rdkafka" if name.startswith("rdk:") \
             else "rocksdb" if name.startswith("rocksdb") else "python"
-        ticks[kind] = ticks.get(kind, 0) + int(fields[11]) + int(fields[12])
+        ticks[kind] = ticks.get(kind, 0) + int(fields[11])
+        ticks[f"{kind} sys"] = ticks.get(f"{kind} sys", 0) + int(fields[12])
     clock = os.sysconf("SC_CLK_TCK")
     return {kind: count / clock for kind, count in ticks.items()}
 
@@ -506,6 +508,35 @@ class PhaseTotals:
         return {**means, "batches": batches}
 
 
+def batch_shape(base_url: str) -> dict[str, float]:
+    """How a worker's route loop cut its work, from its /metrics: transactions committed, input
+    records per batch and partition, records re-keyed, and the seconds of each batch phase in
+    all. Two trees whose CPU differs show here whether they did the same batches."""
+    with urllib.request.urlopen(f"{base_url}/metrics", timeout=10) as response:
+        return shape_of(response.read().decode("utf-8"))
+
+
+def shape_of(text: str) -> dict[str, float]:
+    """batch_shape() of a /metrics text."""
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "outbound_gate_transactions_total" \
+                    and sample.labels.get("outcome") == "committed":
+                values["transactions"] = sample.value
+            elif sample.name == "outbound_gate_repartitioned_records_total":
+                values["rekeyed"] = sample.value
+            elif sample.name == "outbound_gate_batch_records_sum":
+                values["records"] = sample.value
+            elif sample.name == "outbound_gate_batch_records_count":
+                values["task_batches"] = sample.value
+            elif sample.name == "outbound_gate_batch_phase_seconds_sum":
+                values[f"{sample.labels['phase']}_s"] = sample.value
+    if values.get("task_batches"):
+        values["records_per_task_batch"] = values.pop("records") / values["task_batches"]
+    return values
+
+
 def limits_policy(limit: int) -> PolicySet:
     """The packaged policy with every tenant's messaging limit pinned."""
     version = f"{load_policy().version}-bench-limits"
@@ -531,13 +562,18 @@ def machine() -> dict[str, Any]:
 
 def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: int,
               events: int, timeout: float, workload: dict[str, Any]) -> None:
-    """This tree's gate (A) and another checkout's (B) on the same data, ABBA: machines are
-    shared and noisy, so only the ratio of figures taken side by side means anything."""
-    order = [side for _ in range(args.pairs) for side in ("A", "B", "B", "A")]
-    runs: dict[str, list[int]] = {"A": [], "B": []}
-    per_cpu: dict[str, list[int]] = {"A": [], "B": []}
+    """This tree's gate (A) and other checkouts' (B, C, ...) on the same data, in mirrored
+    rounds (A B C C B A): machines are shared and noisy, so only the ratio of figures taken
+    side by side means anything. Several trees at once bisect a change in one run."""
+    trees = {"A": str(harness.REPO),
+             **{chr(ord("B") + index): str(Path(tree).resolve())
+                for index, tree in enumerate(args.ab)}}
+    sides = list(trees)
+    order = [side for _ in range(args.pairs) for side in (*sides, *reversed(sides))]
+    runs: dict[str, list[int]] = {side: [] for side in sides}
+    per_cpu: dict[str, list[int]] = {side: [] for side in sides}
     for index, side in enumerate(order):
-        extra = {"PYTHONPATH": str(Path(args.ab).resolve())} if side == "B" else None
+        extra = {"PYTHONPATH": trees[side]} if side != "A" else None
         gates, outputs = start_gate(bootstrap, prefix, f"ab-{side.lower()}{index}", extra=extra)
         cpu_before = sum(cpu_seconds(gate.process.pid) for gate in gates)
         before = [thread_cpu(gate.process.pid) for gate in gates]
@@ -549,34 +585,36 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
             for gate, earlier in zip(gates, before, strict=True):
                 for kind, seconds in thread_cpu(gate.process.pid).items():
                     threads[kind] = threads.get(kind, 0.0) + seconds - earlier.get(kind, 0.0)
+            shape = batch_shape(gates[0].base_url)
         finally:
             for gate in gates:
                 harness.stop_worker(gate)
         runs[side].append(round(events / span))
         # Per CPU second as well: less moved by whatever else the shared machine runs.
         per_cpu[side].append(round(events / max(cpu, 1e-3)))
-        log(f"  {side} ({'this tree' if side == 'A' else args.ab}): "
-            f"{runs[side][-1]:,} events/s, {per_cpu[side][-1]:,} events/CPU-s; CPU s by "
-            "thread: " + ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in
-                                   sorted(threads.items())))
+        log(f"  {side} ({trees[side]}): {runs[side][-1]:,} events/s, "
+            f"{per_cpu[side][-1]:,} events/CPU-s; CPU s by thread: "
+            + ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in sorted(threads.items()))
+            + "; " + ", ".join(f"{name} {value:,.1f}" for name, value in shape.items()))
     median = {side: statistics.median(values) for side, values in runs.items()}
     median_cpu = {side: statistics.median(values) for side, values in per_cpu.items()}
-    summary = {"events": events, "partitions": PARTITIONS, "workload": workload,
-               "a": {"tree": str(harness.REPO), "events_per_s": runs["A"],
-                     "events_per_cpu_second": per_cpu["A"]},
-               "b": {"tree": args.ab, "events_per_s": runs["B"],
-                     "events_per_cpu_second": per_cpu["B"]},
-               "ratio_a_to_b": round(median["A"] / median["B"], 3),
-               "cpu_ratio_a_to_b": round(median_cpu["A"] / median_cpu["B"], 3),
-               "machine": machine(),
-               "command": " ".join(["python -m tests.benchmarks.throughput", *sys.argv[1:]])}
+    summary: dict[str, Any] = {"events": events, "partitions": PARTITIONS, "workload": workload}
+    for side in sides:
+        summary[side.lower()] = {"tree": trees[side], "events_per_s": runs[side],
+                                 "events_per_cpu_second": per_cpu[side]}
+    for side in sides[1:]:
+        summary[f"ratio_a_to_{side.lower()}"] = round(median["A"] / median[side], 3)
+        summary[f"cpu_ratio_a_to_{side.lower()}"] = round(median_cpu["A"] / median_cpu[side], 3)
+    summary["machine"] = machine()
+    summary["command"] = " ".join(["python -m tests.benchmarks.throughput", *sys.argv[1:]])
     out = args.output or RESULTS / "ab.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
     drop_topics(bootstrap, prefix)
-    print(f"A {runs['A']} B {runs['B']} events/s; median A/B {summary['ratio_a_to_b']}; "
-          f"per CPU second A {per_cpu['A']} B {per_cpu['B']}, "
-          f"median A/B {summary['cpu_ratio_a_to_b']}")
-
+    for side in sides[1:]:
+        print(f"A {runs['A']} {side} {runs[side]} events/s; median A/{side} "
+              f"{summary[f'ratio_a_to_{side.lower()}']}; per CPU second A {per_cpu['A']} "
+              f"{side} {per_cpu[side]}, median A/{side} "
+              f"{summary[f'cpu_ratio_a_to_{side.lower()}']}  ({trees[side]})")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
@@ -588,6 +626,10 @@ def main() -> None:
     parser.add_argument("--bsuid-share", type=float, default=BSUID_SHARE,
                         help="share of the messages addressed to BSUIDs (0.10); 0 is the "
                              "phone-only workload: no BSUID, no linking")
+    parser.add_argument("--number-changes", type=float, default=NUMBER_CHANGES,
+                        help="share of the state events of users with a number that are "
+                             "number changes (0.05); 0 for a tree older than the gate's "
+                             "user_changed_number handling, so that --ab compares equal work")
     parser.add_argument("--output", type=Path,
                         help="where to write the results (default: results/latest.json, "
                              "results/quick.json with --quick)")
@@ -603,10 +645,11 @@ def main() -> None:
                              "limits, gate), --pairs times; writes results/latency-abba.json")
     parser.add_argument("--pairs", type=int, default=1,
                         help="ABBA rounds with --latency-only or --ab")
-    parser.add_argument("--ab", metavar="TREE",
-                        help="A/B: the gate of this tree against the gate of another checkout "
-                             "(its workers run with PYTHONPATH=TREE), ABBA rounds on the same "
-                             "preloaded data; throughput only")
+    parser.add_argument("--ab", metavar="TREE", nargs="+",
+                        help="A/B: the gate of this tree against the gate of other checkouts "
+                             "(their workers run with PYTHONPATH=TREE), mirrored rounds "
+                             "(A B B A, or A B C C B A with two trees) on the same preloaded "
+                             "data; throughput only")
     args = parser.parse_args()
     if args.latency_only:
         latency_abba(args)
@@ -619,13 +662,15 @@ def main() -> None:
     create_missing(bootstrap, [f"{prefix}.{f}" for f in FIELDS], PARTITIONS,
                    compacted=[f"{prefix}.templates"])
     log(f"preloading {events:,} events into {prefix}.* ({PARTITIONS} partitions)")
-    workload = Workload(args.seed, bsuid_share=args.bsuid_share)
+    workload = Workload(args.seed, bsuid_share=args.bsuid_share,
+                        number_changes=args.number_changes)
     now = time.time()
     catalog = [(f"{prefix}.{r.topic}", r.key, r.value) for r in workload.catalog(now)]
     generated = list(workload.events(events, now))
     records = [(f"{prefix}.{r.topic}", r.key, r.value) for r in generated]
     produce(bootstrap, catalog + records)
-    workload_mix = {"bsuid_share": args.bsuid_share, **identity_mix(generated)}
+    workload_mix = {"bsuid_share": args.bsuid_share, "number_changes": args.number_changes,
+                    **identity_mix(generated)}
     log(f"  workload: {workload_mix}")
     outbound = sum(1 for topic, _, _ in records if topic.endswith(".outbound"))
     timeout = 120 + events / 200  # generous: at least 200 records/s

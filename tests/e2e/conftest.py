@@ -187,3 +187,14 @@ def gate(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
     yield running
     code = stop_worker(running)
     assert code == 0, f"the worker exited with {code} on SIGTERM; log: {running.log_path}"
+
+
+def decided_after(gate: Gate, reader: OutputReader, sentinels: list[dict[str, Any]],
+                  seconds: float) -> None:
+    """Sends the sentinel messages through gate and waits for their decisions: any duplicate
+    of an earlier decision on their partitions would have come before them."""
+    for doc in sentinels:
+        gate.send(gate.topics.outbound, doc["recipient"], doc)
+    ids = {doc["message_id"] for doc in sentinels}
+    reader.wait_for(lambda outs: ids <= {o.value.get("message_id") for o in outs}, seconds,
+                    "the sentinels")

@@ -25,8 +25,8 @@ from processors.core.enrich import parse_recipient
 from processors.runtime.engine.partitioner import partition_for
 from processors.tools.client import CheckRefused, GateChecks
 from tests.e2e.conftest import Gate, poll, start_worker, stop_worker
-from tests.e2e.test_identities import owned
 from tests.e2e.test_live_state import decision, free_form, new_recipient, now_rfc3339
+from tests.e2e.two_workers import owned
 from tests.factories import inbound, template_entry
 
 pytestmark = pytest.mark.e2e

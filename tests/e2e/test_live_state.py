@@ -21,7 +21,7 @@ from processors.core.enrich import parse_recipient
 from processors.core.policy import load_policy
 from processors.core.timeutil import format_rfc3339, parse_rfc3339
 from processors.tools.kafka_io import Output, OutputReader
-from tests.e2e.conftest import Gate, start_worker, stop_worker, wait_ready
+from tests.e2e.conftest import Gate, decided_after, start_worker, stop_worker, wait_ready
 from tests.factories import inbound, message, preference, status
 
 pytestmark = pytest.mark.e2e
@@ -309,12 +309,7 @@ def test_two_workers_one_stopped_mid_stream(bootstrap: str, tmp_path: Path) -> N
     reader.wait_for(lambda _: len(decided()) == len(sent), 120,
                     f"a decision for each of the {len(sent)} messages from the second worker")
     # A sentinel through every partition: duplicates of earlier records would come before it.
-    sentinels = [outbound(r, LONG_TENANT) for r in stopped]
-    for doc in sentinels:
-        second.send(second.topics.outbound, doc["recipient"], doc)
-    ids = {d["message_id"] for d in sentinels}
-    reader.wait_for(lambda outs: ids <= {o.value.get("message_id") for o in outs}, 60,
-                    "the sentinels")
+    decided_after(second, reader, [outbound(r, LONG_TENANT) for r in stopped], 60)
     counts = decided()
     assert set(counts) == set(sent)
     duplicated = [m for m, n in counts.items() if n > 1]

@@ -18,8 +18,8 @@ from processors.runtime import kafka_clients
 from processors.runtime.engine.partitioner import partition_for
 from processors.runtime.gate.tenant_slots import ledger_key
 from tests.e2e.conftest import poll, start_worker, stop_worker
-from tests.e2e.test_identities import owned
 from tests.e2e.test_live_state import new_recipient
+from tests.e2e.two_workers import owned
 from tests.factories import message, template_entry
 
 pytestmark = pytest.mark.e2e

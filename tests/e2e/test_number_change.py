@@ -6,11 +6,8 @@ the stream, the check API (POST /v1/check) and a worker's SIGKILL. Real workers 
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +16,17 @@ import pytest
 from processors.core.enrich import parse_recipient
 from processors.core.timeutil import parse_rfc3339
 from processors.runtime.engine.partitioner import partition_for
-from processors.tools.kafka_io import producer, send_json
-from tests.e2e.conftest import Gate, poll, start_worker, stop_worker, wait_ready
+from processors.tools.kafka_io import producer
+from tests.e2e.conftest import Gate, poll, start_worker, stop_worker
 from tests.e2e.test_check_api import TOKEN, check
-from tests.e2e.test_identities import PARTITIONS, owned, policy_env
 from tests.e2e.test_live_state import code, free_form, now_rfc3339, outbound, send_until
+from tests.e2e.two_workers import (
+    PARTITIONS,
+    owned,
+    policy_env,
+    start_two,
+    stream_through_sigkill,
+)
 from tests.factories import inbound, preference, template_entry
 
 pytestmark = pytest.mark.e2e
@@ -115,14 +118,7 @@ def test_a_changed_number_on_one_worker_and_the_check_api(bootstrap: str,
 
 def test_a_changed_number_across_two_workers_through_a_sigkill(bootstrap: str,
                                                               tmp_path: Path) -> None:
-    run_id = uuid.uuid4().hex[:10]
-    env = policy_env(tmp_path)
-    first = start_worker(bootstrap, tmp_path, run_id, env, name="first")
-    second = start_worker(bootstrap, tmp_path, run_id, env, name="second")
-    wait_ready(first)
-    poll(lambda: len(owned(first)) == 2 and len(owned(second)) == 2
-         and not owned(first) & owned(second), 90,
-         "the two workers to hold two partitions each", first.problem)
+    first, second = start_two(bootstrap, tmp_path, uuid.uuid4().hex[:10])
     old, new = numbers_on_two_halves()
     old_partition = partition_for(f"{TENANT}:{e164(old)}", PARTITIONS)
     new_partition = partition_for(f"{TENANT}:{e164(new)}", PARTITIONS)
@@ -135,43 +131,12 @@ def test_a_changed_number_across_two_workers_through_a_sigkill(bootstrap: str,
                "marketing to the new number refused for the old number's opt-out")
 
     # A stream to both numbers; the worker owning the new number's partition dies mid-stream.
-    victim = first if new_partition in owned(first) else second
-    survivor = second if victim is first else first
-    sent: dict[str, str | None] = {}
-    out = producer(bootstrap)
+    def message(index: int) -> tuple[dict[str, Any], str | None]:
+        if index % 3:
+            return outbound(new if index % 2 else old, TENANT), "MARKETING_OPTED_OUT"
+        return free_form(new, TENANT), None
 
-    def stream(count: int) -> None:
-        for index in range(count):
-            doc = outbound(new if index % 2 else old, TENANT) if index % 3 \
-                else free_form(new, TENANT)
-            sent[doc["message_id"]] = "MARKETING_OPTED_OUT" if index % 3 else None
-            send_json(out, first.topics.outbound, doc["recipient"], doc)
-        out.flush()
-
-    def decided() -> Counter[str]:
-        return Counter(str(o.value["message_id"]) for o in reader.seen
-                       if o.value.get("message_id") in sent)
-
-    stream(60)
-    reader.wait_for(lambda _: len(decided()) >= 10, 60, "the first decisions of the stream")
-    os.kill(victim.process.pid, signal.SIGKILL)
-    victim.process.wait(timeout=30)
-    stream(60)
-    reader.wait_for(lambda _: len(decided()) == len(sent), 180,
-                    f"a decision for each of the {len(sent)} messages after the SIGKILL")
-    sentinels = [outbound(new, TENANT), outbound(old, TENANT)]
-    for doc in sentinels:
-        survivor.send(survivor.topics.outbound, doc["recipient"], doc)
-    ids = {doc["message_id"] for doc in sentinels}
-    reader.wait_for(lambda outs: ids <= {o.value.get("message_id") for o in outs}, 120,
-                    "the sentinels")
-    counts = decided()
-    assert [m for m, n in counts.items() if n > 1] == [], "duplicated decisions"
-    got = {str(o.value["message_id"]): code(o) for o in reader.seen
-           if o.value.get("message_id") in sent}
-    wrong = {m: (sent[m], got[m]) for m in sent if got.get(m) != sent[m]}
-    assert not wrong, f"{len(wrong)} wrong decisions (expected, got), e.g. " \
-        f"{list(wrong.items())[:5]}; logs: {first.log_path}, {second.log_path}"
-    out.close()
+    stream_through_sigkill(
+        first, second, reader, first if new_partition in owned(first) else second, message,
+        lambda: [outbound(new, TENANT), outbound(old, TENANT)])
     reader.close()
-    assert stop_worker(survivor) == 0, f"worker failed on SIGTERM; log: {survivor.log_path}"

@@ -113,6 +113,20 @@ def test_a_zero_share_is_the_phone_only_workload() -> None:
     assert not any(b"user_id" in (r.value or b"") for r in records)
 
 
+def test_number_changes_follow_their_share() -> None:
+    """The benchmark's --number-changes 0 (an A/B against a tree older than the number-change
+    handling) gives none, and only that differs: the other records are the same."""
+    def changes(records: tuple[Record, ...]) -> int:
+        return identity_mix(records)["state_number_changes"]
+
+    default = events()
+    none = tuple(Workload(7, recipients=5_000, number_changes=0.0).events(40_000, NOW))
+    assert changes(default) > 0 and changes(none) == 0
+    assert len(none) == len(default)
+    outbound = [r for r in none if r.topic == "outbound"]
+    assert len(outbound) == sum(1 for r in default if r.topic == "outbound")
+
+
 @pytest.mark.parametrize("seed", [7, 42])
 def test_the_offline_check_takes_every_state_event_and_refuses_otp_to_bsuids(seed: int) -> None:
     topics = Topics()
