@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+from typing import Any
 
 from processors.cli.common import kafka_ready, settings_for
 
 # The environment the command reads (the broker, its security, the topic names).
+# SIGINT / SIGTERM end the run at the next poll; closing the Kafka clients then takes at most this.
+CLOSE_SECONDS = 10
 ENVIRONMENT = ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SECURITY_*", "OUTBOUND_GATE_TOPIC_REJECTED",
                "OUTBOUND_GATE_TOPIC_NOTIFICATIONS_DLQ", "OUTBOUND_GATE_TOPIC_NOTIFICATIONS_SETTLED",
                "OUTBOUND_GATE_PARTITIONS", "OUTBOUND_GATE_REPLICATION_FACTOR")
@@ -104,6 +108,13 @@ def run(args: argparse.Namespace) -> int:
                                     give_up_after=args.give_up_after), settled)
     print(f"outbound-gate notify: {len(settled)} settled before; reading {topics.rejected}",
           file=sys.stderr, flush=True)
+    def stop(signum: int, _: Any) -> None:
+        if notifier.stopping:  # asked twice: stop now
+            raise KeyboardInterrupt
+        notifier.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
     code = 0
     try:
         notifier.run(args.once)
@@ -117,8 +128,8 @@ def run(args: argparse.Namespace) -> int:
         # Aborted by the broker: those records are settled again, with the same keys.
         with contextlib.suppress(KafkaError):
             settler.commit()
-        consumer.close(autocommit=False)
-        producer.close()
+        consumer.close(autocommit=False, timeout_ms=CLOSE_SECONDS * 1000)
+        producer.close(timeout=CLOSE_SECONDS)
         if sender is not None:
             sender.close()
     counts = notifier.counts

@@ -167,8 +167,18 @@ def dead_letter(record: Any, notification: dict[str, Any] | None, settlement: Se
             "notification": notification}
 
 
+class Stopped(Exception):
+    """A stop was asked for during a back-off: the notification in hand stays unsettled (a
+    restart sends it again, with the same Idempotency-Key)."""
+
+
 @dataclass
 class Notifier:
+    """Reads rejections and settles each. stop() (a signal handler calls it) ends run() at the
+    next poll or back-off step, never inside a Kafka call: a KeyboardInterrupt raised in the
+    Kafka client's internals could leave its locks or transaction half-done, and closing it then
+    hung."""
+
     consumer: KafkaConsumer
     settler: Settler
     send: Callable[[dict[str, Any]], Answer]
@@ -176,6 +186,10 @@ class Notifier:
     settled: dict[str, str]  # idempotency key -> outcome, from the settled topic
     counts: Counts = field(default_factory=Counts)
     rand: Callable[[], float] = random.random
+    stopping: bool = False
+
+    def stop(self) -> None:
+        self.stopping = True
 
     def wait(self, seconds: float) -> None:
         """Back off without holding settled work or the group: commit what is settled, then
@@ -186,10 +200,12 @@ class Notifier:
         self.consumer.pause(*paused)
         deadline = time.monotonic() + seconds
         try:
-            while (left := deadline - time.monotonic()) > 0:
+            while not self.stopping and (left := deadline - time.monotonic()) > 0:
                 self.consumer.poll(timeout_ms=max(1, int(min(left, 1.0) * 1000)))
         finally:
             self.consumer.resume(*paused)
+        if self.stopping:
+            raise Stopped
 
     def handle(self, record: Any) -> None:
         try:
@@ -225,8 +241,10 @@ class Notifier:
         self.settled[key] = settlement.outcome
 
     def run(self, once: bool, stop_idle_polls: int = 3) -> None:
+        """Until stop() (or, with once, the end of the topic); what was settled is committed
+        on the way out by the caller (Settler.commit)."""
         idle = 0
-        while True:
+        while not self.stopping:
             batches = self.consumer.poll(timeout_ms=1000, max_records=100)
             records = sorted((r for batch in batches.values() for r in batch),
                              key=lambda r: (r.partition, r.offset))
@@ -239,7 +257,12 @@ class Notifier:
                 continue
             idle = 0
             for record in records:
-                self.handle(record)
+                if self.stopping:
+                    break  # this record and the rest of the batch: read again after a restart
+                try:
+                    self.handle(record)
+                except Stopped:
+                    break
             self.settler.commit()
 
     def at_end(self) -> bool:
