@@ -560,6 +560,16 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version(), "kernel": platform.release()}
 
 
+def paired(a: list[int], b: list[int]) -> dict[str, float]:
+    """The ratios of A's i-th run to B's i-th run (side by side in the same round of the
+    mirrored order, so the machine's drift over the run divides out): their median and
+    geometric mean, and how many of the pairs A won."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return {"median": round(statistics.median(ratios), 3),
+            "geometric_mean": round(statistics.geometric_mean(ratios), 3),
+            "a_faster": sum(ratio > 1 for ratio in ratios), "pairs": len(ratios)}
+
+
 def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: int,
               events: int, timeout: float, workload: dict[str, Any]) -> None:
     """This tree's gate (A) and other checkouts' (B, C, ...) on the same data, in mirrored
@@ -605,6 +615,8 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
     for side in sides[1:]:
         summary[f"ratio_a_to_{side.lower()}"] = round(median["A"] / median[side], 3)
         summary[f"cpu_ratio_a_to_{side.lower()}"] = round(median_cpu["A"] / median_cpu[side], 3)
+        summary[f"paired_a_to_{side.lower()}"] = paired(runs["A"], runs[side])
+        summary[f"paired_cpu_a_to_{side.lower()}"] = paired(per_cpu["A"], per_cpu[side])
     summary["machine"] = machine()
     summary["command"] = " ".join(["python -m tests.benchmarks.throughput", *sys.argv[1:]])
     out = args.output or RESULTS / "ab.json"
@@ -615,6 +627,12 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
               f"{summary[f'ratio_a_to_{side.lower()}']}; per CPU second A {per_cpu['A']} "
               f"{side} {per_cpu[side]}, median A/{side} "
               f"{summary[f'cpu_ratio_a_to_{side.lower()}']}  ({trees[side]})")
+        pairs, pairs_cpu = (summary[f"paired_a_to_{side.lower()}"],
+                            summary[f"paired_cpu_a_to_{side.lower()}"])
+        print(f"  run by run, A/{side}: median {pairs['median']}, geometric mean "
+              f"{pairs['geometric_mean']}, A faster in {pairs['a_faster']} of {pairs['pairs']}; "
+              f"per CPU second: median {pairs_cpu['median']}, geometric mean "
+              f"{pairs_cpu['geometric_mean']}, A faster in {pairs_cpu['a_faster']}")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,

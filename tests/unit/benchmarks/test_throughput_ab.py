@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 
 from processors.runtime.metrics import GateMetrics
-from tests.benchmarks.throughput import shape_of
+from tests.benchmarks.throughput import paired, shape_of
 
 
 def test_the_batch_shape_is_read_from_the_workers_metrics() -> None:
@@ -29,3 +29,12 @@ def test_the_batch_shape_is_read_from_the_workers_metrics() -> None:
     assert shape["process_s"] == 0.75
     assert shape["commit_s"] == 0.125
     assert "records" not in shape
+
+
+def test_runs_are_compared_pair_by_pair() -> None:
+    # B's third run met a busy machine: the ratio of medians would move, the pairs' not much.
+    a, b = [100, 90, 60, 110], [100, 100, 50, 100]
+
+    compared = paired(a, b)
+
+    assert compared == {"median": 1.05, "geometric_mean": 1.044, "a_faster": 2, "pairs": 4}
