@@ -634,6 +634,7 @@ def ab_rounds(args: argparse.Namespace, bootstrap: str, prefix: str, outbound: i
               f"per CPU second: median {pairs_cpu['median']}, geometric mean "
               f"{pairs_cpu['geometric_mean']}, A faster in {pairs_cpu['a_faster']}")
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
