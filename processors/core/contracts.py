@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
@@ -78,30 +78,26 @@ def validator(name: str) -> Draft202012Validator:
 
 
 @cache
-def fast_check(name: str) -> Any:
-    """A compiled validator (fastjsonschema) for schemas that need no cross-file $ref.
+def fast_check(name: str) -> jsonschema_rs.Validator | None:
+    """A compiled validator (jsonschema-rs) for schemas that need no cross-file $ref.
 
-    The input contracts use only keywords whose meaning is the same in draft-07, so they are
-    compiled as draft-07: several times faster on the hot path. jsonschema (2020-12) stays the
-    authority: it writes the error message, and a test holds the two to the same verdicts.
+    Several times faster than jsonschema on the hot path, and it never writes into the document
+    (no defaults filled in: a rejection carries the message as it was sent). jsonschema stays the
+    authority: a document the fast check refuses is looked at again by jsonschema, which writes
+    the error message, and a test holds the two to the same verdicts.
     """
-    document = dict(schema(name))
-    if "$ref" in json.dumps(document) or "$defs" in document:
+    document = schema(name)
+    if "$ref" in json.dumps(document):
         return None
-    document["$schema"] = "http://json-schema.org/draft-07/schema#"
-    document.pop("$id", None)
-    return fastjsonschema.compile(document, formats={"date-time": _date_time})
+    return jsonschema_rs.validator_for(document, formats={"date-time": is_rfc3339},
+                                       validate_formats=True, offline=True)
 
 
 def first_error(name: str, document: Any) -> str | None:
     """The most relevant validation error as one line, or None when the document is valid."""
     check = fast_check(name)
-    if check is not None:
-        try:
-            check(document)
-            return None
-        except fastjsonschema.JsonSchemaException:
-            pass  # let jsonschema say why, in its words
+    if check is not None and check.is_valid(document):
+        return None
     errors = sorted(validator(name).iter_errors(document), key=lambda e: e.path)
     if not errors:
         return None

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from processors.core import contracts, decode, outputs
@@ -189,6 +189,34 @@ def test_mutated_documents_are_decided_or_dead_letters(contract: str,
                                                        data: st.DataObject) -> None:
     document = data.draw(mutated(contract))
     through_core(contract, data.draw(encodings(document)))
+
+
+@FAST
+@given(contract=st.sampled_from(INPUTS), data=st.data())
+def test_fast_check_agrees_with_jsonschema(contract: str, data: st.DataObject) -> None:
+    # The compiled check decides alone when it finds a document valid: it must never pass one
+    # that jsonschema, the authority, refuses. It may refuse more (its patterns are ECMA-262's:
+    # "$" does not match before a final newline); jsonschema then looks again, so the verdict
+    # is always the authority's. Documents as the worker sees them: what orjson reads.
+    try:
+        document = orjson.loads(data.draw(encodings(data.draw(mutated(contract)))))
+    except orjson.JSONDecodeError:
+        assume(False)  # not JSON the worker reads (NaN, integers past 64 bits): no verdict
+    check = contracts.fast_check(contract)
+    assert check is not None
+    authority = not list(contracts.validator(contract).iter_errors(document))
+    assert authority or not check.is_valid(document), document
+    assert (contracts.first_error(contract, document) is None) == authority, document
+
+
+def test_a_refusal_of_the_fast_check_alone_is_not_final() -> None:
+    document = {"message_id": "m1", "tenant_id": "t1", "recipient": "4155550100",
+                "recipient_region": "US\n", "kind": "free_form",
+                "created_at": "2026-01-01T00:00:00Z"}
+    check = contracts.fast_check("outbound_message")
+    assert check is not None and not check.is_valid(document)
+    assert not list(contracts.validator("outbound_message").iter_errors(document))
+    assert contracts.first_error("outbound_message", document) is None
 
 
 @FAST
